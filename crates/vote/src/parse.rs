@@ -1,0 +1,245 @@
+use serde_json::{Map, Value};
+
+use crate::error::{FieldProblem, VoteError};
+use crate::limits;
+use crate::vote::{check_vote_id, RawVote, Received, Vote};
+
+/// A parsed HTTP submission: one vote, or a batch (a JSON array).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    pub votes: Vec<Vote>,
+    /// True when the body was a JSON array (answer with a list of receipts).
+    pub batch: bool,
+}
+
+/// Accept the content types real clients send: none, `application/json`,
+/// `*/*+json`, `text/plain`, and `application/x-www-form-urlencoded` (what
+/// `curl -d` sends with a JSON body). A `charset` other than UTF-8 is refused.
+pub fn check_content_type(content_type: Option<&str>) -> Result<(), VoteError> {
+    let Some(ct) = content_type else { return Ok(()) };
+    let mut parts = ct.split(';');
+    let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime_ok = mime.is_empty()
+        || mime == "application/json"
+        || mime == "text/plain"
+        || mime == "application/x-www-form-urlencoded"
+        || (mime.starts_with("application/") && mime.ends_with("+json"));
+    let charset_ok = parts.all(|p| {
+        let mut kv = p.splitn(2, '=');
+        let key = kv.next().unwrap_or("").trim();
+        let val = kv.next().unwrap_or("").trim().trim_matches('"');
+        !key.eq_ignore_ascii_case("charset") || val.eq_ignore_ascii_case("utf-8") || val.eq_ignore_ascii_case("utf8")
+    });
+    if mime_ok && charset_ok { Ok(()) } else { Err(VoteError::UnsupportedContentType(ct.chars().take(100).collect())) }
+}
+
+/// Parse and validate an HTTP request body: a vote object in either client
+/// shape (`{"name","album","year","rank"}` or `{"album","year","artist","ranked"}`),
+/// or a JSON array of them. Never panics, whatever the bytes.
+pub fn parse_body(content_type: Option<&str>, body: &[u8], received: &Received) -> Result<Submission, VoteError> {
+    if body.len() > limits::MAX_BODY_BYTES {
+        return Err(VoteError::BodyTooLarge { size: body.len(), limit: limits::MAX_BODY_BYTES });
+    }
+    check_content_type(content_type)?;
+    let key = match &received.idempotency_key {
+        Some(k) => Some(check_vote_id("Idempotency-Key", k.clone())?),
+        None => None,
+    };
+    let value: Value = serde_json::from_slice(body).map_err(|e| VoteError::MalformedJson(e.to_string()))?;
+    match value {
+        Value::Object(map) => {
+            let vote = raw_from_json(map)?.validate(received.source, received.received_at_ms, key)?;
+            Ok(Submission { votes: vec![vote], batch: false })
+        }
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(VoteError::EmptyBatch);
+            }
+            if items.len() > limits::MAX_BATCH {
+                return Err(VoteError::BatchTooLarge { len: items.len(), limit: limits::MAX_BATCH });
+            }
+            let votes = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let Value::Object(map) = item else { return Err(VoteError::NotAnObject) };
+                    let fallback = key.as_ref().map(|k| format!("{k}:{i}"));
+                    raw_from_json(map)
+                        .and_then(|raw| raw.validate(received.source, received.received_at_ms, fallback))
+                        .map_err(|e| e.at_index(i))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Submission { votes, batch: true })
+        }
+        _ => Err(VoteError::NotAnObject),
+    }
+}
+
+/// Map either client shape onto a [`RawVote`]. Aliases that both appear must agree.
+fn raw_from_json(map: Map<String, Value>) -> Result<RawVote, VoteError> {
+    let mut raw = RawVote::default();
+    let mut seen: [Option<&'static str>; 2] = [None, None];
+    for (key, value) in map {
+        let (slot, canonical, alias_slot): (&mut Option<String>, &'static str, Option<usize>) = match key.as_str() {
+            "name" | "artist" | "band" => (&mut raw.band, "band", Some(0)),
+            "rank" | "ranked" => (&mut raw.rank, "rank", Some(1)),
+            "album" => (&mut raw.album, "album", None),
+            "year" => (&mut raw.year, "year", None),
+            "vote_id" => (&mut raw.vote_id, "vote_id", None),
+            _ => return Err(VoteError::field(truncate(&key), FieldProblem::Unknown)),
+        };
+        let numbers_ok = matches!(canonical, "year" | "rank");
+        let text = match value {
+            Value::String(s) => s,
+            Value::Number(n) if numbers_ok => n.to_string(),
+            _ => {
+                let expected = if numbers_ok { "string or number" } else { "string" };
+                return Err(VoteError::field(field_name(&key), FieldProblem::WrongType { expected }));
+            }
+        };
+        if let Some(i) = alias_slot {
+            let name = field_name(&key);
+            if let (Some(prev), Some(prev_name)) = (slot.as_ref(), seen[i]) {
+                if prev.split_whitespace().ne(text.split_whitespace()) {
+                    return Err(VoteError::field(name, FieldProblem::Conflict { with: prev_name }));
+                }
+            }
+            seen[i] = Some(name);
+        }
+        *slot = Some(text);
+    }
+    Ok(raw)
+}
+
+fn field_name(key: &str) -> &'static str {
+    match key {
+        "name" => "name",
+        "artist" => "artist",
+        "band" => "band",
+        "rank" => "rank",
+        "ranked" => "ranked",
+        "album" => "album",
+        "year" => "year",
+        _ => "vote_id",
+    }
+}
+
+fn truncate(key: &str) -> String {
+    key.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Source;
+
+    fn rx() -> Received {
+        Received::new(Source::Http, 1_700_000_000_000)
+    }
+
+    fn err(body: &str) -> VoteError {
+        parse_body(Some("application/json"), body.as_bytes(), &rx()).unwrap_err()
+    }
+
+    #[test]
+    fn accepts_both_client_shapes() {
+        let a = parse_body(None, br#"{"name":"Alux Nahual","album":"Alux Nahual","year":"1983","rank":"1"}"#, &rx()).unwrap();
+        let b = parse_body(
+            Some("application/x-www-form-urlencoded"),
+            br#"{"album":"Alux Nahual","year":"1983","artist":"Alux Nahual","ranked":"01"}"#,
+            &rx(),
+        )
+        .unwrap();
+        assert!(!a.batch && !b.batch);
+        let (a, b) = (&a.votes[0], &b.votes[0]);
+        assert_eq!((&a.band, &a.album, a.year, a.rank), (&b.band, &b.album, b.year, b.rank));
+    }
+
+    #[test]
+    fn batch_with_idempotency_key() {
+        let body = br#"[{"name":"A","album":"x","year":"2001","rank":"1"},{"artist":"B","album":"y","year":"2002","ranked":"2"}]"#;
+        let s = parse_body(None, body, &rx().with_idempotency_key(Some("req-9".into()))).unwrap();
+        assert!(s.batch);
+        assert_eq!(s.votes.iter().map(|v| v.vote_id.as_str()).collect::<Vec<_>>(), ["req-9:0", "req-9:1"]);
+        let one = br#"{"name":"A","album":"x","year":"2001","rank":"1"}"#;
+        let single = parse_body(None, one, &rx().with_idempotency_key(Some("req-9".into()))).unwrap();
+        assert_eq!(single.votes[0].vote_id, "req-9");
+    }
+
+    #[test]
+    fn error_classes_and_statuses() {
+        assert_eq!(err("{").http_status(), 400);
+        assert_eq!(err("[]"), VoteError::EmptyBatch);
+        assert_eq!(err("42"), VoteError::NotAnObject);
+        assert_eq!(err("[1]"), VoteError::NotAnObject);
+        let e = err(r#"{"name":"a","album":"b","year":"1983","rank":"1","colour":"red"}"#);
+        assert_eq!(e, VoteError::field("colour", FieldProblem::Unknown));
+        assert_eq!(e.http_status(), 422);
+        let e = err(r#"{"name":"a","artist":"b","album":"b","year":"1983","rank":"1"}"#);
+        assert_eq!(e, VoteError::field("name", FieldProblem::Conflict { with: "artist" }));
+        let e = err(r#"{"name":7,"album":"b","year":"1983","rank":"1"}"#);
+        assert_eq!(e, VoteError::field("name", FieldProblem::WrongType { expected: "string" }));
+        let e = err(r#"[{"name":"a","album":"b","year":"1983","rank":"1"},{"name":"a","album":"b","year":"83","rank":"1"}]"#);
+        assert_eq!(e, VoteError::field("[1].year", FieldProblem::NotAYear));
+        let body = e.to_json();
+        assert_eq!(body["error"]["field"], "[1].year");
+        assert_eq!(body["error"]["problem"], "not_a_year");
+        assert_eq!(body["error"]["status"], 422);
+        let big = vec![b' '; limits::MAX_BODY_BYTES + 1];
+        assert_eq!(parse_body(None, &big, &rx()).unwrap_err().http_status(), 413);
+        let e = parse_body(Some("application/xml"), b"{}", &rx()).unwrap_err();
+        assert_eq!(e.http_status(), 415);
+        assert!(check_content_type(Some("application/json; charset=latin1")).is_err());
+        assert!(check_content_type(Some("application/json; charset=UTF-8")).is_ok());
+        assert_eq!(parse_body(None, b"\xff\xfe", &rx()).unwrap_err().http_status(), 400);
+        let deep = "[".repeat(10_000);
+        assert_eq!(parse_body(None, deep.as_bytes(), &rx()).unwrap_err().http_status(), 400);
+        let key = parse_body(None, b"{}", &rx().with_idempotency_key(Some("bad key".into()))).unwrap_err();
+        assert_eq!(key, VoteError::field("Idempotency-Key", FieldProblem::BadVoteId));
+    }
+
+    #[test]
+    fn numbers_accepted_for_year_and_rank() {
+        let s = parse_body(None, br#"{"name":"a","album":"b","year":1983,"rank":8.5}"#, &rx()).unwrap();
+        assert_eq!((s.votes[0].year, s.votes[0].rank), (1983, 8.5));
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::Source;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any byte string either parses or returns a typed error; never panics.
+        #[test]
+        fn any_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_body(None, &body, &Received::new(Source::Http, 0));
+        }
+
+        /// JSON-ish input built from the real field names exercises the validator deeper.
+        #[test]
+        fn any_field_values_never_panic(
+            band in ".{0,40}", album in ".{0,40}", year in "[0-9a-z ]{0,6}", rank in "[0-9.eE+-]{0,8}",
+            key in prop::sample::select(vec!["name", "artist", "band", "colour"]),
+        ) {
+            let body = serde_json::json!({ key: band, "album": album, "year": year, "ranked": rank }).to_string();
+            match parse_body(Some("application/json"), body.as_bytes(), &Received::new(Source::Http, 0)) {
+                Ok(s) => for v in &s.votes { prop_assert!(v.check().is_ok()); },
+                Err(e) => { prop_assert!(matches!(e.http_status(), 400 | 413 | 415 | 422)); }
+            }
+        }
+
+        /// Valid votes survive the Kafka record round trip unchanged.
+        #[test]
+        fn record_round_trip(band in "[A-Za-z][A-Za-z ]{0,30}", year in 1000u16..=2100, rank in 0u32..1000) {
+            let raw = RawVote { band: Some(band), album: Some("x".into()), year: Some(year.to_string()), rank: Some(rank.to_string()), vote_id: None };
+            let vote = raw.validate(Source::Grpc, 5, None).unwrap();
+            let rec = crate::record::encode(&vote);
+            prop_assert_eq!(crate::record::decode(&rec.value).unwrap(), vote);
+        }
+    }
+}

@@ -1,0 +1,238 @@
+use serde::{Deserialize, Serialize};
+
+use crate::error::{FieldProblem, VoteError};
+use crate::limits;
+
+/// Which intake received a vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The HTTP intake (the WASI component, under our host or Spin).
+    Http,
+    /// The gRPC producer.
+    Grpc,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Grpc => "grpc",
+        }
+    }
+}
+
+/// The canonical, validated vote. This is what goes to Kafka, Redis and MongoDB.
+///
+/// Field order is the JSON field order of the Kafka record value; do not
+/// reorder without bumping [`crate::record::SCHEMA`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vote {
+    /// Unique id: the client's vote id or idempotency key, else a UUIDv7.
+    pub vote_id: String,
+    /// Band name, normalised (trimmed, inner whitespace collapsed).
+    pub band: String,
+    /// Album name, normalised like `band`.
+    pub album: String,
+    pub year: u16,
+    /// Rank as a number (`"09"` is 9, `"8.5"` is 8.5).
+    pub rank: f64,
+    pub source: Source,
+    /// When the intake received it, milliseconds since the Unix epoch.
+    pub received_at_ms: i64,
+}
+
+/// Context an intake supplies with a submission.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub source: Source,
+    pub received_at_ms: i64,
+    /// The request's `Idempotency-Key`, if any. For a batch, item `i` gets `KEY:i`.
+    pub idempotency_key: Option<String>,
+}
+
+impl Received {
+    pub fn new(source: Source, received_at_ms: i64) -> Self {
+        Self { source, received_at_ms, idempotency_key: None }
+    }
+
+    pub fn with_idempotency_key(mut self, key: Option<String>) -> Self {
+        self.idempotency_key = key;
+        self
+    }
+}
+
+/// A vote as a client sent it: every value a string, every field optional.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawVote {
+    pub band: Option<String>,
+    pub album: Option<String>,
+    pub year: Option<String>,
+    pub rank: Option<String>,
+    pub vote_id: Option<String>,
+}
+
+impl RawVote {
+    /// Validate and normalise. `fallback_id` is used when the vote carries no
+    /// `vote_id` of its own; with neither, a UUIDv7 is generated.
+    pub fn validate(self, source: Source, received_at_ms: i64, fallback_id: Option<String>) -> Result<Vote, VoteError> {
+        let band = normalise_text("band", self.band)?;
+        let album = normalise_text("album", self.album)?;
+        let year = parse_year(self.year)?;
+        let rank = parse_rank(self.rank)?;
+        let vote_id = match self.vote_id.or(fallback_id) {
+            Some(id) => check_vote_id("vote_id", id)?,
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        Ok(Vote { vote_id, band, album, year, rank, source, received_at_ms })
+    }
+}
+
+impl Vote {
+    /// Check a vote that arrived already structured (over the component's WIT
+    /// interface, from the REST bridge or from Kafka): it must be exactly what
+    /// [`RawVote::validate`] would have produced.
+    pub fn check(&self) -> Result<(), VoteError> {
+        check_vote_id("vote_id", self.vote_id.clone())?;
+        for (field, text) in [("band", &self.band), ("album", &self.album)] {
+            if normalise_text(field, Some(text.clone()))? != *text {
+                return Err(VoteError::field(field, FieldProblem::WrongType { expected: "normalised text" }));
+            }
+        }
+        if !limits::YEAR_RANGE.contains(&self.year) {
+            return Err(VoteError::field("year", FieldProblem::NotAYear));
+        }
+        if !(self.rank.is_finite() && (0.0..=limits::MAX_RANK).contains(&self.rank)) {
+            return Err(VoteError::field("rank", FieldProblem::OutOfRange));
+        }
+        Ok(())
+    }
+}
+
+/// Trim, collapse inner whitespace runs to one space, refuse control characters.
+fn normalise_text(field: &'static str, value: Option<String>) -> Result<String, VoteError> {
+    let value = value.ok_or_else(|| VoteError::field(field, FieldProblem::Missing))?;
+    if value.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+        return Err(VoteError::field(field, FieldProblem::ControlCharacter));
+    }
+    let normalised = value.split_whitespace().collect::<Vec<_>>().join(" ");
+    if normalised.is_empty() {
+        return Err(VoteError::field(field, FieldProblem::Empty));
+    }
+    if normalised.chars().count() > limits::MAX_TEXT_CHARS {
+        return Err(VoteError::field(field, FieldProblem::TooLong { max: limits::MAX_TEXT_CHARS }));
+    }
+    Ok(normalised)
+}
+
+fn parse_year(value: Option<String>) -> Result<u16, VoteError> {
+    let value = value.ok_or_else(|| VoteError::field("year", FieldProblem::Missing))?;
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(VoteError::field("year", FieldProblem::Empty));
+    }
+    if v.len() != 4 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(VoteError::field("year", FieldProblem::NotAYear));
+    }
+    let year: u16 = v.parse().map_err(|_| VoteError::field("year", FieldProblem::NotAYear))?;
+    if !limits::YEAR_RANGE.contains(&year) {
+        return Err(VoteError::field("year", FieldProblem::NotAYear));
+    }
+    Ok(year)
+}
+
+/// Plain decimal only: `9`, `09`, `8.5`. No sign, exponent, `inf` or `NaN`.
+fn parse_rank(value: Option<String>) -> Result<f64, VoteError> {
+    let value = value.ok_or_else(|| VoteError::field("rank", FieldProblem::Missing))?;
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(VoteError::field("rank", FieldProblem::Empty));
+    }
+    let (int, frac) = v.split_once('.').unwrap_or((v, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || int.len() > 12 || frac.len() > 6 || !digits(int) || !digits(frac) || v.ends_with('.') {
+        return Err(VoteError::field("rank", FieldProblem::NotANumber));
+    }
+    let rank: f64 = v.parse().map_err(|_| VoteError::field("rank", FieldProblem::NotANumber))?;
+    if rank > limits::MAX_RANK {
+        return Err(VoteError::field("rank", FieldProblem::OutOfRange));
+    }
+    Ok(rank)
+}
+
+pub(crate) fn check_vote_id(field: &'static str, id: String) -> Result<String, VoteError> {
+    let ok = !id.is_empty()
+        && id.len() <= limits::MAX_VOTE_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if ok { Ok(id) } else { Err(VoteError::field(field, FieldProblem::BadVoteId)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(band: &str, album: &str, year: &str, rank: &str) -> RawVote {
+        RawVote {
+            band: Some(band.into()),
+            album: Some(album.into()),
+            year: Some(year.into()),
+            rank: Some(rank.into()),
+            vote_id: None,
+        }
+    }
+
+    fn problem(r: Result<Vote, VoteError>) -> (String, FieldProblem) {
+        match r.unwrap_err() {
+            VoteError::Field { field, problem } => (field, problem),
+            e => panic!("not a field error: {e}"),
+        }
+    }
+
+    #[test]
+    fn normalises_text_and_numbers() {
+        let v = raw("  Alux   Nahual ", "Alux\tNahual", " 1983", "09").validate(Source::Http, 7, None).unwrap();
+        assert_eq!(v.band, "Alux Nahual");
+        assert_eq!(v.album, "Alux Nahual");
+        assert_eq!(v.year, 1983);
+        assert_eq!(v.rank, 9.0);
+        assert_eq!(v.received_at_ms, 7);
+        assert_eq!(uuid::Uuid::parse_str(&v.vote_id).unwrap().get_version_num(), 7);
+        v.check().unwrap();
+        let v = raw("a", "b", "2000", "8.5").validate(Source::Grpc, 0, Some("k-1".into())).unwrap();
+        assert_eq!((v.rank, v.vote_id.as_str()), (8.5, "k-1"));
+    }
+
+    #[test]
+    fn names_field_and_problem() {
+        let cases = [
+            (raw("", "b", "2000", "1"), "band", FieldProblem::Empty),
+            (raw("a", "b\u{7}", "2000", "1"), "album", FieldProblem::ControlCharacter),
+            (raw("a", &"x".repeat(201), "2000", "1"), "album", FieldProblem::TooLong { max: 200 }),
+            (raw("a", "b", "83", "1"), "year", FieldProblem::NotAYear),
+            (raw("a", "b", "0999", "1"), "year", FieldProblem::NotAYear),
+            (raw("a", "b", "2000", "-1"), "rank", FieldProblem::NotANumber),
+            (raw("a", "b", "2000", "1e3"), "rank", FieldProblem::NotANumber),
+            (raw("a", "b", "2000", "NaN"), "rank", FieldProblem::NotANumber),
+            (raw("a", "b", "2000", "8."), "rank", FieldProblem::NotANumber),
+            (raw("a", "b", "2000", "100001"), "rank", FieldProblem::OutOfRange),
+        ];
+        for (r, field, p) in cases {
+            assert_eq!(problem(r.validate(Source::Http, 0, None)), (field.to_string(), p));
+        }
+        let missing = RawVote { band: Some("a".into()), ..Default::default() };
+        assert_eq!(problem(missing.validate(Source::Http, 0, None)), ("album".into(), FieldProblem::Missing));
+        let bad_id = raw("a", "b", "2000", "1").validate(Source::Http, 0, Some("has space".into()));
+        assert_eq!(problem(bad_id), ("vote_id".into(), FieldProblem::BadVoteId));
+    }
+
+    #[test]
+    fn check_refuses_unnormalised_votes() {
+        let mut v = raw("a", "b", "2000", "1").validate(Source::Http, 0, None).unwrap();
+        v.band = " a".into();
+        assert!(v.check().is_err());
+        v.band = "a".into();
+        v.rank = f64::NAN;
+        assert!(v.check().is_err());
+    }
+}
