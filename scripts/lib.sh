@@ -6,3 +6,20 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 export PATH="$TOOLS/bin:$HOME/.cargo/bin:$PATH"
 log() { printf '[bandvote %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+LOGS="$STATE/logs"
+KAFKA_PORT="${BANDVOTE_KAFKA_PORT:-9092}"
+REDIS_PORT="${BANDVOTE_REDIS_PORT:-6379}"
+MONGO_PORT="${BANDVOTE_MONGO_PORT:-27017}"
+VOTES_TOPIC="${BANDVOTE_TOPIC:-votes}"
+VOTES_PARTITIONS="${BANDVOTE_PARTITIONS:-6}"
+export BANDVOTE_KAFKA_BROKERS="${BANDVOTE_KAFKA_BROKERS:-127.0.0.1:$KAFKA_PORT}"
+export BANDVOTE_REDIS_URL="${BANDVOTE_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/}"
+export BANDVOTE_MONGO_URL="${BANDVOTE_MONGO_URL:-mongodb://127.0.0.1:$MONGO_PORT/}"
+export BANDVOTE_TOPIC="$VOTES_TOPIC"
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { # port name [seconds]
+  local i
+  for ((i = 0; i < ${3:-60} * 10; i++)); do port_open "$1" && return 0; sleep 0.1; done
+  die "$2 did not open 127.0.0.1:$1 (log: $LOGS/$2.log)"
+}

@@ -1,0 +1,231 @@
+//! `bandvote-load`: send votes to an intake for a bounded time at a fixed
+//! concurrency, print a progress line every second, and write a JSON report
+//! (sent, acked, rejected, errors, rate, latency percentiles).
+//!
+//! Targets are loopback addresses only; the run stops by itself.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bandvote_grpc::proto::bandvote::vote_service_client::VoteServiceClient;
+use bandvote_vote::pb;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Load generator for the bandvote intakes")]
+struct Args {
+    /// `http`, `grpc` (unary) or `grpc-stream` (client-streamed batches).
+    #[arg(long, default_value = "http")]
+    mode: String,
+    /// Target: `http://127.0.0.1:8080/` for http, `http://127.0.0.1:50051` for gRPC.
+    #[arg(long)]
+    target: String,
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Stop after this many votes (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    max_votes: u64,
+    /// Target rate in votes/s across all workers (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Every Nth request is deliberately invalid (0 = never), to show rejections.
+    #[arg(long, default_value_t = 0)]
+    invalid_every: u64,
+    /// Votes per gRPC stream (grpc-stream mode).
+    #[arg(long, default_value_t = 50)]
+    batch: usize,
+    /// Prefix for vote ids (makes retries idempotent and runs distinguishable).
+    #[arg(long, default_value = "load")]
+    id_prefix: String,
+    /// Write the JSON report here too.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Label for progress lines.
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Print no progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+const BANDS: &[(&str, &str, &str)] = &[
+    ("Alux Nahual", "Alux Nahual", "1983"),
+    ("Bohemia Suburbana", "Fiebre", "1999"),
+    ("Viernes Verde", "Viernes Verde", "2002"),
+    ("Malacates Trebol Shop", "Niño Bonito", "2007"),
+    ("Radio Viejo", "Antología", "1996"),
+    ("Soda Stereo", "Canción Animal", "1990"),
+    ("Caifanes", "El Silencio", "1992"),
+    ("Café Tacvba", "Re", "1994"),
+];
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    acked: AtomicU64,
+    rejected: AtomicU64,
+    overloaded: AtomicU64,
+    errors: AtomicU64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    mode: String,
+    target: String,
+    concurrency: usize,
+    seconds: f64,
+    sent: u64,
+    acked: u64,
+    rejected: u64,
+    overloaded: u64,
+    errors: u64,
+    acked_per_sec: f64,
+    latency_ms_p50: f64,
+    latency_ms_p90: f64,
+    latency_ms_p99: f64,
+    latency_ms_max: f64,
+}
+
+fn vote_json(seq: u64, prefix: &str, invalid: bool) -> serde_json::Value {
+    let (band, album, year) = BANDS[(seq as usize * 7 + seq as usize / 3) % BANDS.len()];
+    let year = if invalid { "83" } else { year };
+    let rank = format!("{:02}", seq % 10 + 1);
+    // Alternate the two client shapes real clients send.
+    if seq % 2 == 0 {
+        serde_json::json!({ "name": band, "album": album, "year": year, "rank": rank, "vote_id": format!("{prefix}-{seq}") })
+    } else {
+        serde_json::json!({ "album": album, "year": year, "artist": band, "ranked": rank, "vote_id": format!("{prefix}-{seq}") })
+    }
+}
+
+fn vote_pb(seq: u64, prefix: &str, invalid: bool) -> pb::Vote {
+    let (band, album, year) = BANDS[(seq as usize * 7 + seq as usize / 3) % BANDS.len()];
+    pb::Vote {
+        band: band.into(),
+        album: album.into(),
+        year: if invalid { "83".into() } else { year.into() },
+        rank: format!("{}", seq % 10 + 1),
+        vote_id: format!("{prefix}-{seq}"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let counters = Arc::new(Counters::default());
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let seq = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(args.duration);
+    let per_worker_interval =
+        (args.rate > 0.0).then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate));
+
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (args, counters, hist, seq) = (args.clone(), counters.clone(), hist.clone(), seq.clone());
+        workers.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+            let mut grpc = match args.mode.as_str() {
+                "grpc" | "grpc-stream" => Some(VoteServiceClient::connect(args.target.clone()).await.expect("gRPC connect")),
+                _ => None,
+            };
+            let mut next = Instant::now();
+            while Instant::now() < deadline {
+                if let Some(iv) = per_worker_interval {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += iv;
+                }
+                let n = if args.mode == "grpc-stream" { args.batch as u64 } else { 1 };
+                let first = seq.fetch_add(n, Ordering::Relaxed);
+                if args.max_votes > 0 && first >= args.max_votes {
+                    break;
+                }
+                let invalid = args.invalid_every > 0 && first % args.invalid_every == args.invalid_every - 1;
+                counters.sent.fetch_add(n, Ordering::Relaxed);
+                let t = Instant::now();
+                let outcome: (u64, u64, u64, u64) = match args.mode.as_str() {
+                    "http" => match http.post(&args.target).json(&vote_json(first, &args.id_prefix, invalid)).send().await {
+                        Ok(r) if r.status().is_success() => (1, 0, 0, 0),
+                        Ok(r) if r.status().as_u16() == 503 => (0, 0, 1, 0),
+                        Ok(r) if r.status().is_client_error() => (0, 1, 0, 0),
+                        _ => (0, 0, 0, 1),
+                    },
+                    "grpc" => match grpc.as_mut().unwrap().cast(vote_pb(first, &args.id_prefix, invalid)).await {
+                        Ok(_) => (1, 0, 0, 0),
+                        Err(s) if s.code() == tonic::Code::InvalidArgument => (0, 1, 0, 0),
+                        Err(s) if s.code() == tonic::Code::ResourceExhausted => (0, 0, 1, 0),
+                        Err(_) => (0, 0, 0, 1),
+                    },
+                    _ => {
+                        let votes: Vec<_> = (first..first + n).map(|s| vote_pb(s, &args.id_prefix, false)).collect();
+                        match grpc.as_mut().unwrap().cast_batch(futures::stream::iter(votes)).await {
+                            Ok(r) => (r.into_inner().receipts.len() as u64, 0, 0, 0),
+                            Err(s) if s.code() == tonic::Code::ResourceExhausted => (0, 0, n, 0),
+                            Err(_) => (0, 0, 0, n),
+                        }
+                    }
+                };
+                let micros = t.elapsed().as_micros().max(1) as u64;
+                let _ = hist.lock().unwrap().record(micros);
+                counters.acked.fetch_add(outcome.0, Ordering::Relaxed);
+                counters.rejected.fetch_add(outcome.1, Ordering::Relaxed);
+                counters.overloaded.fetch_add(outcome.2, Ordering::Relaxed);
+                counters.errors.fetch_add(outcome.3, Ordering::Relaxed);
+            }
+        }));
+    }
+    if !args.quiet {
+        let counters = counters.clone();
+        let label = if args.label.is_empty() { args.mode.clone() } else { args.label.clone() };
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let s = started.elapsed().as_secs_f64();
+                let acked = counters.acked.load(Ordering::Relaxed);
+                eprintln!(
+                    "[load {label}] {s:5.1}s sent {} acked {} rejected {} overloaded {} errors {} ({:.0}/s)",
+                    counters.sent.load(Ordering::Relaxed),
+                    acked,
+                    counters.rejected.load(Ordering::Relaxed),
+                    counters.overloaded.load(Ordering::Relaxed),
+                    counters.errors.load(Ordering::Relaxed),
+                    acked as f64 / s
+                );
+            }
+        });
+    }
+    for w in workers {
+        w.await?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let h = hist.lock().unwrap();
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let report = Report {
+        mode: args.mode.clone(),
+        target: args.target.clone(),
+        concurrency: args.concurrency,
+        seconds,
+        sent: counters.sent.load(Ordering::Relaxed).min(if args.max_votes > 0 { args.max_votes } else { u64::MAX }),
+        acked: counters.acked.load(Ordering::Relaxed),
+        rejected: counters.rejected.load(Ordering::Relaxed),
+        overloaded: counters.overloaded.load(Ordering::Relaxed),
+        errors: counters.errors.load(Ordering::Relaxed),
+        acked_per_sec: counters.acked.load(Ordering::Relaxed) as f64 / seconds,
+        latency_ms_p50: ms(0.5),
+        latency_ms_p90: ms(0.9),
+        latency_ms_p99: ms(0.99),
+        latency_ms_max: h.max() as f64 / 1000.0,
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(out) = &args.out {
+        std::fs::write(out, &json)?;
+    }
+    println!("{json}");
+    Ok(())
+}

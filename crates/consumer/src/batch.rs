@@ -1,0 +1,92 @@
+//! Turning Kafka messages into per-partition batches of decoded votes.
+
+use std::collections::BTreeMap;
+
+use bandvote_vote::{record, Vote};
+
+/// A vote with where it sits in Kafka.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located {
+    pub partition: i32,
+    pub offset: i64,
+    pub vote: Vote,
+}
+
+/// A record that could not be decoded (a poison record): it goes to the DLQ.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Poison {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub reason: String,
+}
+
+/// One partition's share of a batch, in offset order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PartitionBatch {
+    pub votes: Vec<Located>,
+    /// Highest offset in the batch, poison records included: the batch is
+    /// applied up to here.
+    pub last_offset: i64,
+}
+
+/// A decoded batch.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub partitions: BTreeMap<i32, PartitionBatch>,
+    pub poison: Vec<Poison>,
+}
+
+impl Batch {
+    /// Add one raw record.
+    pub fn push(&mut self, partition: i32, offset: i64, key: &[u8], value: &[u8]) {
+        let entry = self.partitions.entry(partition).or_insert_with(|| PartitionBatch { votes: Vec::new(), last_offset: offset });
+        entry.last_offset = entry.last_offset.max(offset);
+        match record::decode(value) {
+            Ok(vote) => entry.votes.push(Located { partition, offset, vote }),
+            Err(e) => self.poison.push(Poison { partition, offset, key: key.to_vec(), value: value.to_vec(), reason: e.to_string() }),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.partitions.values().map(|p| p.votes.len()).sum::<usize>() + self.poison.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every decoded vote, for the vote log.
+    pub fn votes(&self) -> impl Iterator<Item = &Located> {
+        self.partitions.values().flat_map(|p| p.votes.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_by_partition_and_sets_aside_poison() {
+        let v = bandvote_vote::RawVote {
+            band: Some("a".into()),
+            album: Some("b".into()),
+            year: Some("2000".into()),
+            rank: Some("1".into()),
+            vote_id: Some("id-1".into()),
+        }
+        .validate(bandvote_vote::Source::Http, 0, None)
+        .unwrap();
+        let rec = record::encode(&v);
+        let mut b = Batch::default();
+        b.push(1, 10, &rec.key, &rec.value);
+        b.push(0, 3, &rec.key, &rec.value);
+        b.push(1, 11, b"k", b"garbage");
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.partitions[&1].last_offset, 11);
+        assert_eq!(b.partitions[&1].votes.len(), 1);
+        assert_eq!(b.poison[0].offset, 11);
+        assert_eq!(b.votes().count(), 2);
+    }
+}

@@ -1,0 +1,43 @@
+//! Consumer configuration: flags with env vars and defaults.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConsumerConfig {
+    #[arg(long, env = "BANDVOTE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    #[arg(long, env = "BANDVOTE_TOPIC", default_value = "votes")]
+    pub topic: String,
+    /// Dead-letter topic for undecodable records.
+    #[arg(long, env = "BANDVOTE_DLQ_TOPIC", default_value = "votes-dlq")]
+    pub dlq_topic: String,
+    #[arg(long, env = "BANDVOTE_CONSUMER_GROUP", default_value = "bandvote-counter")]
+    pub group: String,
+    #[arg(long, env = "BANDVOTE_REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    pub redis_url: String,
+    /// Prefix for every Redis key (empty in production; tests use their own).
+    #[arg(long, env = "BANDVOTE_REDIS_PREFIX", default_value = "")]
+    pub redis_prefix: String,
+    #[arg(long, env = "BANDVOTE_MONGO_URL", default_value = "mongodb://127.0.0.1:27017/")]
+    pub mongo_url: String,
+    #[arg(long, env = "BANDVOTE_MONGO_DB", default_value = "bandvote")]
+    pub mongo_db: String,
+    #[arg(long, env = "BANDVOTE_MONGO_COLLECTION", default_value = "votes")]
+    pub mongo_collection: String,
+    /// Most records applied in one batch.
+    #[arg(long, env = "BANDVOTE_BATCH_MAX", default_value_t = 1000)]
+    pub batch_max: usize,
+    /// Longest wait to fill a batch, in milliseconds.
+    #[arg(long, env = "BANDVOTE_BATCH_WAIT_MS", default_value_t = 20)]
+    pub batch_wait_ms: u64,
+    /// Address for /metrics, /healthz, /readyz.
+    #[arg(long, env = "BANDVOTE_CONSUMER_ADMIN_LISTEN", default_value = "127.0.0.1:9181")]
+    pub admin_listen: SocketAddr,
+}
+
+impl ConsumerConfig {
+    pub fn batch_wait(&self) -> Duration {
+        Duration::from_millis(self.batch_wait_ms)
+    }
+}

@@ -1,0 +1,34 @@
+//! The bandvote consumer: the votes topic → Redis counters + MongoDB vote log,
+//! exactly once.
+//!
+//! Kafka transactions are not available (tansu), so exactly-once comes from
+//! idempotent sinks and commits only after both succeeded:
+//!
+//! 1. [`pipeline`] reads a batch, decodes it ([`batch`]); undecodable records go
+//!    to the dead-letter topic.
+//! 2. [`mongo::VoteLog::store`] inserts one document per vote with `_id` =
+//!    vote_id (unordered; E11000 = already stored).
+//! 3. [`redis::Counters::apply`] runs one Lua script per partition that skips
+//!    offsets at or below the partition's last applied offset (stored in the
+//!    same script) and vote ids already seen, then bumps the counters.
+//! 4. Only then are the Kafka offsets committed. A crash anywhere replays
+//!    the batch, and replays change nothing.
+
+pub mod batch;
+pub mod config;
+pub mod metrics;
+pub mod mongo;
+pub mod pipeline;
+pub mod recount;
+pub mod redis;
+
+/// A sink failed; the batch is retried with backoff and no offset is committed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("dead-letter topic: {0}")]
+    DeadLetter(String),
+}

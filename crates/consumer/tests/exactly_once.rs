@@ -1,0 +1,192 @@
+//! Exactly-once counting against real tansu, Redis and MongoDB, including a
+//! kill -9 of the consumer process mid-stream.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bandvote_consumer::batch::Batch;
+use bandvote_consumer::config::ConsumerConfig;
+use bandvote_consumer::metrics::ConsumerMetrics;
+use bandvote_consumer::pipeline::Pipeline;
+use bandvote_consumer::recount;
+use bandvote_kafka::{PublisherConfig, VotePublisher};
+use bandvote_testkit as kit;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// A configuration isolated from every other test: own topic, group, Redis prefix, collection.
+async fn isolated(name: &str, partitions: i32) -> ConsumerConfig {
+    let topic = kit::fresh_topic(name, partitions).await;
+    bandvote_kafka::ensure_topic(&kit::kafka_brokers(), &format!("{topic}-dlq"), 1).await.unwrap();
+    ConsumerConfig {
+        kafka_brokers: kit::kafka_brokers(),
+        dlq_topic: format!("{topic}-dlq"),
+        group: kit::unique("grp"),
+        redis_url: kit::redis_url(),
+        redis_prefix: format!("{}:", kit::unique("t")),
+        mongo_url: kit::mongo_url(),
+        mongo_db: "bandvote_test".into(),
+        mongo_collection: kit::unique("votes"),
+        batch_max: 200,
+        batch_wait_ms: 20,
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        topic,
+    }
+}
+
+fn publisher(cfg: &ConsumerConfig) -> VotePublisher {
+    VotePublisher::new(PublisherConfig { brokers: cfg.kafka_brokers.clone(), topic: cfg.topic.clone(), ..Default::default() }).unwrap()
+}
+
+async fn wait_for_total(p: &Pipeline, want: u64, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let total = p.counters().totals().await.unwrap().total;
+        if total >= want || Instant::now() > deadline {
+            return total;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn counts_once_despite_duplicates_replays_and_poison() {
+    let cfg = isolated("eo", 3).await;
+    let p = publisher(&cfg);
+    let bands = ["Alux Nahual", "Bohemia Suburbana", "Viernes Verde"];
+    for i in 0..60 {
+        p.publish(&kit::vote(bands[i % 3], Some(&format!("v-{i}")))).await.unwrap();
+    }
+    // Client retries: the same vote ids again.
+    for i in 0..10 {
+        p.publish(&kit::vote(bands[i % 3], Some(&format!("v-{i}")))).await.unwrap();
+    }
+    // A poison record.
+    let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", kit::kafka_brokers()).create().unwrap();
+    raw.send(FutureRecord::to(&cfg.topic).key("poison").payload("not a vote"), Duration::from_secs(5)).await.unwrap();
+
+    let pipeline = Pipeline::connect(cfg.clone(), ConsumerMetrics::new()).await.unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let check = Pipeline::connect(ConsumerConfig { group: kit::unique("unused"), ..cfg.clone() }, ConsumerMetrics::new()).await.unwrap();
+    let run = tokio::spawn(pipeline.run(async move {
+        let _ = stop_rx.await;
+    }));
+    assert_eq!(wait_for_total(&check, 60, Duration::from_secs(60)).await, 60);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let totals = check.counters().totals().await.unwrap();
+    assert_eq!(totals.total, 60, "duplicates not counted");
+    assert_eq!(totals.by_band["Alux Nahual"], 20);
+    assert_eq!(check.log().collection().count_documents(mongodb::bson::doc! {}).await.unwrap(), 60);
+    let (_, diffs) = recount::recount(check.log(), check.counters()).await.unwrap();
+    assert!(diffs.is_empty(), "{diffs:?}");
+    let dlq = kit::read_topic(&cfg.dlq_topic, 1, Duration::from_secs(20)).await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].value, b"not a vote");
+    let _ = stop_tx.send(());
+    run.await.unwrap();
+
+    // Replaying an already applied batch changes nothing.
+    let mut again = Batch::default();
+    for rec in kit::read_topic(&cfg.topic, 70, Duration::from_secs(30)).await {
+        again.push(rec.partition, rec.offset, &rec.key, &rec.value);
+    }
+    check.apply(&again).await.unwrap();
+    assert_eq!(check.counters().totals().await.unwrap(), totals);
+}
+
+#[tokio::test]
+async fn rebuild_restores_counters_lost_by_redis() {
+    let cfg = isolated("rebuild", 2).await;
+    let p = publisher(&cfg);
+    for i in 0..30 {
+        p.publish(&kit::vote(if i % 2 == 0 { "A" } else { "B" }, Some(&format!("r-{i}")))).await.unwrap();
+    }
+    let pipeline = Pipeline::connect(cfg.clone(), ConsumerMetrics::new()).await.unwrap();
+    let counters = pipeline.counters().clone();
+    let log = pipeline.log().clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(pipeline.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counters.totals().await.unwrap().total < 30 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = counters.totals().await.unwrap();
+    assert_eq!(before.total, 30);
+    // Redis loses everything (as after a restart without its AOF).
+    let client = redis::Client::open(kit::redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", cfg.redis_prefix)).query_async(&mut con).await.unwrap();
+    let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut con).await.unwrap();
+    // New votes arrive: the consumer notices the empty counters, rebuilds, then applies.
+    for i in 30..40 {
+        p.publish(&kit::vote("C", Some(&format!("r-{i}")))).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counters.totals().await.unwrap().total < 40 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = counters.totals().await.unwrap();
+    assert_eq!(after.total, 40);
+    assert_eq!((after.by_band["A"], after.by_band["B"], after.by_band["C"]), (15, 15, 10));
+    assert!(recount::recount(&log, &counters).await.unwrap().1.is_empty());
+    let _ = stop_tx.send(());
+    run.await.unwrap();
+}
+
+fn spawn_consumer(cfg: &ConsumerConfig) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_bandvote-consumer"))
+        .env("BANDVOTE_KAFKA_BROKERS", &cfg.kafka_brokers)
+        .env("BANDVOTE_TOPIC", &cfg.topic)
+        .env("BANDVOTE_DLQ_TOPIC", &cfg.dlq_topic)
+        .env("BANDVOTE_CONSUMER_GROUP", &cfg.group)
+        .env("BANDVOTE_REDIS_URL", &cfg.redis_url)
+        .env("BANDVOTE_REDIS_PREFIX", &cfg.redis_prefix)
+        .env("BANDVOTE_MONGO_URL", &cfg.mongo_url)
+        .env("BANDVOTE_MONGO_DB", &cfg.mongo_db)
+        .env("BANDVOTE_MONGO_COLLECTION", &cfg.mongo_collection)
+        .env("BANDVOTE_BATCH_MAX", "50")
+        .env("BANDVOTE_CONSUMER_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn bandvote-consumer")
+}
+
+#[tokio::test]
+async fn kill_9_mid_stream_loses_and_doubles_nothing() {
+    let cfg = isolated("kill9", 3).await;
+    let check = Pipeline::connect(ConsumerConfig { group: kit::unique("unused"), ..cfg.clone() }, ConsumerMetrics::new()).await.unwrap();
+    let p = publisher(&cfg);
+    const N: usize = 3000;
+    let producer = tokio::spawn(async move {
+        for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
+            let votes: Vec<_> = chunk.iter().map(|i| kit::vote(&format!("band-{}", i % 7), Some(&format!("k-{i}")))).collect();
+            for r in p.publish_batch(&votes).await.unwrap() {
+                r.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let mut child = spawn_consumer(&cfg);
+    // Kill -9 twice at different points mid-stream, restarting each time.
+    for wait_for in [300u64, 1500] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while check.counters().totals().await.unwrap().total < wait_for && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        child = spawn_consumer(&cfg);
+    }
+    producer.await.unwrap();
+    let total = wait_for_total(&check, N as u64, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(total, N as u64);
+    assert_eq!(check.counters().totals().await.unwrap().total, N as u64, "nothing counted twice");
+    assert_eq!(check.log().collection().count_documents(mongodb::bson::doc! {}).await.unwrap(), N as u64);
+    let (_, diffs) = recount::recount(check.log(), check.counters()).await.unwrap();
+    assert!(diffs.is_empty(), "{diffs:?}");
+}

@@ -1,0 +1,114 @@
+//! The gRPC intake and REST bridge against real tansu.
+
+use std::time::Duration;
+
+use bandvote_grpc::metrics::GrpcMetrics;
+use bandvote_grpc::proto::bandvote::vote_service_client::VoteServiceClient;
+use bandvote_grpc::proto::bandvote::vote_service_server::VoteServiceServer;
+use bandvote_grpc::proto::confproto::get_info_client::GetInfoClient;
+use bandvote_grpc::proto::confproto::get_info_server::GetInfoServer;
+use bandvote_grpc::rest::{self, RestBridge, KAFKA_JSON_V2};
+use bandvote_grpc::service::GrpcIntake;
+use bandvote_kafka::{PublisherConfig, VotePublisher};
+use bandvote_testkit as kit;
+use bandvote_vote::{pb, record};
+
+/// Serve gRPC and the REST bridge on ephemeral ports; returns (grpc url, rest base).
+async fn start(topic: &str) -> (String, String) {
+    let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.into(), ..Default::default() }).unwrap();
+    let metrics = GrpcMetrics::new();
+    let intake = GrpcIntake::new(publisher.clone(), metrics.clone());
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_addr = grpc.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(VoteServiceServer::new(intake.clone()))
+            .add_service(GetInfoServer::new(intake))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc)),
+    );
+    let rest_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rest_addr = rest_l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(rest_l, rest::router(RestBridge { publisher, metrics })).await });
+    (format!("http://{grpc_addr}"), format!("http://{rest_addr}"))
+}
+
+fn vote(band: &str, id: &str) -> pb::Vote {
+    pb::Vote { band: band.into(), album: "Fiebre".into(), year: "2001".into(), rank: "09".into(), vote_id: id.into() }
+}
+
+#[tokio::test]
+async fn unary_streaming_and_legacy_land_in_kafka() {
+    let topic = kit::fresh_topic("grpc", 2).await;
+    let (url, _) = start(&topic).await;
+    let mut client = VoteServiceClient::connect(url.clone()).await.unwrap();
+    let r = client.cast(vote("Bohemia Suburbana", "g-1")).await.unwrap().into_inner();
+    assert_eq!(r.vote_id, "g-1");
+    let batch = futures::stream::iter(vec![vote("A", "g-2"), vote("B", "g-3")]);
+    let br = client.cast_batch(batch).await.unwrap().into_inner();
+    assert_eq!(br.receipts.iter().map(|r| r.vote_id.as_str()).collect::<Vec<_>>(), ["g-2", "g-3"]);
+    let mut legacy = GetInfoClient::connect(url).await.unwrap();
+    let info = legacy
+        .return_info(pb::RequestId { album: "Fiebre".into(), year: "2001".into(), artist: "Legacy Band".into(), ranked: "3".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(info.info.contains("stored"), "{}", info.info);
+
+    let recs = kit::read_topic(&topic, 4, Duration::from_secs(30)).await;
+    assert_eq!(recs.len(), 4);
+    for rec in &recs {
+        let v = record::decode(&rec.value).unwrap();
+        assert_eq!(v.source, bandvote_vote::Source::Grpc);
+        assert_eq!(record::encode(&v).value, rec.value, "same canonical record format as the HTTP path");
+        assert_eq!(rec.key, v.vote_id.as_bytes());
+    }
+    assert!(recs.iter().any(|r| record::decode(&r.value).unwrap().band == "Legacy Band"));
+}
+
+#[tokio::test]
+async fn invalid_votes_are_invalid_argument_and_never_reach_kafka() {
+    let topic = kit::fresh_topic("grpc-bad", 1).await;
+    let (url, _) = start(&topic).await;
+    let mut client = VoteServiceClient::connect(url).await.unwrap();
+    let mut bad = vote("A", "");
+    bad.year = "83".into();
+    let s = client.cast(bad.clone()).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    assert!(s.message().contains("year"), "{}", s.message());
+    let s = client.cast(pb::Vote::default()).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    let s = client.cast_batch(futures::stream::iter(vec![vote("A", "ok-1"), bad])).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    assert!(s.message().starts_with("[1]."), "{}", s.message());
+    assert!(kit::read_topic(&topic, 1, Duration::from_secs(3)).await.is_empty());
+}
+
+#[tokio::test]
+async fn rest_bridge_produces_the_same_record() {
+    let topic = kit::fresh_topic("rest", 1).await;
+    let (_, base) = start(&topic).await;
+    let vote = kit::vote("Alux Nahual", Some("rest-1"));
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({ "records": [{ "key": vote.vote_id, "value": vote }] });
+    let resp = http.post(format!("{base}/topics/{topic}")).header("content-type", KAFKA_JSON_V2).json(&body).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let json: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(json["offsets"][0]["error_code"], serde_json::Value::Null);
+    let recs = kit::read_topic(&topic, 1, Duration::from_secs(30)).await;
+    assert_eq!(recs[0].value, record::encode(&vote).value, "byte-identical to the native publisher");
+
+    let other = http.post(format!("{base}/topics/elsewhere")).header("content-type", KAFKA_JSON_V2).json(&body).send().await.unwrap();
+    assert_eq!(other.status().as_u16(), 404);
+    let wrong_type = http.post(format!("{base}/topics/{topic}")).json(&body).send().await.unwrap();
+    assert_eq!(wrong_type.status().as_u16(), 415);
+    let mut bad = serde_json::to_value(&vote).unwrap();
+    bad["year"] = 83.into();
+    let invalid = http
+        .post(format!("{base}/topics/{topic}"))
+        .header("content-type", KAFKA_JSON_V2)
+        .json(&serde_json::json!({ "records": [{ "value": bad }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid.status().as_u16(), 422);
+}

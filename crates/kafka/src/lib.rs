@@ -1,0 +1,256 @@
+//! Kafka for bandvote.
+//!
+//! [`VotePublisher`] is the one way votes enter Kafka: an rdkafka idempotent
+//! producer with `acks=all`, a bounded number of votes in flight (past it a
+//! caller gets [`PublishError::Overloaded`] at once, never a queue), and a
+//! result only after the broker's delivery report. Every intake (the wasm host,
+//! the gRPC producer, the REST bridge) uses it, so records are byte-identical
+//! whichever path a vote took: they all come from [`bandvote_vote::record::encode`].
+//!
+//! [`ensure_topic`] creates the topic with its partition count up front (the
+//! tansu broker cannot add partitions later).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bandvote_vote::{record, Vote};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio::sync::Semaphore;
+
+/// How to reach Kafka and how hard to push it.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    /// `bootstrap.servers`, e.g. `127.0.0.1:9092`.
+    pub brokers: String,
+    pub topic: String,
+    /// Most votes awaiting a delivery report at once; past it, `Overloaded`.
+    pub max_in_flight: usize,
+    /// `linger.ms`: how long the producer waits to fill a batch.
+    pub linger_ms: u32,
+    /// `message.timeout.ms`: after this a vote that Kafka has not acknowledged
+    /// fails with `Unavailable` (Kafka down answers within this bound).
+    pub delivery_timeout: Duration,
+    /// `compression.type`: none, gzip, lz4 or zstd (tansu has no snappy).
+    pub compression: String,
+}
+
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic: record::TOPIC.into(),
+            max_in_flight: 10_000,
+            linger_ms: 5,
+            delivery_timeout: Duration::from_secs(5),
+            compression: "lz4".into(),
+        }
+    }
+}
+
+/// Kafka's acknowledgement of one vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Why a vote was not acknowledged. None of these means "stored".
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    /// Too many votes in flight: retry after the given delay (HTTP 503, gRPC RESOURCE_EXHAUSTED).
+    #[error("overloaded: retry after {}ms", retry_after.as_millis())]
+    Overloaded { retry_after: Duration },
+    /// Kafka did not acknowledge in time or refused the record (HTTP 503, gRPC UNAVAILABLE).
+    #[error("kafka unavailable: {0}")]
+    Unavailable(String),
+    /// The publisher's configuration is wrong (fatal at start-up).
+    #[error("kafka client configuration: {0}")]
+    Config(String),
+}
+
+impl PublishError {
+    /// Seconds a client should wait before retrying (`Retry-After`).
+    pub fn retry_after_secs(&self) -> u64 {
+        match self {
+            Self::Overloaded { retry_after } => retry_after.as_secs().max(1),
+            _ => 1,
+        }
+    }
+}
+
+/// Publishes votes to one topic; cheap to clone and share.
+#[derive(Clone)]
+pub struct VotePublisher {
+    producer: FutureProducer,
+    topic: Arc<str>,
+    in_flight: Arc<Semaphore>,
+    config: Arc<PublisherConfig>,
+}
+
+impl VotePublisher {
+    /// Create the producer. Does not contact the broker yet (see [`Self::ready`]).
+    pub fn new(config: PublisherConfig) -> Result<Self, PublishError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("max.in.flight.requests.per.connection", "5")
+            .set("linger.ms", config.linger_ms.to_string())
+            .set("batch.num.messages", "10000")
+            .set("compression.type", &config.compression)
+            .set("message.timeout.ms", config.delivery_timeout.as_millis().to_string())
+            .set("queue.buffering.max.messages", (config.max_in_flight.max(1) * 2).to_string())
+            .set("socket.keepalive.enable", "true")
+            .create()
+            .map_err(|e| PublishError::Config(e.to_string()))?;
+        Ok(Self {
+            producer,
+            topic: config.topic.as_str().into(),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            config: Arc::new(config),
+        })
+    }
+
+    pub fn config(&self) -> &PublisherConfig {
+        &self.config
+    }
+
+    /// Votes sent and not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.config.max_in_flight.max(1) - self.in_flight.available_permits()
+    }
+
+    /// Publish one vote; returns once Kafka acknowledged it with acks=all.
+    pub async fn publish(&self, vote: &Vote) -> Result<Ack, PublishError> {
+        let _permit = self.in_flight.clone().try_acquire_owned().map_err(|_| overloaded())?;
+        self.send(vote).await
+    }
+
+    /// Publish a batch: all or nothing for admission (the batch takes
+    /// `votes.len()` in-flight slots at once), one result per vote, in order.
+    pub async fn publish_batch(&self, votes: &[Vote]) -> Result<Vec<Result<Ack, PublishError>>, PublishError> {
+        let n = u32::try_from(votes.len()).map_err(|_| overloaded())?;
+        let _permits = self.in_flight.clone().try_acquire_many_owned(n).map_err(|_| overloaded())?;
+        Ok(futures::future::join_all(votes.iter().map(|v| self.send(v))).await)
+    }
+
+    async fn send(&self, vote: &Vote) -> Result<Ack, PublishError> {
+        let rec = record::encode(vote);
+        let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
+        for (key, value) in &rec.headers {
+            headers = headers.insert(Header { key, value: Some(value) });
+        }
+        let fr = FutureRecord::to(&self.topic).key(&rec.key).payload(&rec.value).headers(headers);
+        let delivery = match self.producer.send_result(fr) {
+            Ok(d) => d,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => return Err(overloaded()),
+            Err((e, _)) => return Err(PublishError::Unavailable(e.to_string())),
+        };
+        // librdkafka fails the message after message.timeout.ms; the extra
+        // second only guards against a lost report.
+        let bound = self.config.delivery_timeout + Duration::from_secs(1);
+        match tokio::time::timeout(bound, delivery).await {
+            Ok(Ok(Ok(d))) => Ok(Ack { partition: d.partition, offset: d.offset }),
+            Ok(Ok(Err((e, _)))) => Err(PublishError::Unavailable(e.to_string())),
+            Ok(Err(_canceled)) => Err(PublishError::Unavailable("producer shut down".into())),
+            Err(_) => Err(PublishError::Unavailable("no delivery report in time".into())),
+        }
+    }
+
+    /// True when the broker answers a metadata request for our topic.
+    pub async fn ready(&self, timeout: Duration) -> bool {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), timeout)
+                .map(|m| m.topics().iter().any(|t| t.name() == &*topic && t.error().is_none() && !t.partitions().is_empty()))
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Wait for every queued vote's delivery report (graceful shutdown).
+    pub fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
+        self.producer.flush(timeout).map_err(|e| PublishError::Unavailable(e.to_string()))
+    }
+}
+
+fn overloaded() -> PublishError {
+    PublishError::Overloaded { retry_after: Duration::from_secs(1) }
+}
+
+/// Create `topic` with `partitions` partitions unless it exists.
+pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics([&new], &opts).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(KafkaError::AdminOp(code)).inspect_err(|_| tracing::error!(%name, ?code, "create topic")),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vote() -> Vote {
+        bandvote_vote::RawVote {
+            band: Some("a".into()),
+            album: Some("b".into()),
+            year: Some("2000".into()),
+            rank: Some("1".into()),
+            vote_id: None,
+        }
+        .validate(bandvote_vote::Source::Http, 0, None)
+        .unwrap()
+    }
+
+    /// With no broker at all the publisher answers within its delivery bound.
+    #[tokio::test]
+    async fn unreachable_broker_is_unavailable_in_time() {
+        let p = VotePublisher::new(PublisherConfig {
+            brokers: "127.0.0.1:1".into(),
+            delivery_timeout: Duration::from_millis(500),
+            ..Default::default()
+        })
+        .unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(p.publish(&vote()).await, Err(PublishError::Unavailable(_))));
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(!p.ready(Duration::from_millis(200)).await);
+    }
+
+    /// Past max_in_flight, callers are refused at once instead of queued.
+    #[tokio::test]
+    async fn in_flight_limit_refuses_instead_of_queueing() {
+        let p = VotePublisher::new(PublisherConfig {
+            brokers: "127.0.0.1:1".into(),
+            max_in_flight: 2,
+            delivery_timeout: Duration::from_millis(800),
+            ..Default::default()
+        })
+        .unwrap();
+        let v = vote();
+        let (a, b, c) = tokio::join!(p.publish(&v), p.publish(&v), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            (p.in_flight(), p.publish(&v).await)
+        });
+        assert!(a.is_err() && b.is_err());
+        assert_eq!(c.0, 2);
+        assert!(matches!(c.1, Err(PublishError::Overloaded { .. })));
+        assert!(matches!(p.publish_batch(&[v.clone(), v.clone(), v]).await, Err(PublishError::Overloaded { .. })));
+    }
+}

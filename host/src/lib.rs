@@ -1,0 +1,18 @@
+//! bandvote's wasm host: runs the HTTP intake component on wasmtime.
+//!
+//! * [`runtime::IntakeRuntime`] compiles the component once, links WASI,
+//!   `wasi:http` and our `bandvote:publisher` import, pre-instantiates it, and
+//!   runs one fresh instance per request with a deadline and a memory limit.
+//! * [`publisher`] implements the `bandvote:publisher` import natively with the
+//!   [`bandvote_kafka::VotePublisher`] (the guest's `publish` returns only after
+//!   Kafka's acks=all delivery report).
+//! * [`server`] is the hyper front end and the admin endpoints
+//!   (`/metrics`, `/healthz`, `/readyz`), with graceful shutdown.
+
+pub mod config;
+pub mod metrics;
+pub mod publisher;
+pub mod runtime;
+pub mod server;
+
+pub use config::HostConfig;

@@ -1,0 +1,44 @@
+//! `bandvote-host`: config → wiring → run. See the library for the logic.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bandvote_host::metrics::HostMetrics;
+use bandvote_host::publisher::PublisherHost;
+use bandvote_host::runtime::{IntakeRuntime, RuntimeLimits};
+use bandvote_host::{server, HostConfig};
+use bandvote_kafka::VotePublisher;
+use clap::Parser as _;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    bandvote_telemetry::init_tracing();
+    let config = HostConfig::parse();
+    let publisher = VotePublisher::new(config.publisher()).context("creating the Kafka producer")?;
+    let host = PublisherHost { publisher: publisher.clone(), metrics: HostMetrics::new() };
+    let runtime = IntakeRuntime::new(
+        &config.component,
+        host,
+        RuntimeLimits {
+            max_concurrent: config.max_concurrent,
+            request_timeout: config.request_timeout(),
+            instance_memory_bytes: config.instance_memory_mib << 20,
+        },
+    )?;
+    let listener = bandvote_telemetry::bind(config.listen, "the intake").await?;
+    let admin = bandvote_telemetry::bind(config.admin_listen, "the admin endpoint").await?;
+    tracing::info!(listen = %listener.local_addr()?, admin = %admin.local_addr()?, brokers = %config.kafka_brokers, topic = %config.topic, "bandvote-host serving");
+    let ready_publisher = publisher.clone();
+    let ready: bandvote_telemetry::ReadyCheck = std::sync::Arc::new(move || {
+        let p = ready_publisher.clone();
+        Box::pin(async move {
+            if p.ready(Duration::from_secs(2)).await { Ok("kafka ok".into()) } else { Err("kafka unreachable or topic missing".into()) }
+        })
+    });
+    tokio::spawn(bandvote_telemetry::serve_admin(admin, runtime.host().metrics.registry.clone(), ready));
+    server::serve_intake(listener, runtime, bandvote_telemetry::shutdown_signal(), Duration::from_secs(10)).await;
+    tracing::info!("flushing the Kafka producer");
+    publisher.flush(Duration::from_secs(10)).context("flushing the producer")?;
+    tracing::info!("bye");
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! The `bandvote:publisher` import, implemented natively with rdkafka.
+
+use std::time::Instant;
+
+use bandvote_kafka::{PublishError, VotePublisher};
+use bandvote_vote::{Source, Vote};
+
+use crate::metrics::HostMetrics;
+use crate::runtime::RequestState;
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "intake-imports",
+    imports: { default: async },
+});
+
+pub use bandvote::publisher::publisher as wit;
+
+/// What the publisher import needs from the host, per request.
+#[derive(Clone)]
+pub struct PublisherHost {
+    pub publisher: VotePublisher,
+    pub metrics: HostMetrics,
+}
+
+fn from_wit(v: wit::Vote) -> Result<Vote, wit::PublishError> {
+    let vote = Vote {
+        vote_id: v.vote_id,
+        band: v.band,
+        album: v.album,
+        year: v.year,
+        rank: v.rank,
+        source: match v.source {
+            wit::Source::Http => Source::Http,
+            wit::Source::Grpc => Source::Grpc,
+        },
+        received_at_ms: v.received_at_ms,
+    };
+    // The guest is not trusted to have validated: re-check cheaply.
+    vote.check().map_err(|e| wit::PublishError::Invalid(e.to_string()))?;
+    Ok(vote)
+}
+
+fn to_wit_error(e: PublishError) -> wit::PublishError {
+    match e {
+        PublishError::Overloaded { retry_after } => {
+            wit::PublishError::Overloaded(u32::try_from(retry_after.as_millis()).unwrap_or(u32::MAX))
+        }
+        PublishError::Unavailable(m) | PublishError::Config(m) => wit::PublishError::Unavailable(m),
+    }
+}
+
+impl PublisherHost {
+    fn record(&self, r: &Result<wit::Ack, wit::PublishError>) {
+        let outcome = match r {
+            Ok(_) => "acked",
+            Err(wit::PublishError::Overloaded(_)) => "overloaded",
+            Err(wit::PublishError::Unavailable(_)) => "unavailable",
+            Err(wit::PublishError::Invalid(_)) => "invalid",
+        };
+        self.metrics.votes.with_label_values(&[outcome]).inc();
+    }
+}
+
+impl wit::Host for RequestState {
+    async fn publish(&mut self, v: wit::Vote) -> Result<wit::Ack, wit::PublishError> {
+        let host = self.publisher.clone();
+        let result = match from_wit(v) {
+            Ok(vote) => {
+                let started = Instant::now();
+                let r = host.publisher.publish(&vote).await;
+                host.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());
+                r.map(|a| wit::Ack { partition: a.partition, offset: a.offset }).map_err(to_wit_error)
+            }
+            Err(e) => Err(e),
+        };
+        host.record(&result);
+        result
+    }
+
+    async fn publish_batch(
+        &mut self,
+        votes: Vec<wit::Vote>,
+    ) -> Result<Vec<Result<wit::Ack, wit::PublishError>>, wit::PublishError> {
+        let host = self.publisher.clone();
+        let votes = votes.into_iter().map(from_wit).collect::<Result<Vec<_>, _>>()?;
+        let started = Instant::now();
+        let results = host.publisher.publish_batch(&votes).await.map_err(to_wit_error)?;
+        host.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());
+        let results: Vec<_> = results
+            .into_iter()
+            .map(|r| r.map(|a| wit::Ack { partition: a.partition, offset: a.offset }).map_err(to_wit_error))
+            .collect();
+        results.iter().for_each(|r| host.record(r));
+        Ok(results)
+    }
+}

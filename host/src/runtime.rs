@@ -1,0 +1,203 @@
+//! Compile once, pre-instantiate, run one instance per request.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bandvote_intake_core::{PublishFailure, Reply};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttp, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::publisher::{IntakeImports, PublisherHost};
+
+/// One epoch tick; request deadlines are counted in ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Per-request store data: WASI with no filesystem, no sockets, no env.
+pub struct RequestState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    pub(crate) publisher: PublisherHost,
+}
+
+impl WasiView for RequestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for RequestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+    }
+}
+
+/// Limits of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeLimits {
+    /// Instances alive at once (pool size); past it requests are refused with 503.
+    pub max_concurrent: u32,
+    /// Deadline for one request.
+    pub request_timeout: Duration,
+    /// Linear memory per instance.
+    pub instance_memory_bytes: usize,
+}
+
+/// The compiled, pre-linked intake component.
+pub struct IntakeRuntime {
+    engine: Engine,
+    pre: ProxyPre<RequestState>,
+    host: PublisherHost,
+    limits: RuntimeLimits,
+    slots: Arc<Semaphore>,
+}
+
+pub type HostResponse = hyper::Response<HyperOutgoingBody>;
+
+impl IntakeRuntime {
+    /// Compile `component` and prepare it for fast per-request instantiation.
+    pub fn new(component: &Path, host: PublisherHost, limits: RuntimeLimits) -> anyhow::Result<Arc<Self>> {
+        let mut pool = PoolingAllocationConfig::default();
+        let n = limits.max_concurrent.max(1);
+        pool.total_component_instances(n)
+            .total_core_instances(n * 4)
+            .total_memories(n * 2)
+            .total_tables(n * 4)
+            .max_memory_size(limits.instance_memory_bytes);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            // Guard regions sized for a small pool: keeps virtual memory modest.
+            .memory_reservation(limits.instance_memory_bytes as u64)
+            .memory_guard_size(1 << 20);
+        let engine = Engine::new(&config).context("creating the wasmtime engine")?;
+        let started = Instant::now();
+        let component = Component::from_file(&engine, component)
+            .with_context(|| format!("compiling component {}", component.display()))?;
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "component compiled");
+
+        let mut linker = Linker::<RequestState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // Only wasi:http types: the intake gets no outgoing-handler at all.
+        let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
+        wasmtime_wasi_http::p2::bindings::http::types::add_to_linker::<_, WasiHttp>(&mut linker, &options.into(), RequestState::http)?;
+        IntakeImports::add_to_linker::<_, HasSelf<RequestState>>(&mut linker, |s| s)?;
+        let pre = ProxyPre::new(linker.instantiate_pre(&component).context("linking the intake component")?)?;
+
+        // The epoch clock for deadlines.
+        let weak = engine.weak();
+        std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })?;
+
+        Ok(Arc::new(Self { engine, pre, host, slots: Arc::new(Semaphore::new(n as usize)), limits }))
+    }
+
+    pub fn host(&self) -> &PublisherHost {
+        &self.host
+    }
+
+    /// Serve one request with a fresh instance. Never hangs past the deadline
+    /// and never fails: faults become JSON 500/503 replies.
+    pub async fn handle(&self, req: hyper::Request<Incoming>) -> HostResponse {
+        let metrics = &self.host.metrics;
+        let started = Instant::now();
+        metrics.in_flight.inc();
+        let response = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let r = self.run(req).await;
+                drop(permit);
+                r
+            }
+            Err(_) => reply(Reply::unavailable(&PublishFailure::Overloaded { retry_after_secs: 1 })),
+        };
+        metrics.in_flight.dec();
+        metrics.request_seconds.observe(started.elapsed().as_secs_f64());
+        metrics.requests.with_label_values(&[response.status().as_str()]).inc();
+        response
+    }
+
+    async fn run(&self, req: hyper::Request<Incoming>) -> HostResponse {
+        let state = RequestState {
+            wasi: WasiCtx::builder().build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.instance_memory_bytes)
+                .instances(16)
+                .trap_on_grow_failure(true)
+                .build(),
+            publisher: self.host.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = (self.limits.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let prepared = (|| {
+            let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+            let out = store.data_mut().http().new_response_outparam(sender)?;
+            anyhow::Ok((req, out))
+        })();
+        let (req, out) = match prepared {
+            Ok(x) => x,
+            Err(e) => return reply(Reply::internal(&format!("preparing the request: {e}"))),
+        };
+        let pre = self.pre.clone();
+        let metrics = self.host.metrics.clone();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let proxy = pre.instantiate_async(&mut store).await?;
+            metrics.instantiate_seconds.observe(started.elapsed().as_secs_f64());
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+        });
+        let abort = task.abort_handle();
+        match tokio::time::timeout(self.limits.request_timeout, receiver).await {
+            Ok(Ok(Ok(resp))) => resp,
+            Ok(Ok(Err(code))) => reply(Reply::internal(&format!("intake error: {code:?}"))),
+            Ok(Err(_)) => {
+                // The guest dropped the response: it trapped or returned without one.
+                let why = match task.await {
+                    Ok(Ok(())) => "the intake returned no response".to_string(),
+                    Ok(Err(e)) => format!("the intake failed: {e:#}"),
+                    Err(e) => format!("the intake task failed: {e}"),
+                };
+                tracing::warn!(%why, "component fault");
+                reply(Reply::internal(&why))
+            }
+            Err(_) => {
+                abort.abort();
+                tracing::warn!(timeout_ms = self.limits.request_timeout.as_millis() as u64, "request deadline");
+                reply(Reply::timeout())
+            }
+        }
+    }
+}
+
+/// A host-generated JSON reply in the same body type the component produces.
+pub fn reply(r: Reply) -> HostResponse {
+    let mut builder = hyper::Response::builder().status(r.status).header("content-type", "application/json");
+    if let Some(secs) = r.retry_after {
+        builder = builder.header("retry-after", secs.to_string());
+    }
+    let body = Full::new(Bytes::from(r.body)).map_err(|never| match never {}).boxed_unsync();
+    builder.body(body).expect("static response parts are valid")
+}

@@ -1,0 +1,158 @@
+//! The intake component on our wasmtime host, against real tansu.
+//! Needs `BANDVOTE_INTAKE_WASM` (scripts/test.sh sets it) and the services.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bandvote_host::metrics::HostMetrics;
+use bandvote_host::publisher::PublisherHost;
+use bandvote_host::runtime::{IntakeRuntime, RuntimeLimits};
+use bandvote_kafka::{PublisherConfig, VotePublisher};
+use bandvote_testkit as kit;
+use serde_json::Value;
+
+fn component() -> PathBuf {
+    let path = std::env::var("BANDVOTE_INTAKE_WASM").expect("BANDVOTE_INTAKE_WASM: run through scripts/test.sh (builds the component)");
+    PathBuf::from(path)
+}
+
+struct Running {
+    addr: SocketAddr,
+    runtime: Arc<IntakeRuntime>,
+}
+
+async fn start(publisher: PublisherConfig, limits: RuntimeLimits) -> Running {
+    let publisher = VotePublisher::new(publisher).unwrap();
+    let runtime = IntakeRuntime::new(&component(), PublisherHost { publisher, metrics: HostMetrics::new() }, limits).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(bandvote_host::server::serve_intake(listener, runtime.clone(), std::future::pending(), Duration::from_secs(1)));
+    Running { addr, runtime }
+}
+
+fn limits() -> RuntimeLimits {
+    RuntimeLimits { max_concurrent: 16, request_timeout: Duration::from_secs(10), instance_memory_bytes: 32 << 20 }
+}
+
+async fn start_on(topic: &str) -> Running {
+    start(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.into(), ..Default::default() }, limits()).await
+}
+
+async fn post(addr: SocketAddr, path: &str, ctype: Option<&str>, body: impl Into<reqwest::Body>) -> (u16, Option<String>, Value) {
+    let mut req = reqwest::Client::new().post(format!("http://{addr}{path}")).body(body);
+    if let Some(c) = ctype {
+        req = req.header("content-type", c);
+    }
+    let resp = req.send().await.expect("response");
+    let status = resp.status().as_u16();
+    let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    let json = resp.json().await.expect("a JSON body");
+    (status, retry, json)
+}
+
+#[tokio::test]
+async fn acked_vote_is_in_kafka_with_key_value_headers() {
+    let topic = kit::fresh_topic("intake", 3).await;
+    let host = start_on(&topic).await;
+    let body = r#"{"name":"Alux Nahual","album":"Alux Nahual","year":"1983","rank":"1"}"#;
+    // curl -d sends application/x-www-form-urlencoded: accepted.
+    let (status, _, json) = post(host.addr, "/", Some("application/x-www-form-urlencoded"), body).await;
+    assert_eq!(status, 201, "{json}");
+    let vote_id = json["vote_id"].as_str().unwrap().to_owned();
+    let (status, _, json2) = post(host.addr, "/wasm", Some("application/json"), r#"{"album":"Fiebre","year":"2001","artist":"Bohemia Suburbana","ranked":"09"}"#).await;
+    assert_eq!(status, 201, "{json2}");
+
+    let records = kit::read_topic(&topic, 2, Duration::from_secs(30)).await;
+    assert_eq!(records.len(), 2);
+    let rec = records.iter().find(|r| r.key == vote_id.as_bytes()).expect("the first vote's record");
+    let vote = bandvote_vote::record::decode(&rec.value).unwrap();
+    assert_eq!((vote.band.as_str(), vote.year, vote.rank), ("Alux Nahual", 1983, 1.0));
+    assert_eq!(bandvote_vote::record::encode(&vote).value, rec.value, "canonical encoding");
+    let header = |k: &str| rec.headers.iter().find(|(hk, _)| hk == k).map(|(_, v)| v.clone());
+    assert_eq!(header("source").as_deref(), Some(&b"http"[..]));
+    assert_eq!(header("schema").as_deref(), Some(bandvote_vote::record::SCHEMA.as_bytes()));
+    assert_eq!(header("vote-id").as_deref(), Some(vote_id.as_bytes()));
+    assert_eq!((rec.partition, rec.offset), (json["partition"].as_i64().unwrap() as i32, json["offset"].as_i64().unwrap()));
+}
+
+#[tokio::test]
+async fn batch_and_idempotency_key() {
+    let topic = kit::fresh_topic("intake-batch", 2).await;
+    let host = start_on(&topic).await;
+    let body = r#"[{"name":"A","album":"x","year":"2001","rank":"1"},{"artist":"B","album":"y","year":"2002","ranked":"2"}]"#;
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/votes", host.addr))
+        .header("idempotency-key", "batch-7")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let json: Value = resp.json().await.unwrap();
+    assert_eq!(json["accepted"], 2);
+    assert_eq!(json["receipts"][1]["vote_id"], "batch-7:1");
+    assert_eq!(kit::read_topic(&topic, 2, Duration::from_secs(30)).await.len(), 2);
+}
+
+#[tokio::test]
+async fn bad_input_gets_its_status_and_never_reaches_kafka() {
+    let topic = kit::fresh_topic("intake-bad", 1).await;
+    let host = start_on(&topic).await;
+    let ok = r#"{"name":"a","album":"b","year":"1983","rank":"1"}"#;
+    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, Option<&str>)> = vec![
+        ("/", Some("application/json"), b"{not json".to_vec(), 400, None),
+        ("/", None, b"\xff\xfe\xfd".to_vec(), 400, None),
+        ("/", Some("application/json"), "[".repeat(5000).into_bytes(), 400, None),
+        ("/", Some("application/xml"), ok.as_bytes().to_vec(), 415, None),
+        ("/", None, vec![b' '; 10 << 20], 413, None),
+        ("/", None, br#"{"name":"a","album":"b","year":"83","rank":"1"}"#.to_vec(), 422, Some("year")),
+        ("/", None, br#"{"name":"","album":"b","year":"1983","rank":"1"}"#.to_vec(), 422, Some("band")),
+        ("/", None, br#"{"album":"b","year":"1983","rank":"1"}"#.to_vec(), 422, Some("band")),
+        ("/", None, br#"{"name":"a","album":"b","year":"1983","rank":"x"}"#.to_vec(), 422, Some("rank")),
+        ("/", None, br#"{"name":"a","album":"b","year":"1983","rank":"1","extra":"1"}"#.to_vec(), 422, Some("extra")),
+        ("/", None, b"[]".to_vec(), 422, None),
+        ("/", None, b"\"just a string\"".to_vec(), 422, None),
+    ];
+    for (path, ctype, body, want, field) in cases {
+        let (status, _, json) = post(host.addr, path, ctype, body).await;
+        assert_eq!(status, want, "{json}");
+        assert_eq!(json["error"]["status"], want);
+        assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        if let Some(f) = field {
+            assert_eq!(json["error"]["field"], f, "{json}");
+        }
+    }
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(format!("http://{}/", host.addr)).send().await.unwrap().status().as_u16(), 405);
+    assert_eq!(client.post(format!("http://{}/nope", host.addr)).body(ok).send().await.unwrap().status().as_u16(), 404);
+    assert_eq!(client.get(format!("http://{}/healthz", host.addr)).send().await.unwrap().status().as_u16(), 200);
+    assert!(kit::read_topic(&topic, 1, Duration::from_secs(3)).await.is_empty(), "nothing reached Kafka");
+    let metrics = prometheus::TextEncoder::new().encode_to_string(&host.runtime.host().metrics.registry.gather()).unwrap();
+    assert!(metrics.contains("bandvote_host_requests_total{status=\"422\"}"), "{metrics}");
+}
+
+#[tokio::test]
+async fn kafka_down_is_503_with_retry_after_within_the_deadline() {
+    let publisher = PublisherConfig { brokers: "127.0.0.1:1".into(), delivery_timeout: Duration::from_secs(1), ..Default::default() };
+    let host = start(publisher, limits()).await;
+    let started = Instant::now();
+    let (status, retry, json) = post(host.addr, "/", None, r#"{"name":"a","album":"b","year":"1983","rank":"1"}"#).await;
+    assert_eq!(status, 503, "{json}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(json["error"]["code"], "kafka_unavailable");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered in {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn instance_fault_is_a_500_and_the_host_keeps_serving() {
+    // 64 KiB cannot hold the component's memory: every instantiation fails.
+    let broken = RuntimeLimits { instance_memory_bytes: 64 << 10, ..limits() };
+    let host = start(PublisherConfig { brokers: kit::kafka_brokers(), ..Default::default() }, broken).await;
+    for _ in 0..3 {
+        let (status, _, json) = post(host.addr, "/", None, r#"{"name":"a","album":"b","year":"1983","rank":"1"}"#).await;
+        assert_eq!(status, 500, "{json}");
+        assert_eq!(json["error"]["code"], "internal");
+    }
+}
