@@ -18,8 +18,15 @@ export BANDVOTE_MONGO_URL="${BANDVOTE_MONGO_URL:-mongodb://127.0.0.1:$MONGO_PORT
 export BANDVOTE_TOPIC="$VOTES_TOPIC"
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() { # port name [seconds]
+wait_port() { # port name [seconds] [pid: give up at once if it dies]
   local i
-  for ((i = 0; i < ${3:-60} * 10; i++)); do port_open "$1" && return 0; sleep 0.1; done
+  for ((i = 0; i < ${3:-60} * 10; i++)); do
+    port_open "$1" && return 0
+    if [ -n "${4:-}" ] && ! kill -0 "$4" 2>/dev/null; then
+      tail -5 "$LOGS/$2.log" >&2 || true
+      die "$2 exited before opening 127.0.0.1:$1 (log: $LOGS/$2.log)"
+    fi
+    sleep 0.1
+  done
   die "$2 did not open 127.0.0.1:$1 (log: $LOGS/$2.log)"
 }

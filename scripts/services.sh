@@ -16,12 +16,13 @@ start_kafka() {
     command -v tansu >/dev/null || die "tansu is not installed: run scripts/setup.sh"
     mkdir -p "$STATE/kafka"
     log "kafka: starting tansu on 127.0.0.1:$KAFKA_PORT (data: $STATE/kafka, log: $LOGS/kafka.log)"
-    nohup tansu broker \
+    # tansu resolves the sqlite URL's path against its working directory.
+    (cd "$STATE/kafka" && exec nohup tansu broker \
       --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --storage-engine "sqlite://$STATE/kafka/tansu.db" >>"$LOGS/kafka.log" 2>&1 &
+      --storage-engine "sqlite://tansu.db" >>"$LOGS/kafka.log" 2>&1) &
     echo $! >"$STATE/kafka.pid"
-    wait_port "$KAFKA_PORT" kafka
+    wait_port "$KAFKA_PORT" kafka 60 "$(pid_of kafka)"
   fi
   if tansu topic list --broker "tcp://127.0.0.1:$KAFKA_PORT" 2>/dev/null | grep -q "\"$VOTES_TOPIC\""; then
     log "kafka: topic $VOTES_TOPIC exists"
@@ -54,7 +55,7 @@ start_mongo() {
   nohup secantusd-rs --host 127.0.0.1 --port "$MONGO_PORT" --storage-path "$STATE/mongo" \
     --sync-on-commit --log-file-max 16MB >>"$LOGS/mongo.log" 2>&1 &
   echo $! >"$STATE/mongo.pid"
-  wait_port "$MONGO_PORT" mongo
+  wait_port "$MONGO_PORT" mongo 60 "$(pid_of mongo)"
 }
 
 stop_one() { # name port

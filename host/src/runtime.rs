@@ -4,8 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use bandvote_intake_core::{PublishFailure, Reply};
+use bandvote_intake_core::{check_declared_length, PublishFailure, Reply, RequestMeta};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use tokio::sync::Semaphore;
@@ -82,10 +81,10 @@ impl IntakeRuntime {
             // Guard regions sized for a small pool: keeps virtual memory modest.
             .memory_reservation(limits.instance_memory_bytes as u64)
             .memory_guard_size(1 << 20);
-        let engine = Engine::new(&config).context("creating the wasmtime engine")?;
+        let engine = Engine::new(&config).map_err(|e| anyhow::Error::from(e).context("creating the wasmtime engine"))?;
         let started = Instant::now();
         let component = Component::from_file(&engine, component)
-            .with_context(|| format!("compiling component {}", component.display()))?;
+            .map_err(|e| anyhow::Error::from(e).context(format!("compiling component {}", component.display())))?;
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "component compiled");
 
         let mut linker = Linker::<RequestState>::new(&engine);
@@ -94,7 +93,8 @@ impl IntakeRuntime {
         let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
         wasmtime_wasi_http::p2::bindings::http::types::add_to_linker::<_, WasiHttp>(&mut linker, &options.into(), RequestState::http)?;
         IntakeImports::add_to_linker::<_, HasSelf<RequestState>>(&mut linker, |s| s)?;
-        let pre = ProxyPre::new(linker.instantiate_pre(&component).context("linking the intake component")?)?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| anyhow::Error::from(e).context("linking the intake component"))?;
+        let pre = ProxyPre::new(pre)?;
 
         // The epoch clock for deadlines.
         let weak = engine.weak();
@@ -134,6 +134,10 @@ impl IntakeRuntime {
     }
 
     async fn run(&self, req: hyper::Request<Incoming>) -> HostResponse {
+        let req = match refuse_oversized(req) {
+            Ok(req) => req,
+            Err(early) => return early,
+        };
         let state = RequestState {
             wasi: WasiCtx::builder().build(),
             http: WasiHttpCtx::new(),
@@ -191,6 +195,35 @@ impl IntakeRuntime {
         }
     }
 }
+
+/// Bodies declared larger than the limit are answered 413 by the host without
+/// instantiating the component. The body is drained (up to [`DRAIN_LIMIT`]) in
+/// the background so the client finishes sending and reads the answer instead
+/// of a connection reset.
+fn refuse_oversized(req: hyper::Request<Incoming>) -> Result<hyper::Request<Incoming>, HostResponse> {
+    let content_length = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Err(refusal) = check_declared_length(&RequestMeta { content_length, ..Default::default() }) else {
+        return Ok(req);
+    };
+    let mut body = req.into_body();
+    tokio::spawn(async move {
+        let mut drained = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            drained += frame.data_ref().map_or(0, |d| d.len());
+            if drained > DRAIN_LIMIT {
+                break;
+            }
+        }
+    });
+    Err(reply(refusal))
+}
+
+/// Most bytes of an oversized body read and discarded before closing the connection.
+const DRAIN_LIMIT: usize = 64 << 20;
 
 /// A host-generated JSON reply in the same body type the component produces.
 pub fn reply(r: Reply) -> HostResponse {

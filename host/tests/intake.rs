@@ -146,13 +146,20 @@ async fn kafka_down_is_503_with_retry_after_within_the_deadline() {
 }
 
 #[tokio::test]
-async fn instance_fault_is_a_500_and_the_host_keeps_serving() {
-    // 64 KiB cannot hold the component's memory: every instantiation fails.
-    let broken = RuntimeLimits { instance_memory_bytes: 64 << 10, ..limits() };
-    let host = start(PublisherConfig { brokers: kit::kafka_brokers(), ..Default::default() }, broken).await;
-    for _ in 0..3 {
-        let (status, _, json) = post(host.addr, "/", None, r#"{"name":"a","album":"b","year":"1983","rank":"1"}"#).await;
+async fn guest_trap_is_a_500_and_the_host_keeps_serving() {
+    // Just above the component's initial memory (17 pages): a large batch
+    // makes the guest run out of memory and trap; small votes still fit.
+    let topic = kit::fresh_topic("intake-trap", 1).await;
+    let tight = RuntimeLimits { instance_memory_bytes: 20 * 65536, ..limits() };
+    let host = start(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() }, tight).await;
+    let one = r#"{"name":"a","album":"b","year":"1983","rank":"1"}"#;
+    let batch = format!("[{}]", vec![one; 450].join(","));
+    for _ in 0..2 {
+        let (status, _, json) = post(host.addr, "/", None, batch.clone()).await;
         assert_eq!(status, 500, "{json}");
         assert_eq!(json["error"]["code"], "internal");
     }
+    let (status, _, json) = post(host.addr, "/", None, one).await;
+    assert_eq!(status, 201, "the host still serves after traps: {json}");
+    assert_eq!(kit::read_topic(&topic, 2, Duration::from_secs(10)).await.len(), 1, "only the small vote reached Kafka");
 }

@@ -43,13 +43,23 @@ pub fn document(topic: &str, v: &Located) -> Document {
 impl VoteLog {
     /// Connect and make sure the log page's indexes exist (by time, by band).
     pub async fn connect(url: &str, database: &str, collection: &str) -> Result<Self, mongodb::error::Error> {
-        let client = mongodb::Client::with_uri_str(url).await?;
-        let votes = client.database(database).collection::<Document>(collection);
+        let log = Self::open(url, database, collection).await?;
+        let votes = &log.votes;
         for keys in [doc! { "received_at": -1 }, doc! { "band": 1, "received_at": -1 }] {
             let model = IndexModel::builder().keys(keys).options(IndexOptions::builder().build()).build();
             votes.create_index(model).await?;
         }
-        Ok(Self { votes })
+        Ok(log)
+    }
+
+    /// A handle without touching the server (readers: the web app). Operations
+    /// give up after 2 s of server selection instead of MongoDB's default 30 s.
+    pub async fn open(url: &str, database: &str, collection: &str) -> Result<Self, mongodb::error::Error> {
+        let mut options = mongodb::options::ClientOptions::parse(url).await?;
+        options.server_selection_timeout = Some(std::time::Duration::from_secs(2));
+        options.app_name = Some("bandvote".into());
+        let client = mongodb::Client::with_options(options)?;
+        Ok(Self { votes: client.database(database).collection::<Document>(collection) })
     }
 
     pub fn collection(&self) -> &Collection<Document> {
@@ -109,6 +119,25 @@ impl VoteLog {
             }
         }
         Ok((ids, offsets))
+    }
+
+    /// One page of the log, newest first, optionally for one band.
+    pub async fn page(&self, band: Option<&str>, skip: u64, limit: i64) -> Result<(Vec<Document>, u64), mongodb::error::Error> {
+        let filter = match band {
+            Some(b) => doc! { "band": b },
+            None => doc! {},
+        };
+        let total = self.votes.count_documents(filter.clone()).await?;
+        let docs = self
+            .votes
+            .find(filter)
+            .sort(doc! { "received_at": -1, "_id": -1 })
+            .skip(skip)
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?;
+        Ok((docs, total))
     }
 
     pub async fn ping(&self) -> Result<(), mongodb::error::Error> {

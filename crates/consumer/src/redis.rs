@@ -123,6 +123,28 @@ impl Counters {
         Ok(exists == 0)
     }
 
+    /// The `n` highest entries of a leaderboard (`bands` or `albums`), highest first.
+    pub async fn top(&self, board: &str, n: isize) -> Result<Vec<(String, u64)>, redis::RedisError> {
+        let mut con = self.con.clone();
+        let rows: Vec<(String, f64)> = redis::cmd("ZREVRANGE")
+            .arg(self.key(&format!("leaderboard:{board}")))
+            .arg(0)
+            .arg(n - 1)
+            .arg("WITHSCORES")
+            .query_async(&mut con)
+            .await?;
+        Ok(rows.into_iter().map(|(k, v)| (k, v as u64)).collect())
+    }
+
+    /// Votes counted in each of the last `seconds` seconds before `now_secs`, oldest first.
+    pub async fn per_second(&self, now_secs: i64, seconds: i64) -> Result<Vec<(i64, u64)>, redis::RedisError> {
+        let secs: Vec<i64> = (now_secs - seconds + 1..=now_secs).collect();
+        let keys: Vec<String> = secs.iter().map(|s| self.key(&format!("votes:sec:{s}"))).collect();
+        let mut con = self.con.clone();
+        let vals: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(&mut con).await?;
+        Ok(secs.into_iter().zip(vals).map(|(s, v)| (s, v.unwrap_or(0))).collect())
+    }
+
     pub async fn ping(&self) -> Result<(), redis::RedisError> {
         let mut con = self.con.clone();
         redis::cmd("PING").query_async::<()>(&mut con).await

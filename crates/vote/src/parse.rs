@@ -101,7 +101,9 @@ fn raw_from_json(map: Map<String, Value>) -> Result<RawVote, VoteError> {
             let name = field_name(&key);
             if let (Some(prev), Some(prev_name)) = (slot.as_ref(), seen[i]) {
                 if prev.split_whitespace().ne(text.split_whitespace()) {
-                    return Err(VoteError::field(name, FieldProblem::Conflict { with: prev_name }));
+                    // Name the same field whatever order the JSON map iterates in.
+                    let (first, second) = if alias_rank(prev_name) < alias_rank(name) { (prev_name, name) } else { (name, prev_name) };
+                    return Err(VoteError::field(second, FieldProblem::Conflict { with: first }));
                 }
             }
             seen[i] = Some(name);
@@ -121,6 +123,15 @@ fn field_name(key: &str) -> &'static str {
         "album" => "album",
         "year" => "year",
         _ => "vote_id",
+    }
+}
+
+/// Order of aliases in error messages: the primary name first.
+fn alias_rank(name: &str) -> u8 {
+    match name {
+        "name" | "rank" => 0,
+        "artist" | "ranked" => 1,
+        _ => 2,
     }
 }
 
@@ -176,7 +187,7 @@ mod tests {
         assert_eq!(e, VoteError::field("colour", FieldProblem::Unknown));
         assert_eq!(e.http_status(), 422);
         let e = err(r#"{"name":"a","artist":"b","album":"b","year":"1983","rank":"1"}"#);
-        assert_eq!(e, VoteError::field("name", FieldProblem::Conflict { with: "artist" }));
+        assert_eq!(e, VoteError::field("artist", FieldProblem::Conflict { with: "name" }));
         let e = err(r#"{"name":7,"album":"b","year":"1983","rank":"1"}"#);
         assert_eq!(e, VoteError::field("name", FieldProblem::WrongType { expected: "string" }));
         let e = err(r#"[{"name":"a","album":"b","year":"1983","rank":"1"},{"name":"a","album":"b","year":"83","rank":"1"}]"#);

@@ -1,0 +1,199 @@
+//! The results web app: one page (`static/index.html`) and a JSON API.
+//!
+//! * `GET /api/results`: totals, leaderboards by band and album, votes per second (last 60 s).
+//! * `GET /api/stream`: the same as Server-Sent Events, every 500 ms (`results` or `error` events).
+//! * `GET /api/log?page=1&size=20&band=…`: the vote log from MongoDB, newest first.
+//! * `GET /healthz`, `GET /readyz`.
+//!
+//! Redis and MongoDB are connected lazily and reconnected on failure, so the
+//! page shows a banner (not a blank page) while either is down.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bandvote_consumer::mongo::VoteLog;
+use bandvote_consumer::redis::Counters;
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+static INDEX_HTML: &str = include_str!("../static/index.html");
+
+/// Where the data lives.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub redis_url: String,
+    pub redis_prefix: String,
+    pub mongo_url: String,
+    pub mongo_db: String,
+    pub mongo_collection: String,
+}
+
+/// Lazily connected readers.
+pub struct AppState {
+    sources: Sources,
+    counters: Mutex<Option<Counters>>,
+    log: Mutex<Option<VoteLog>>,
+}
+
+impl AppState {
+    pub fn new(sources: Sources) -> Arc<Self> {
+        Arc::new(Self { sources, counters: Mutex::new(None), log: Mutex::new(None) })
+    }
+
+    async fn counters(&self) -> Result<Counters, String> {
+        let mut slot = self.counters.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let connect = Counters::connect(&self.sources.redis_url, &self.sources.redis_prefix);
+        let c = tokio::time::timeout(Duration::from_secs(2), connect)
+            .await
+            .map_err(|_| "redis: connection timed out".to_string())?
+            .map_err(|e| format!("redis: {e}"))?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn log(&self) -> Result<VoteLog, String> {
+        let mut slot = self.log.lock().await;
+        if let Some(l) = slot.as_ref() {
+            return Ok(l.clone());
+        }
+        let l = VoteLog::open(&self.sources.mongo_url, &self.sources.mongo_db, &self.sources.mongo_collection)
+            .await
+            .map_err(|e| format!("mongodb: {e}"))?;
+        *slot = Some(l.clone());
+        Ok(l)
+    }
+
+    /// The results document, or why it cannot be read.
+    pub async fn results(&self) -> Result<Value, String> {
+        let c = self.counters().await?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let read = async {
+            let totals = c.totals().await?;
+            let bands = c.top("bands", 20).await?;
+            let albums = c.top("albums", 20).await?;
+            // The current second is still filling: show the 60 before it.
+            let per_second = c.per_second(now - 1, 60).await?;
+            Ok::<_, redis::RedisError>((totals, bands, albums, per_second))
+        };
+        let (totals, bands, albums, per_second) =
+            tokio::time::timeout(Duration::from_secs(2), read).await.map_err(|_| "redis: timed out".to_string())?.map_err(|e| format!("redis: {e}"))?;
+        let rate = per_second.iter().rev().take(5).map(|(_, n)| *n).sum::<u64>() as f64 / 5.0;
+        let entries = |v: Vec<(String, u64)>| v.into_iter().map(|(name, votes)| json!({ "name": name, "votes": votes })).collect::<Vec<_>>();
+        Ok(json!({
+            "total": totals.total,
+            "votes_per_second": rate,
+            "bands": entries(bands),
+            "albums": entries(albums),
+            "per_second": per_second.into_iter().map(|(s, n)| json!([s, n])).collect::<Vec<_>>(),
+            "updated_at_ms": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+        }))
+    }
+}
+
+/// The app's routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(INDEX_HTML) }))
+        .route("/api/results", get(results))
+        .route("/api/stream", get(stream))
+        .route("/api/log", get(log_page))
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+fn unavailable(message: String) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], Json(json!({ "error": { "status": 503, "code": "unavailable", "message": message } })))
+        .into_response()
+}
+
+async fn results(State(s): State<Arc<AppState>>) -> Response {
+    match s.results().await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => {
+            s.counters.lock().await.take();
+            unavailable(e)
+        }
+    }
+}
+
+async fn stream(State(s): State<Arc<AppState>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let events = futures::stream::unfold(s, |s| async move {
+        let event = match s.results().await {
+            Ok(v) => Event::default().event("results").data(v.to_string()),
+            Err(e) => {
+                s.counters.lock().await.take();
+                Event::default().event("error").data(json!({ "message": e }).to_string())
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Some((Ok(event), s))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    page: Option<u64>,
+    size: Option<i64>,
+    band: Option<String>,
+}
+
+async fn log_page(State(s): State<Arc<AppState>>, Query(q): Query<LogQuery>) -> Response {
+    let page = q.page.unwrap_or(1).max(1);
+    let size = q.size.unwrap_or(20).clamp(1, 200);
+    let band = q.band.filter(|b| !b.trim().is_empty());
+    let log = match s.log().await {
+        Ok(l) => l,
+        Err(e) => return unavailable(e),
+    };
+    match log.page(band.as_deref(), (page - 1) * size as u64, size).await {
+        Ok((docs, total)) => {
+            let votes: Vec<Value> = docs
+                .into_iter()
+                .map(|d| {
+                    let kafka = d.get_document("kafka").ok();
+                    json!({
+                        "vote_id": d.get_str("_id").unwrap_or_default(),
+                        "band": d.get_str("band").unwrap_or_default(),
+                        "album": d.get_str("album").unwrap_or_default(),
+                        "year": d.get_i32("year").unwrap_or_default(),
+                        "rank": d.get_f64("rank").unwrap_or_default(),
+                        "source": d.get_str("source").unwrap_or_default(),
+                        "received_at_ms": d.get_datetime("received_at").map(|t| t.timestamp_millis()).unwrap_or_default(),
+                        "partition": kafka.and_then(|k| k.get_i32("partition").ok()),
+                        "offset": kafka.and_then(|k| k.get_i64("offset").ok()),
+                    })
+                })
+                .collect();
+            Json(json!({ "page": page, "size": size, "total": total, "band": band, "votes": votes })).into_response()
+        }
+        Err(e) => unavailable(format!("mongodb: {e}")),
+    }
+}
+
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    let redis = match s.counters().await {
+        Ok(c) => c.ping().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    let mongo = match s.log().await {
+        Ok(l) => l.ping().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    let body = json!({ "redis": redis.as_ref().err().map_or("ok".to_string(), Clone::clone), "mongodb": mongo.as_ref().err().map_or("ok".to_string(), Clone::clone) });
+    let status = if redis.is_ok() && mongo.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}

@@ -1,0 +1,40 @@
+//! `bandvote-web`: config → wiring → run.
+
+use std::net::SocketAddr;
+
+use bandvote_web::{router, AppState, Sources};
+use clap::Parser as _;
+
+#[derive(clap::Parser)]
+#[command(name = "bandvote-web", about = "The bandvote results page and JSON API")]
+struct Config {
+    #[arg(long, env = "BANDVOTE_WEB_LISTEN", default_value = "127.0.0.1:8090")]
+    listen: SocketAddr,
+    #[arg(long, env = "BANDVOTE_REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    redis_url: String,
+    #[arg(long, env = "BANDVOTE_REDIS_PREFIX", default_value = "")]
+    redis_prefix: String,
+    #[arg(long, env = "BANDVOTE_MONGO_URL", default_value = "mongodb://127.0.0.1:27017/")]
+    mongo_url: String,
+    #[arg(long, env = "BANDVOTE_MONGO_DB", default_value = "bandvote")]
+    mongo_db: String,
+    #[arg(long, env = "BANDVOTE_MONGO_COLLECTION", default_value = "votes")]
+    mongo_collection: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    bandvote_telemetry::init_tracing();
+    let c = Config::parse();
+    let state = AppState::new(Sources {
+        redis_url: c.redis_url,
+        redis_prefix: c.redis_prefix,
+        mongo_url: c.mongo_url,
+        mongo_db: c.mongo_db,
+        mongo_collection: c.mongo_collection,
+    });
+    let listener = bandvote_telemetry::bind(c.listen, "the web app").await?;
+    tracing::info!(url = %format!("http://{}/", listener.local_addr()?), "bandvote-web serving");
+    axum::serve(listener, router(state)).with_graceful_shutdown(bandvote_telemetry::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! The web app against real Redis and MongoDB.
+
+use bandvote_consumer::batch::Batch;
+use bandvote_consumer::mongo::VoteLog;
+use bandvote_consumer::redis::Counters;
+use bandvote_testkit as kit;
+use bandvote_web::{router, AppState, Sources};
+use serde_json::Value;
+
+async fn serve(sources: Sources) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(AppState::new(sources))).await });
+    format!("http://{addr}")
+}
+
+fn sources(prefix: &str, collection: &str) -> Sources {
+    Sources {
+        redis_url: kit::redis_url(),
+        redis_prefix: prefix.into(),
+        mongo_url: kit::mongo_url(),
+        mongo_db: "bandvote_test".into(),
+        mongo_collection: collection.into(),
+    }
+}
+
+#[tokio::test]
+async fn results_and_log_pages() {
+    let (prefix, coll) = (format!("{}:", kit::unique("web")), kit::unique("weblog"));
+    let counters = Counters::connect(&kit::redis_url(), &prefix).await.unwrap();
+    let log = VoteLog::connect(&kit::mongo_url(), "bandvote_test", &coll).await.unwrap();
+    let mut batch = Batch::default();
+    for i in 0..25 {
+        let v = kit::vote(if i < 15 { "Alux Nahual" } else { "Caifanes" }, Some(&format!("w-{i}")));
+        let rec = bandvote_vote::record::encode(&v);
+        batch.push(0, i, &rec.key, &rec.value);
+    }
+    log.store("votes", batch.votes()).await.unwrap();
+    counters.apply("votes", 0, &batch.partitions[&0], 1_700_000_000).await.unwrap();
+
+    let base = serve(sources(&prefix, &coll)).await;
+    let http = reqwest::Client::new();
+    let r: Value = http.get(format!("{base}/api/results")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["total"], 25);
+    assert_eq!(r["bands"][0]["name"], "Alux Nahual");
+    assert_eq!(r["bands"][0]["votes"], 15);
+    assert_eq!(r["per_second"].as_array().unwrap().len(), 60);
+
+    let p1: Value = http.get(format!("{base}/api/log?page=1&size=10")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((p1["total"].as_u64(), p1["votes"].as_array().unwrap().len()), (Some(25), 10));
+    let p3: Value = http.get(format!("{base}/api/log?page=3&size=10")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(p3["votes"].as_array().unwrap().len(), 5);
+    let f: Value = http.get(format!("{base}/api/log?band=Caifanes")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(f["total"], 10);
+
+    let page = http.get(format!("{base}/")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("bandvote · live results"));
+    let sse = http.get(format!("{base}/api/stream")).send().await.unwrap();
+    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+    log.collection().drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_and_mongo_down_is_503_json_not_a_blank_page() {
+    let base = serve(Sources {
+        redis_url: "redis://127.0.0.1:1/".into(),
+        mongo_url: "mongodb://127.0.0.1:1/?connectTimeoutMS=500".into(),
+        ..sources("x:", "none")
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let r = http.get(format!("{base}/api/results")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("redis"));
+    let l = http.get(format!("{base}/api/log")).send().await.unwrap();
+    assert_eq!(l.status().as_u16(), 503);
+    assert_eq!(http.get(format!("{base}/readyz")).send().await.unwrap().status().as_u16(), 503);
+    assert_eq!(http.get(format!("{base}/")).send().await.unwrap().status().as_u16(), 200);
+}

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The main job: start the services and the whole pipeline on loopback, send
+# votes through both intakes (HTTP via the wasm host, gRPC) for a bounded time
+# with progress lines, wait for the consumer to catch up, and print a summary.
+#
+#   scripts/demo.sh                 # 20 s of traffic
+#   BANDVOTE_DEMO_SECONDS=60 scripts/demo.sh
+#   BANDVOTE_DEMO_KEEP=1 scripts/demo.sh   # leave the pipeline running afterwards
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+SECONDS_OF_TRAFFIC="${BANDVOTE_DEMO_SECONDS:-20}"
+HTTP_PORT="${BANDVOTE_DEMO_HTTP_PORT:-8080}"
+GRPC_PORT="${BANDVOTE_DEMO_GRPC_PORT:-50051}"
+WEB_PORT="${BANDVOTE_DEMO_WEB_PORT:-8090}"
+
+bash scripts/setup.sh
+WASM=$(bash scripts/build-wasm.sh)
+bash scripts/services.sh start
+
+log "building the pipeline (release)"
+cargo build --release --quiet -p bandvote-host -p bandvote-grpc -p bandvote-consumer -p bandvote-load
+BIN="$CARGO_TARGET_DIR/release"
+RUN="$STATE/demo"
+mkdir -p "$RUN"
+
+pids=()
+start() { # name args...
+  local name=$1; shift
+  log "starting $name (log: $LOGS/$name.log)"
+  "$@" >>"$LOGS/$name.log" 2>&1 &
+  pids+=($!)
+  echo $! >"$STATE/$name.pid"
+}
+stop_all() {
+  if [ "${BANDVOTE_DEMO_KEEP:-0}" = 1 ]; then
+    log "pipeline left running (pids ${pids[*]}); stop with: kill ${pids[*]}"
+    return
+  fi
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap stop_all EXIT
+
+start consumer "$BIN/bandvote-consumer"
+start host "$BIN/bandvote-host" --component "$WASM" --listen "127.0.0.1:$HTTP_PORT"
+start grpc "$BIN/bandvote-grpc" --listen "127.0.0.1:$GRPC_PORT"
+
+wait_ready() { # name url
+  local i
+  for ((i = 0; i < 300; i++)); do
+    curl -fsS "$2" >/dev/null 2>&1 && { log "$1 ready"; return; }
+    sleep 0.2
+  done
+  die "$1 not ready at $2 (log: $LOGS/$1.log)"
+}
+wait_ready host "http://127.0.0.1:9180/readyz"
+wait_ready grpc "http://127.0.0.1:9182/readyz"
+wait_ready consumer "http://127.0.0.1:9181/readyz"
+
+total() { redis-cli -p "$REDIS_PORT" GET votes:total | tr -dc 0-9 || true; }
+base=$(total); base=${base:-0}
+run_id="demo-$(date +%s)"
+log "sending votes for ${SECONDS_OF_TRAFFIC}s through HTTP (wasm host) and gRPC; every 50th HTTP vote is invalid on purpose"
+"$BIN/bandvote-load" --mode http --target "http://127.0.0.1:$HTTP_PORT/" --concurrency 16 \
+  --duration "$SECONDS_OF_TRAFFIC" --invalid-every 50 --id-prefix "$run_id-http" --label http --out "$RUN/http.json" >/dev/null &
+http_load=$!
+"$BIN/bandvote-load" --mode grpc --target "http://127.0.0.1:$GRPC_PORT" --concurrency 8 \
+  --duration "$SECONDS_OF_TRAFFIC" --id-prefix "$run_id-grpc" --label grpc --quiet --out "$RUN/grpc.json" >/dev/null &
+grpc_load=$!
+wait "$http_load" "$grpc_load"
+
+acked=$(python3 -c "import json;print(sum(json.load(open(f))['acked'] for f in ['$RUN/http.json','$RUN/grpc.json']))")
+want=$((base + acked))
+log "waiting for the consumer to count $acked acknowledged votes"
+started=$SECONDS
+while [ "$(total)" -lt "$want" ] && [ $((SECONDS - started)) -lt 180 ]; do
+  printf '[bandvote] counted %s / %s\r' "$(( $(total) - base ))" "$acked" >&2
+  sleep 0.5
+done
+echo >&2
+recount=$("$BIN/bandvote-consumer" recount 2>&1) && recount_ok=yes || recount_ok=no
+
+python3 - "$RUN/http.json" "$RUN/grpc.json" "$base" "$(total)" "$recount_ok" <<'PY'
+import json, subprocess, sys
+http, grpc = (json.load(open(p)) for p in sys.argv[1:3])
+base, counted, recount_ok = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+def mongo_count():
+    return None
+print()
+print("=" * 64)
+print("bandvote demo summary")
+print("=" * 64)
+print(f"{'path':<8}{'sent':>9}{'acked':>9}{'rejected':>10}{'503':>7}{'errors':>8}{'acked/s':>10}{'p99 ms':>9}")
+for name, r in (("http", http), ("grpc", grpc)):
+    print(f"{name:<8}{r['sent']:>9}{r['acked']:>9}{r['rejected']:>10}{r['overloaded']:>7}{r['errors']:>8}{r['acked_per_sec']:>10.0f}{r['latency_ms_p99']:>9.1f}")
+acked = http["acked"] + grpc["acked"]
+print(f"acknowledged this run : {acked}")
+print(f"counted in Redis      : {counted - base} (total {counted})")
+print(f"recount vs MongoDB    : {'no difference' if recount_ok == 'yes' else 'DIFFERENCES (see bandvote-consumer recount)'}")
+top = subprocess.run(["redis-cli", "ZREVRANGE", "leaderboard:bands", "0", "4", "WITHSCORES"], capture_output=True, text=True).stdout.split("\n")
+top = [t for t in top if t]
+print("top bands             :")
+for band, score in zip(top[0::2], top[1::2]):
+    print(f"   {score:>8}  {band}")
+ok = (counted - base == acked) and recount_ok == "yes"
+print("=" * 64)
+print("RESULT: " + ("every acknowledged vote counted exactly once" if ok else "MISMATCH"))
+sys.exit(0 if ok else 1)
+PY
+echo "$recount" | sed 's/^/[recount] /'
