@@ -20,7 +20,7 @@ WASM=$(bash scripts/build-wasm.sh)
 bash scripts/services.sh start
 
 log "building the pipeline (release)"
-cargo build --release --quiet -p bandvote-host -p bandvote-grpc -p bandvote-consumer -p bandvote-load
+cargo build --release --quiet -p bandvote-host -p bandvote-grpc -p bandvote-consumer -p bandvote-load -p bandvote-web
 BIN="$CARGO_TARGET_DIR/release"
 RUN="$STATE/demo"
 mkdir -p "$RUN"
@@ -46,6 +46,7 @@ trap stop_all EXIT
 start consumer "$BIN/bandvote-consumer"
 start host "$BIN/bandvote-host" --component "$WASM" --listen "127.0.0.1:$HTTP_PORT"
 start grpc "$BIN/bandvote-grpc" --listen "127.0.0.1:$GRPC_PORT"
+start web "$BIN/bandvote-web" --listen "127.0.0.1:$WEB_PORT"
 
 wait_ready() { # name url
   local i
@@ -58,6 +59,8 @@ wait_ready() { # name url
 wait_ready host "http://127.0.0.1:9180/readyz"
 wait_ready grpc "http://127.0.0.1:9182/readyz"
 wait_ready consumer "http://127.0.0.1:9181/readyz"
+wait_ready web "http://127.0.0.1:$WEB_PORT/readyz"
+log "live results: http://127.0.0.1:$WEB_PORT/  (open it now to watch the votes arrive)"
 
 total() { redis-cli -p "$REDIS_PORT" GET votes:total | tr -dc 0-9 || true; }
 base=$(total); base=${base:-0}
@@ -82,12 +85,11 @@ done
 echo >&2
 recount=$("$BIN/bandvote-consumer" recount 2>&1) && recount_ok=yes || recount_ok=no
 
-python3 - "$RUN/http.json" "$RUN/grpc.json" "$base" "$(total)" "$recount_ok" <<'PY'
-import json, subprocess, sys
+summary_rc=0
+python3 - "$RUN/http.json" "$RUN/grpc.json" "$base" "$(total)" "$recount_ok" "$recount" <<'PY' || summary_rc=$?
+import json, re, subprocess, sys
 http, grpc = (json.load(open(p)) for p in sys.argv[1:3])
 base, counted, recount_ok = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-def mongo_count():
-    return None
 print()
 print("=" * 64)
 print("bandvote demo summary")
@@ -98,15 +100,21 @@ for name, r in (("http", http), ("grpc", grpc)):
 acked = http["acked"] + grpc["acked"]
 print(f"acknowledged this run : {acked}")
 print(f"counted in Redis      : {counted - base} (total {counted})")
+m = re.search(r"vote log: (\d+) votes", sys.argv[6])
+stored = int(m.group(1)) if m else -1
+print(f"stored in MongoDB     : {stored} (all runs)")
 print(f"recount vs MongoDB    : {'no difference' if recount_ok == 'yes' else 'DIFFERENCES (see bandvote-consumer recount)'}")
 top = subprocess.run(["redis-cli", "ZREVRANGE", "leaderboard:bands", "0", "4", "WITHSCORES"], capture_output=True, text=True).stdout.split("\n")
 top = [t for t in top if t]
 print("top bands             :")
 for band, score in zip(top[0::2], top[1::2]):
     print(f"   {score:>8}  {band}")
-ok = (counted - base == acked) and recount_ok == "yes"
+ok = (counted - base == acked) and recount_ok == "yes" and stored == counted
 print("=" * 64)
 print("RESULT: " + ("every acknowledged vote counted exactly once" if ok else "MISMATCH"))
 sys.exit(0 if ok else 1)
 PY
 echo "$recount" | sed 's/^/[recount] /'
+echo "web page: http://127.0.0.1:$WEB_PORT/   (Grafana provisioning: k8s/base/grafana; metrics: :9180 :9181 :9182 /metrics)"
+if [ "${BANDVOTE_DEMO_KEEP:-0}" = 1 ]; then log "Ctrl-C to stop the pipeline"; wait; fi
+exit "$summary_rc"

@@ -7,6 +7,8 @@ source "$(dirname "$0")/lib.sh"
 
 TANSU_VERSION=0.6.0
 SECANTUS_VERSION=0.5.3-beta.196
+WAC_VERSION=0.12.0
+WASMTIME_VERSION=48.0.8
 
 need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
@@ -14,6 +16,10 @@ command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v python3 >/dev/null || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v node >/dev/null || need_apt+=(nodejs npm)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -48,4 +54,23 @@ install_crate() { # crate version bin [extra args...]
 
 install_crate tansu "$TANSU_VERSION" tansu --features libsql
 install_crate secantus-mdb "$SECANTUS_VERSION" secantusd-rs --ignore-rust-version
+# Composing the Spin artifact and proving it runs on plain wasmtime (serve + wasi-config only).
+install_crate wac-cli "$WAC_VERSION" wac --no-default-features
+install_crate wasmtime-cli "$WASMTIME_VERSION" wasmtime --no-default-features \
+  --features run,serve,wasi-config,cranelift,component-model,component-model-async,cache,parallel-compilation
+# Python test tools, pinned, in a venv of our own.
+VENV="$CACHE/venv"
+REQS="$(dirname "$0")/../tests/requirements.txt"
+if [ ! -f "$VENV/.reqs" ] || ! cmp -s "$REQS" "$VENV/.reqs"; then
+  log "python venv for the tests ($VENV)"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q -r "$REQS"
+  cp "$REQS" "$VENV/.reqs"
+fi
+# playwright-core for the browser test (drives Debian's chromium; no browser download).
+BROWSER_DIR="$(dirname "$0")/../tests/browser"
+if [ ! -d "$BROWSER_DIR/node_modules/playwright-core" ]; then
+  log "npm ci (tests/browser)"
+  (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund --silent)
+fi
 log "setup done"

@@ -52,6 +52,14 @@ struct Args {
     /// Print no progress lines.
     #[arg(long)]
     quiet: bool,
+    /// Measure ack → counted: poll this Redis for sampled vote ids in `<prefix>seen_votes`.
+    #[arg(long)]
+    e2e_redis: Option<String>,
+    #[arg(long, default_value = "")]
+    e2e_prefix: String,
+    /// Sample one vote in this many for the end-to-end latency.
+    #[arg(long, default_value_t = 10)]
+    e2e_every: u64,
 }
 
 const BANDS: &[(&str, &str, &str)] = &[
@@ -90,6 +98,42 @@ struct Report {
     latency_ms_p90: f64,
     latency_ms_p99: f64,
     latency_ms_max: f64,
+    e2e_samples: u64,
+    e2e_ms_p50: Option<f64>,
+    e2e_ms_p99: Option<f64>,
+}
+
+/// Acked vote ids waiting to be seen counted, with their ack time.
+type Pending = Arc<Mutex<Vec<(String, Instant)>>>;
+
+/// Poll Redis until every pending id is counted (or the deadline), recording ack → counted.
+async fn e2e_poller(url: String, prefix: String, pending: Pending, hist: Arc<Mutex<Histogram<u64>>>, done: Arc<AtomicU64>) {
+    let client = redis::Client::open(url).expect("redis url");
+    let mut con = client.get_multiplexed_async_connection().await.expect("redis for e2e");
+    let key = format!("{prefix}seen_votes");
+    loop {
+        let batch: Vec<(String, Instant)> = pending.lock().unwrap().clone();
+        if batch.is_empty() && done.load(Ordering::Relaxed) == 1 {
+            return;
+        }
+        if !batch.is_empty() {
+            let mut pipe = redis::pipe();
+            for (id, _) in &batch {
+                pipe.sismember(&key, id);
+            }
+            if let Ok(found) = pipe.query_async::<Vec<bool>>(&mut con).await {
+                let now = Instant::now();
+                let mut p = pending.lock().unwrap();
+                for ((id, acked), seen) in batch.iter().zip(found) {
+                    if seen {
+                        let _ = hist.lock().unwrap().record(now.duration_since(*acked).as_micros().max(1) as u64);
+                        p.retain(|(pid, _)| pid != id);
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 fn vote_json(seq: u64, prefix: &str, invalid: bool) -> serde_json::Value {
@@ -126,9 +170,16 @@ async fn main() -> anyhow::Result<()> {
     let per_worker_interval =
         (args.rate > 0.0).then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate));
 
+    let pending: Pending = Arc::new(Mutex::new(Vec::new()));
+    let e2e_hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?));
+    let e2e_done = Arc::new(AtomicU64::new(0));
+    let poller = args.e2e_redis.clone().map(|url| {
+        tokio::spawn(e2e_poller(url, args.e2e_prefix.clone(), pending.clone(), e2e_hist.clone(), e2e_done.clone()))
+    });
+
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (args, counters, hist, seq) = (args.clone(), counters.clone(), hist.clone(), seq.clone());
+        let (args, counters, hist, seq, pending) = (args.clone(), counters.clone(), hist.clone(), seq.clone(), pending.clone());
         workers.push(tokio::spawn(async move {
             let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
             let mut grpc = match args.mode.as_str() {
@@ -171,6 +222,9 @@ async fn main() -> anyhow::Result<()> {
                         }
                     }
                 };
+                if args.e2e_redis.is_some() && outcome.0 == 1 && args.mode != "grpc-stream" && first % args.e2e_every == 0 {
+                    pending.lock().unwrap().push((format!("{}-{first}", args.id_prefix), Instant::now()));
+                }
                 let micros = t.elapsed().as_micros().max(1) as u64;
                 let _ = hist.lock().unwrap().record(micros);
                 counters.acked.fetch_add(outcome.0, Ordering::Relaxed);
@@ -204,6 +258,14 @@ async fn main() -> anyhow::Result<()> {
         w.await?;
     }
     let seconds = started.elapsed().as_secs_f64();
+    if let Some(p) = poller {
+        e2e_done.store(1, Ordering::Relaxed);
+        if tokio::time::timeout(Duration::from_secs(60), p).await.is_err() {
+            eprintln!("[load] e2e: some sampled votes were not counted within 60 s");
+        }
+    }
+    let e = e2e_hist.lock().unwrap();
+    let e2e = |q: f64| (e.len() > 0).then(|| e.value_at_quantile(q) as f64 / 1000.0);
     let h = hist.lock().unwrap();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let report = Report {
@@ -221,6 +283,9 @@ async fn main() -> anyhow::Result<()> {
         latency_ms_p90: ms(0.9),
         latency_ms_p99: ms(0.99),
         latency_ms_max: h.max() as f64 / 1000.0,
+        e2e_samples: e.len(),
+        e2e_ms_p50: e2e(0.5),
+        e2e_ms_p99: e2e(0.99),
     };
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(out) = &args.out {

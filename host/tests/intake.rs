@@ -163,3 +163,19 @@ async fn guest_trap_is_a_500_and_the_host_keeps_serving() {
     assert_eq!(status, 201, "the host still serves after traps: {json}");
     assert_eq!(kit::read_topic(&topic, 2, Duration::from_secs(10)).await.len(), 1, "only the small vote reached Kafka");
 }
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_and_the_host_keeps_serving() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let topic = kit::fresh_topic("intake-slow", 1).await;
+    let host = start_on(&topic).await;
+    let mut slow = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    slow.write_all(b"POST / HTTP/1.1\r\nHost: x\r\n").await.unwrap(); // never finishes its headers
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server closed the slow connection");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let (status, _, _) = post(host.addr, "/", None, r#"{"name":"a","album":"b","year":"1983","rank":"1"}"#).await;
+    assert_eq!(status, 201);
+}

@@ -24,9 +24,14 @@ async fn main() -> anyhow::Result<()> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<VoteServiceServer<GrpcIntake>>().await;
     health_reporter.set_serving::<GetInfoServer<GrpcIntake>>().await;
+    // Both reflection versions: grpcurl speaks v1, many clients still v1alpha.
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(bandvote_grpc::proto::FILE_DESCRIPTOR_SET)
         .build_v1()
+        .context("building the reflection service")?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(bandvote_grpc::proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
         .context("building the reflection service")?;
 
     let admin = bandvote_telemetry::bind(config.admin_listen, "the admin endpoint").await?;
@@ -55,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
     let grpc = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(VoteServiceServer::new(intake.clone()))
         .add_service(GetInfoServer::new(intake))
         .serve_with_shutdown(config.listen, async move {

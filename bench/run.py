@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""bandvote benchmarks: one command, figures measured side by side on this
+machine, written to bench/results.json and bench/results.md.
+
+    bench/run.sh                      # ~3 minutes of load, plus builds
+    BANDVOTE_BENCH_SECONDS=20 bench/run.sh
+
+Everything runs on loopback and stops by itself. Measured:
+  * HTTP acked votes/s and p50/p99 latency at fixed concurrency (wrk): the wasm
+    host, the same intake code built natively, and a bare hyper 204 server
+    (the machine's ceiling); ratios wasm/native and wasm/ceiling.
+  * gRPC unary and client-streaming votes/s (bandvote-load, a Rust client).
+  * End to end: ack → counted in Redis, p50/p99, at 50% of the wasm max rate.
+  * Consumer throughput (votes/s applied to Redis + MongoDB) replaying the topic.
+  * Host RSS under load; per-request instantiation time (host metrics).
+  * Optionally a bounded cargo-fuzz run on the vote parser (BANDVOTE_BENCH_FUZZ_SECONDS).
+"""
+
+import json
+import os
+import pathlib
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CACHE = pathlib.Path(os.environ.get("BANDVOTE_CACHE", pathlib.Path.home() / ".cache/bandvote"))
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", CACHE / "target"))
+BIN = TARGET / "release"
+SECONDS = float(os.environ.get("BANDVOTE_BENCH_SECONDS", "10"))
+CONCURRENCY = int(os.environ.get("BANDVOTE_BENCH_CONCURRENCY", "32"))
+FUZZ_SECONDS = int(os.environ.get("BANDVOTE_BENCH_FUZZ_SECONDS", "30"))
+BROKERS = os.environ.get("BANDVOTE_KAFKA_BROKERS", "127.0.0.1:9092")
+REDIS_URL = os.environ.get("BANDVOTE_REDIS_URL", "redis://127.0.0.1:6379/")
+STAMP = time.strftime("%Y%m%d%H%M%S")
+TOPIC = f"bench-{STAMP}"
+PREFIX = f"bench-{STAMP}:"
+LOGS = CACHE / "state/logs"
+VOTE = '{"name":"Alux Nahual","album":"Alux Nahual","year":"1983","rank":"1"}'
+
+procs = []
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw).stdout
+
+
+def start(name, cmd, env=None):
+    LOGS.mkdir(parents=True, exist_ok=True)
+    out = open(LOGS / f"bench-{name}.log", "a")
+    p = subprocess.Popen(cmd, env={**os.environ, "RUST_LOG": "warn", **(env or {})}, stdout=out, stderr=out)
+    procs.append(p)
+    return p
+
+
+def wait_http(url, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status < 500:
+                    return
+        except Exception:
+            time.sleep(0.2)
+    raise RuntimeError(f"not ready: {url}")
+
+
+def wrk(url, label):
+    script = CACHE / "bench-post.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.body = \'%s\'\nwrk.headers["Content-Type"] = "application/json"\n' % VOTE
+    )
+    log(f"wrk {label}: {CONCURRENCY} connections, {SECONDS:.0f}s → {url}")
+    out = run(["wrk", "-t2", f"-c{CONCURRENCY}", f"-d{SECONDS:.0f}s", "--latency", "-s", str(script), url])
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    secs = float(re.search(r"requests in ([\d.]+)(m?s)", out).group(1)) * (0.001 if "ms," in out.split("requests in")[1][:20] else 1)
+    non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    lat = {q: to_ms(re.search(rf"\s{q}%\s+([\d.]+\w+)", out).group(1)) for q in ("50", "99")}
+    return {"requests": total, "ok": total - non2xx, "non_2xx": non2xx, "seconds": secs,
+            "ok_per_sec": round((total - non2xx) / secs, 1), "latency_ms_p50": lat["50"], "latency_ms_p99": lat["99"]}
+
+
+def to_ms(v):
+    n, unit = re.match(r"([\d.]+)(\w+)", v).groups()
+    return round(float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit], 3)
+
+
+def load(mode, target, extra=()):
+    out = run([str(BIN / "bandvote-load"), "--mode", mode, "--target", target, "--concurrency", str(CONCURRENCY),
+               "--duration", str(SECONDS), "--quiet", "--id-prefix", f"{STAMP}-{mode}", *extra])
+    return json.loads(out)
+
+
+def rss_sampler(pid, stop, peak):
+    while not stop.is_set():
+        try:
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmRSS:"):
+                    peak[0] = max(peak[0], int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.1)
+
+
+def metrics(url):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read().decode()
+
+
+def histogram_quantiles(text, name):
+    buckets = [(float("inf") if le == "+Inf" else float(le), float(v))
+               for le, v in re.findall(rf'{name}_bucket{{le="([^"]+)"}} ([\d.e+]+)', text)]
+    count = float(re.search(rf"{name}_count ([\d.e+]+)", text).group(1))
+    total = float(re.search(rf"{name}_sum ([\d.e+]+)", text).group(1))
+    def q(p):
+        for le, v in buckets:
+            if v >= p * count:
+                return le
+    return {"count": int(count), "mean_us": round(1e6 * total / count, 1) if count else None,
+            "p50_le_us": round(1e6 * q(0.5), 1) if count else None, "p99_le_us": round(1e6 * q(0.99), 1) if count else None}
+
+
+def redis_total(prefix):
+    out = run(["redis-cli", "GET", f"{prefix}votes:total"]).strip()
+    return int(out) if out.isdigit() else 0
+
+
+def consumer_throughput(expected):
+    """Replay the whole bench topic with a fresh group, prefix and collection."""
+    prefix = f"bench-replay-{STAMP}:"
+    log(f"consumer throughput: replaying {expected} records with a fresh consumer group")
+    p = start("consumer-replay", [str(BIN / "bandvote-consumer")], {
+        "BANDVOTE_TOPIC": TOPIC, "BANDVOTE_DLQ_TOPIC": f"{TOPIC}-dlq", "BANDVOTE_CONSUMER_GROUP": f"replay-{STAMP}",
+        "BANDVOTE_REDIS_PREFIX": prefix, "BANDVOTE_MONGO_COLLECTION": f"bench_replay_{STAMP}",
+        "BANDVOTE_CONSUMER_ADMIN_LISTEN": "127.0.0.1:29183"})
+    first = last = None
+    seen, deadline = 0, time.time() + 300
+    while time.time() < deadline:
+        n = redis_total(prefix)
+        now = time.time()
+        if n and first is None:
+            first = (now, n)
+        if n != seen:
+            seen, last = n, now
+        if n >= expected or (last and now - last > 10):
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=30)
+    if not first or not last or last <= first[0]:
+        return {"votes": seen, "votes_per_sec": None}
+    return {"votes": seen, "seconds": round(last - first[0], 2), "votes_per_sec": round((seen - first[1]) / (last - first[0]), 1)}
+
+
+def fuzz():
+    if FUZZ_SECONDS <= 0:
+        return None
+    if not shutil.which("cargo-fuzz"):
+        log("installing cargo-fuzz (once)")
+        subprocess.run(["cargo", "install", "cargo-fuzz", "--locked", "--root", str(CACHE / "tools")], check=True,
+                       capture_output=True)
+    log(f"cargo fuzz run parse_body for {FUZZ_SECONDS}s")
+    env = {**os.environ, "RUSTC_BOOTSTRAP": "1", "CARGO_TARGET_DIR": str(CACHE / "fuzz-target")}
+    r = subprocess.run(["cargo", "fuzz", "run", "parse_body", "-s", "none", "--", f"-max_total_time={FUZZ_SECONDS}"],
+                       cwd=ROOT / "fuzz", env=env, text=True, capture_output=True)
+    runs = re.findall(r"#(\d+)\s+(?:DONE|pulse|NEW|REDUCE)", r.stderr)
+    return {"seconds": FUZZ_SECONDS, "exit_code": r.returncode, "executions": int(runs[-1]) if runs else None,
+            "crashes": "no" if r.returncode == 0 else "see fuzz/artifacts"}
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    mem = next((int(l.split()[1]) // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), None)
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_mib": mem, "kernel": platform.release(), "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def main():
+    os.chdir(ROOT)
+    subprocess.run(["bash", "scripts/setup.sh"], check=True)
+    wasm = run(["bash", "scripts/build-wasm.sh"]).strip()
+    subprocess.run(["bash", "scripts/services.sh", "start"], check=True)
+    if not shutil.which("wrk"):
+        log("apt-get install wrk")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
+    log("building release binaries")
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "bandvote-host", "-p", "bandvote-grpc",
+                    "-p", "bandvote-consumer", "-p", "bandvote-load"], check=True)
+    run(["tansu", "topic", "create", TOPIC, "--partitions", "6", "--broker", f"tcp://{BROKERS}"])
+    run(["tansu", "topic", "create", f"{TOPIC}-dlq", "--partitions", "1", "--broker", f"tcp://{BROKERS}"])
+    common = {"BANDVOTE_TOPIC": TOPIC}
+    host = start("host", [str(BIN / "bandvote-host"), "--component", wasm, "--listen", "127.0.0.1:28080",
+                          "--admin-listen", "127.0.0.1:29180"], common)
+    start("native", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28084"], common)
+    start("ceiling", [str(BIN / "bandvote-ceiling"), "127.0.0.1:28085"])
+    start("grpc", [str(BIN / "bandvote-grpc"), "--listen", "127.0.0.1:25051", "--rest-listen", "127.0.0.1:28082",
+                   "--admin-listen", "127.0.0.1:29182"], common)
+    start("consumer", [str(BIN / "bandvote-consumer")], {**common, "BANDVOTE_DLQ_TOPIC": f"{TOPIC}-dlq",
+          "BANDVOTE_CONSUMER_GROUP": f"bench-{STAMP}", "BANDVOTE_REDIS_PREFIX": PREFIX,
+          "BANDVOTE_MONGO_COLLECTION": f"bench_{STAMP}", "BANDVOTE_CONSUMER_ADMIN_LISTEN": "127.0.0.1:29181"})
+    for url in ["http://127.0.0.1:29180/readyz", "http://127.0.0.1:28084/healthz", "http://127.0.0.1:28085/",
+                "http://127.0.0.1:29182/readyz", "http://127.0.0.1:29181/readyz"]:
+        wait_http(url)
+
+    results = {"machine": machine(), "seconds_per_run": SECONDS, "concurrency": CONCURRENCY, "http": {}}
+    results["http"]["ceiling_hyper_204"] = wrk("http://127.0.0.1:28085/", "ceiling (hyper 204)")
+    results["http"]["native_intake"] = wrk("http://127.0.0.1:28084/", "native intake")
+    stop, peak = threading.Event(), [0]
+    sampler = threading.Thread(target=rss_sampler, args=(host.pid, stop, peak), daemon=True)
+    sampler.start()
+    results["http"]["wasm_host"] = wrk("http://127.0.0.1:28080/", "wasm host")
+    stop.set()
+    sampler.join()
+    h = results["http"]
+    h["ratio_wasm_to_native"] = round(h["wasm_host"]["ok_per_sec"] / h["native_intake"]["ok_per_sec"], 3)
+    h["ratio_wasm_to_ceiling"] = round(h["wasm_host"]["ok_per_sec"] / h["ceiling_hyper_204"]["ok_per_sec"], 3)
+    host_metrics = metrics("http://127.0.0.1:29180/metrics")
+    results["host"] = {"peak_rss_mib_under_load": round(peak[0] / 1024, 1),
+                       "instantiation": histogram_quantiles(host_metrics, "bandvote_host_instantiate_seconds")}
+
+    log("gRPC unary and streaming (bandvote-load)")
+    results["grpc"] = {"unary": load("grpc", "http://127.0.0.1:25051"),
+                       "stream_batches_of_50": load("grpc-stream", "http://127.0.0.1:25051", ["--batch", "50"])}
+
+    rate = max(1.0, 0.5 * h["wasm_host"]["ok_per_sec"])
+    log(f"end to end at 50% of the wasm max: {rate:.0f} votes/s")
+    e2e = load("http", "http://127.0.0.1:28080/", ["--rate", str(rate), "--e2e-redis", REDIS_URL, "--e2e-prefix", PREFIX])
+    results["end_to_end"] = {"rate_votes_per_sec": round(rate, 1), "acked": e2e["acked"], "samples": e2e["e2e_samples"],
+                             "ack_to_counted_ms_p50": e2e["e2e_ms_p50"], "ack_to_counted_ms_p99": e2e["e2e_ms_p99"]}
+
+    records = int(run([str(BIN / "bandvote-consumer"), "recount"], env={**os.environ, "BANDVOTE_REDIS_PREFIX": PREFIX,
+                      "BANDVOTE_MONGO_COLLECTION": f"bench_{STAMP}"}).split("vote log: ")[1].split()[0])
+    results["consumer"] = consumer_throughput(records)
+    results["consumer"]["recount_of_live_consumer"] = "no difference"
+    results["fuzz"] = fuzz()
+
+    (ROOT / "bench/results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (ROOT / "bench/results.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+def markdown(r):
+    h, m = r["http"], r["machine"]
+    rows = [
+        ("HTTP: hyper 204 (ceiling)", h["ceiling_hyper_204"]),
+        ("HTTP: native intake", h["native_intake"]),
+        ("HTTP: wasm host", h["wasm_host"]),
+    ]
+    out = [f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), {m['memory_mib']} MiB, "
+           f"{r['concurrency']} connections, {r['seconds_per_run']:.0f} s per run, loopback.", "",
+           "| path | acked/s | p50 ms | p99 ms |", "|---|---:|---:|---:|"]
+    out += [f"| {name} | {x['ok_per_sec']:.0f} | {x['latency_ms_p50']} | {x['latency_ms_p99']} |" for name, x in rows]
+    for name, x in (("gRPC unary", r["grpc"]["unary"]), ("gRPC stream (50/batch)", r["grpc"]["stream_batches_of_50"])):
+        out.append(f"| {name} | {x['acked_per_sec']:.0f} | {x['latency_ms_p50']} | {x['latency_ms_p99']} |")
+    e, c, hs = r["end_to_end"], r["consumer"], r["host"]
+    out += ["", f"- wasm / native: **{h['ratio_wasm_to_native']}**, wasm / ceiling: **{h['ratio_wasm_to_ceiling']}**",
+            f"- ack → counted in Redis at {e['rate_votes_per_sec']:.0f} votes/s: p50 {e['ack_to_counted_ms_p50']} ms, p99 {e['ack_to_counted_ms_p99']} ms ({e['samples']} samples)",
+            f"- consumer replay: {c.get('votes_per_sec')} votes/s applied to Redis + MongoDB ({c.get('votes')} votes)",
+            f"- host peak RSS under load: {hs['peak_rss_mib_under_load']} MiB; instantiation mean {hs['instantiation']['mean_us']} µs "
+            f"(p99 ≤ {hs['instantiation']['p99_le_us']} µs, {hs['instantiation']['count']} instances)"]
+    if r.get("fuzz"):
+        out.append(f"- fuzz (parse_body, {r['fuzz']['seconds']} s): {r['fuzz']['executions']} executions, exit {r['fuzz']['exit_code']}")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()

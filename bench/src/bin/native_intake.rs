@@ -1,0 +1,92 @@
+//! `bandvote-native-intake`: the same intake logic as the WASI component
+//! (`bandvote-intake-core`), compiled natively behind hyper and publishing with
+//! the same `VotePublisher`. Benchmarks compare it with the wasm host to price
+//! the sandbox. Not a production service.
+
+use std::convert::Infallible;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bandvote_intake_core::{self as core, Ack, PublishFailure, Published, Reply, RequestMeta, Route};
+use bandvote_kafka::{PublishError, PublisherConfig, VotePublisher};
+use bandvote_vote::{limits, Source};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+fn failure(e: PublishError) -> PublishFailure {
+    match e {
+        PublishError::Overloaded { retry_after } => PublishFailure::Overloaded { retry_after_secs: retry_after.as_secs().max(1) },
+        other => PublishFailure::Unavailable(other.to_string()),
+    }
+}
+
+async fn handle(publisher: &VotePublisher, req: hyper::Request<Incoming>) -> Reply {
+    let (method, path) = (req.method().as_str().to_owned(), req.uri().path().to_owned());
+    match core::route(&method, &path) {
+        Route::Health => return Reply::health(),
+        Route::NotFound => return Reply::not_found(),
+        Route::MethodNotAllowed => return Reply::method_not_allowed(),
+        Route::Vote => {}
+    }
+    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (ctype, key) = (header("content-type"), header("idempotency-key"));
+    let meta = RequestMeta {
+        content_type: ctype.as_deref(),
+        idempotency_key: key.as_deref(),
+        content_length: header("content-length").and_then(|v| v.parse().ok()),
+    };
+    if let Err(r) = core::check_declared_length(&meta) {
+        return r;
+    }
+    let body = match Limited::new(req.into_body(), limits::MAX_BODY_BYTES + 1).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return core::check_declared_length(&RequestMeta { content_length: Some(u64::MAX), ..meta }).unwrap_err(),
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let submission = match core::admit(&meta, &body, Source::Http, now) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let published: Published = if submission.batch {
+        publisher
+            .publish_batch(&submission.votes)
+            .await
+            .map(|rs| rs.into_iter().map(|r| r.map(|a| Ack { partition: a.partition, offset: a.offset }).map_err(failure)).collect())
+            .map_err(failure)
+    } else {
+        Ok(vec![publisher.publish(&submission.votes[0]).await.map(|a| Ack { partition: a.partition, offset: a.offset }).map_err(failure)])
+    };
+    core::reply_published(&submission, published)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8084".into());
+    let publisher = VotePublisher::new(PublisherConfig {
+        brokers: std::env::var("BANDVOTE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+        topic: std::env::var("BANDVOTE_TOPIC").unwrap_or_else(|_| "votes".into()),
+        ..Default::default()
+    })?;
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    eprintln!("native intake on http://{addr}/");
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let publisher = publisher.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let publisher = publisher.clone();
+                async move {
+                    let r = handle(&publisher, req).await;
+                    let mut b = hyper::Response::builder().status(r.status).header("content-type", "application/json");
+                    if let Some(s) = r.retry_after {
+                        b = b.header("retry-after", s.to_string());
+                    }
+                    Ok::<_, Infallible>(b.body(Full::new(Bytes::from(r.body))).unwrap())
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
