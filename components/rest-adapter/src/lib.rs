@@ -3,8 +3,11 @@
 //! Each publish becomes `POST {kafka_rest_url}/topics/{topic}` with
 //! `application/vnd.kafka.json.v2+json` and the canonical vote as the record
 //! value (the REST bridge re-checks it and publishes the same record the native
-//! publisher would). `kafka_rest_url` (and optionally `kafka_topic`) come from
-//! `wasi:config/store`: Spin variables, or `wasmtime serve -S config-var=…`.
+//! publisher would). `KAFKA_REST_URL` (and optionally `KAFKA_TOPIC`) come from
+//! the environment (`wasi:cli/environment`): the component's `environment` in
+//! spin.toml, or `wasmtime serve --env`. (wasi:config/store would make them
+//! Spin variables, but wasmtime 48's `serve -S config` fails to link it, so the
+//! artifact could not be tested on plain wasmtime.)
 
 use std::io::{Read as _, Write as _};
 
@@ -21,7 +24,6 @@ wit_bindgen::generate!({
 
 use exports::bandvote::publisher::publisher::{Ack, Guest, PublishError, Vote as WitVote};
 use exports::bandvote::publisher::publisher::Source as WitSource;
-use wasi::config::store;
 
 const MEDIA_TYPE: &str = "application/vnd.kafka.json.v2+json";
 
@@ -30,7 +32,7 @@ struct Adapter;
 export!(Adapter);
 
 fn config(key: &str) -> Option<String> {
-    store::get(key).ok().flatten().filter(|v| !v.is_empty())
+    std::env::var(key).ok().filter(|v| !v.is_empty())
 }
 
 fn to_vote(v: WitVote) -> Vote {
@@ -53,8 +55,8 @@ fn produce(votes: Vec<WitVote>) -> Result<Vec<Result<Ack, PublishError>>, Publis
     let n = votes.len();
     let records: Vec<Value> = votes.into_iter().map(to_vote).map(|v| json!({ "key": v.vote_id, "value": v })).collect();
     let body = json!({ "records": records }).to_string();
-    let base = config("kafka_rest_url").ok_or_else(|| PublishError::Unavailable("config `kafka_rest_url` is not set".into()))?;
-    let topic = config("kafka_topic").unwrap_or_else(|| bandvote_vote::record::TOPIC.into());
+    let base = config("KAFKA_REST_URL").ok_or_else(|| PublishError::Unavailable("KAFKA_REST_URL is not set".into()))?;
+    let topic = config("KAFKA_TOPIC").unwrap_or_else(|| bandvote_vote::record::TOPIC.into());
     let (status, retry_after, response) = post(&base, &format!("/topics/{topic}"), body.as_bytes())?;
     let parsed: Value = serde_json::from_slice(&response).unwrap_or(Value::Null);
     let message = parsed["message"].as_str().unwrap_or("").to_owned();
@@ -80,7 +82,7 @@ fn produce(votes: Vec<WitVote>) -> Result<Vec<Result<Ack, PublishError>>, Publis
 
 /// Split `http://host:port/prefix` into scheme, authority and path prefix.
 fn split_url(url: &str) -> Result<(Scheme, String, String), PublishError> {
-    let bad = || PublishError::Unavailable(format!("bad kafka_rest_url {url:?}"));
+    let bad = || PublishError::Unavailable(format!("bad KAFKA_REST_URL {url:?}"));
     let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
     let scheme = match scheme {
         "http" => Scheme::Http,

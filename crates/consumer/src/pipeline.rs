@@ -65,8 +65,11 @@ impl Pipeline {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
+            // A killed member is noticed within 6 s, and a rebalance waits at
+            // most 20 s for members (tansu uses this as the rebalance timeout).
+            .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
+            .set("max.poll.interval.ms", "20000")
             .create_with_context(RebalanceLogger)?;
         consumer.subscribe(&[&config.topic])?;
         let dlq: FutureProducer = ClientConfig::new()

@@ -35,13 +35,14 @@ async fn composed_spin_artifact_runs_on_plain_wasmtime_and_publishes() {
     tokio::spawn(async move { axum::serve(rest_l, rest::router(RestBridge { publisher, metrics: GrpcMetrics::new() })).await });
 
     let port = free_port();
-    let _serve = KillOnDrop(
+    let mut serve = KillOnDrop(
         Command::new("wasmtime")
-            .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "-S", "cli=y", "-S", "config=y"])
-            .arg("-S")
-            .arg(format!("config-var=kafka_rest_url=http://{rest_addr}"))
-            .arg("-S")
-            .arg(format!("config-var=kafka_topic={topic}"))
+            // The pooling allocator is not compiled into our minimal wasmtime-cli.
+            .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "-O", "pooling-allocator=n", "-S", "cli=y"])
+            .arg("--env")
+            .arg(format!("KAFKA_REST_URL=http://{rest_addr}"))
+            .arg("--env")
+            .arg(format!("KAFKA_TOPIC={topic}"))
             .arg(&wasm)
             .stdout(Stdio::null())
             .spawn()
@@ -54,6 +55,7 @@ async fn composed_spin_artifact_runs_on_plain_wasmtime_and_publishes() {
         match http.get(format!("{url}healthz")).send().await {
             Ok(r) if r.status().is_success() => break,
             _ if Instant::now() > deadline => panic!("wasmtime serve did not come up"),
+            _ if serve.0.try_wait().unwrap().is_some() => panic!("wasmtime serve exited: {:?}", serve.0.try_wait()),
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
