@@ -43,7 +43,7 @@ stop_all() {
 }
 trap stop_all EXIT
 
-start consumer "$BIN/bandvote-consumer"
+BANDVOTE_CONSUMER_INSTANCE_ID=${BANDVOTE_CONSUMER_INSTANCE_ID:-demo-consumer-0} start consumer "$BIN/bandvote-consumer"
 start host "$BIN/bandvote-host" --component "$WASM" --listen "127.0.0.1:$HTTP_PORT"
 start grpc "$BIN/bandvote-grpc" --listen "127.0.0.1:$GRPC_PORT"
 start web "$BIN/bandvote-web" --listen "127.0.0.1:$WEB_PORT"

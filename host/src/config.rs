@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bandvote_kafka::PublisherConfig;
+use bandvote_kafka::PublisherArgs;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "bandvote-host", about = "Serve the bandvote HTTP intake component on wasmtime, publishing votes to Kafka")]
@@ -18,21 +18,8 @@ pub struct HostConfig {
     /// The intake component (wasm32-wasip2), built by scripts/build-wasm.sh.
     #[arg(long, env = "BANDVOTE_INTAKE_WASM")]
     pub component: PathBuf,
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "BANDVOTE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
-    /// Topic votes are published to.
-    #[arg(long, env = "BANDVOTE_TOPIC", default_value = "votes")]
-    pub topic: String,
-    /// Votes awaiting Kafka's acknowledgement at once; past it requests get 503 + Retry-After.
-    #[arg(long, env = "BANDVOTE_MAX_IN_FLIGHT", default_value_t = 10_000)]
-    pub max_in_flight: usize,
-    /// Kafka producer linger.ms.
-    #[arg(long, env = "BANDVOTE_LINGER_MS", default_value_t = 5)]
-    pub linger_ms: u32,
-    /// Kafka delivery timeout (message.timeout.ms), in milliseconds.
-    #[arg(long, env = "BANDVOTE_DELIVERY_TIMEOUT_MS", default_value_t = 5_000)]
-    pub delivery_timeout_ms: u64,
+    #[command(flatten)]
+    pub kafka: PublisherArgs,
     /// Requests (component instances) running at once; past it 503 + Retry-After.
     #[arg(long, env = "BANDVOTE_MAX_CONCURRENT", default_value_t = 512)]
     pub max_concurrent: u32,
@@ -45,17 +32,6 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
-    pub fn publisher(&self) -> PublisherConfig {
-        PublisherConfig {
-            brokers: self.kafka_brokers.clone(),
-            topic: self.topic.clone(),
-            max_in_flight: self.max_in_flight,
-            linger_ms: self.linger_ms,
-            delivery_timeout: Duration::from_millis(self.delivery_timeout_ms),
-            ..PublisherConfig::default()
-        }
-    }
-
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }

@@ -14,7 +14,7 @@ use clap::Parser as _;
 async fn main() -> anyhow::Result<()> {
     bandvote_telemetry::init_tracing();
     let config = HostConfig::parse();
-    let publisher = VotePublisher::new(config.publisher()).context("creating the Kafka producer")?;
+    let publisher = VotePublisher::new(config.kafka.publisher()).context("creating the Kafka producer")?;
     let host = PublisherHost { publisher: publisher.clone(), metrics: HostMetrics::new() };
     let runtime = IntakeRuntime::new(
         &config.component,
@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let listener = bandvote_telemetry::bind(config.listen, "the intake").await?;
     let admin = bandvote_telemetry::bind(config.admin_listen, "the admin endpoint").await?;
-    tracing::info!(listen = %listener.local_addr()?, admin = %admin.local_addr()?, brokers = %config.kafka_brokers, topic = %config.topic, "bandvote-host serving");
+    tracing::info!(listen = %listener.local_addr()?, admin = %admin.local_addr()?, brokers = %config.kafka.kafka_brokers, topic = %config.kafka.topic, "bandvote-host serving");
     let ready_publisher = publisher.clone();
     let ready: bandvote_telemetry::ReadyCheck = std::sync::Arc::new(move || {
         let p = ready_publisher.clone();

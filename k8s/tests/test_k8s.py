@@ -28,8 +28,8 @@ K8S_VERSION = "1.31.0"
 
 # Which Rust source declares each image's configuration (flags with `env = "…"`).
 IMAGE_SOURCES = {
-    "bandvote/host": ["host/src/config.rs"],
-    "bandvote/grpc": ["crates/grpc-producer/src/config.rs"],
+    "bandvote/host": ["host/src/config.rs", "crates/kafka/src/args.rs"],
+    "bandvote/grpc": ["crates/grpc-producer/src/config.rs", "crates/kafka/src/args.rs"],
     "bandvote/consumer": ["crates/consumer/src/config.rs"],
     "bandvote/web": ["crates/web/src/main.rs"],
 }
@@ -294,7 +294,7 @@ def test_broken_crd_is_caught():
 
 def test_missing_env_is_caught():
     def m(objs):
-        c = find(objs, "Deployment", "bandvote-consumer")["spec"]["template"]["spec"]["containers"][0]
+        c = find(objs, "StatefulSet", "bandvote-consumer")["spec"]["template"]["spec"]["containers"][0]
         c["env"] = [e for e in c["env"] if e["name"] != "BANDVOTE_REDIS_URL"]
     assert any("BANDVOTE_REDIS_URL not set" in p for p in broken(m))
 

@@ -14,6 +14,12 @@ pub struct ConsumerConfig {
     pub dlq_topic: String,
     #[arg(long, env = "BANDVOTE_CONSUMER_GROUP", default_value = "bandvote-counter")]
     pub group: String,
+    /// Static group membership (`group.instance.id`): a restarted consumer with
+    /// the same id takes its partitions back at once instead of waiting for
+    /// the dead member's session to expire. Use a stable name (a StatefulSet
+    /// pod name); empty = dynamic membership.
+    #[arg(long, env = "BANDVOTE_CONSUMER_INSTANCE_ID", default_value = "")]
+    pub instance_id: String,
     #[arg(long, env = "BANDVOTE_REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
     pub redis_url: String,
     /// Prefix for every Redis key (empty in production; tests use their own).

@@ -69,7 +69,7 @@ async fn run(config: ConsumerConfig) -> anyhow::Result<()> {
     let metrics = ConsumerMetrics::new();
     let admin = bandvote_telemetry::bind(config.admin_listen, "the admin endpoint").await?;
     let pipeline = Pipeline::connect(config.clone(), metrics.clone()).await.context("starting the consumer")?;
-    let (counters, log) = (pipeline.counters().clone(), pipeline.log().clone());
+    let (counters, log) = (pipeline.applier().counters().clone(), pipeline.applier().log().clone());
     let ready: bandvote_telemetry::ReadyCheck = Arc::new(move || {
         let (counters, log) = (counters.clone(), log.clone());
         Box::pin(async move {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bandvote_consumer::batch::Batch;
 use bandvote_consumer::config::ConsumerConfig;
 use bandvote_consumer::metrics::ConsumerMetrics;
-use bandvote_consumer::pipeline::Pipeline;
+use bandvote_consumer::pipeline::{BatchApplier, Pipeline};
 use bandvote_consumer::recount;
 use bandvote_kafka::{PublisherConfig, VotePublisher};
 use bandvote_testkit as kit;
@@ -29,7 +29,23 @@ async fn isolated(name: &str, partitions: i32) -> ConsumerConfig {
         batch_max: 200,
         batch_wait_ms: 20,
         admin_listen: "127.0.0.1:0".parse().unwrap(),
+        instance_id: String::new(),
         topic,
+    }
+}
+
+/// The tests in this file run one at a time: a consumer-group rebalance on
+/// tansu (after a kill -9) stalls the broker for seconds, which would starve
+/// the other tests' consumers.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Publish like a well-behaved client: on an error, retry the same vote (same
+/// vote_id) until Kafka acknowledges it, for at most a minute.
+async fn publish_retrying(p: &VotePublisher, vote: &bandvote_vote::Vote) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = p.publish(vote).await {
+        assert!(Instant::now() < deadline, "vote {} never acknowledged: {e}", vote.vote_id);
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -37,7 +53,13 @@ fn publisher(cfg: &ConsumerConfig) -> VotePublisher {
     VotePublisher::new(PublisherConfig { brokers: cfg.kafka_brokers.clone(), topic: cfg.topic.clone(), ..Default::default() }).unwrap()
 }
 
-async fn wait_for_total(p: &Pipeline, want: u64, within: Duration) -> u64 {
+/// The sinks of a configuration, without joining its consumer group (an idle
+/// group member would stall tansu's group coordinator).
+async fn sinks(cfg: &ConsumerConfig) -> BatchApplier {
+    BatchApplier::connect(cfg, ConsumerMetrics::new()).await.unwrap()
+}
+
+async fn wait_for_total(p: &BatchApplier, want: u64, within: Duration) -> u64 {
     let deadline = Instant::now() + within;
     loop {
         let total = p.counters().totals().await.unwrap().total;
@@ -50,15 +72,16 @@ async fn wait_for_total(p: &Pipeline, want: u64, within: Duration) -> u64 {
 
 #[tokio::test]
 async fn counts_once_despite_duplicates_replays_and_poison() {
+    let _serial = SERIAL.lock().await;
     let cfg = isolated("eo", 3).await;
     let p = publisher(&cfg);
     let bands = ["Alux Nahual", "Bohemia Suburbana", "Viernes Verde"];
     for i in 0..60 {
-        p.publish(&kit::vote(bands[i % 3], Some(&format!("v-{i}")))).await.unwrap();
+        publish_retrying(&p, &kit::vote(bands[i % 3], Some(&format!("v-{i}")))).await;
     }
     // Client retries: the same vote ids again.
     for i in 0..10 {
-        p.publish(&kit::vote(bands[i % 3], Some(&format!("v-{i}")))).await.unwrap();
+        publish_retrying(&p, &kit::vote(bands[i % 3], Some(&format!("v-{i}")))).await;
     }
     // A poison record.
     let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", kit::kafka_brokers()).create().unwrap();
@@ -66,7 +89,7 @@ async fn counts_once_despite_duplicates_replays_and_poison() {
 
     let pipeline = Pipeline::connect(cfg.clone(), ConsumerMetrics::new()).await.unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let check = Pipeline::connect(ConsumerConfig { group: kit::unique("unused"), ..cfg.clone() }, ConsumerMetrics::new()).await.unwrap();
+    let check = sinks(&cfg).await;
     let run = tokio::spawn(pipeline.run(async move {
         let _ = stop_rx.await;
     }));
@@ -95,14 +118,15 @@ async fn counts_once_despite_duplicates_replays_and_poison() {
 
 #[tokio::test]
 async fn rebuild_restores_counters_lost_by_redis() {
+    let _serial = SERIAL.lock().await;
     let cfg = isolated("rebuild", 2).await;
     let p = publisher(&cfg);
     for i in 0..30 {
-        p.publish(&kit::vote(if i % 2 == 0 { "A" } else { "B" }, Some(&format!("r-{i}")))).await.unwrap();
+        publish_retrying(&p, &kit::vote(if i % 2 == 0 { "A" } else { "B" }, Some(&format!("r-{i}")))).await;
     }
     let pipeline = Pipeline::connect(cfg.clone(), ConsumerMetrics::new()).await.unwrap();
-    let counters = pipeline.counters().clone();
-    let log = pipeline.log().clone();
+    let counters = pipeline.applier().counters().clone();
+    let log = pipeline.applier().log().clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(pipeline.run(async move {
         let _ = stop_rx.await;
@@ -120,7 +144,7 @@ async fn rebuild_restores_counters_lost_by_redis() {
     let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut con).await.unwrap();
     // New votes arrive: the consumer notices the empty counters, rebuilds, then applies.
     for i in 30..40 {
-        p.publish(&kit::vote("C", Some(&format!("r-{i}")))).await.unwrap();
+        publish_retrying(&p, &kit::vote("C", Some(&format!("r-{i}")))).await;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while counters.totals().await.unwrap().total < 40 && Instant::now() < deadline {
@@ -146,25 +170,27 @@ fn spawn_consumer(cfg: &ConsumerConfig) -> Child {
         .env("BANDVOTE_MONGO_DB", &cfg.mongo_db)
         .env("BANDVOTE_MONGO_COLLECTION", &cfg.mongo_collection)
         .env("BANDVOTE_BATCH_MAX", "50")
+        .env("BANDVOTE_CONSUMER_INSTANCE_ID", &cfg.instance_id)
         .env("BANDVOTE_CONSUMER_ADMIN_LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(std::env::temp_dir().join("bandvote-kill9-consumer.log")).unwrap())
         .spawn()
         .expect("spawn bandvote-consumer")
 }
 
 #[tokio::test]
 async fn kill_9_mid_stream_loses_and_doubles_nothing() {
-    let cfg = isolated("kill9", 3).await;
-    let check = Pipeline::connect(ConsumerConfig { group: kit::unique("unused"), ..cfg.clone() }, ConsumerMetrics::new()).await.unwrap();
+    let _serial = SERIAL.lock().await;
+    // The restarted process is the same static member (as a StatefulSet pod would be).
+    let cfg = ConsumerConfig { instance_id: kit::unique("consumer"), ..isolated("kill9", 3).await };
+    let check = sinks(&cfg).await;
     let p = publisher(&cfg);
     const N: usize = 3000;
     let producer = tokio::spawn(async move {
         for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
             let votes: Vec<_> = chunk.iter().map(|i| kit::vote(&format!("band-{}", i % 7), Some(&format!("k-{i}")))).collect();
-            for r in p.publish_batch(&votes).await.unwrap() {
-                r.unwrap();
-            }
+            futures::future::join_all(votes.iter().map(|v| publish_retrying(&p, v))).await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
@@ -180,7 +206,7 @@ async fn kill_9_mid_stream_loses_and_doubles_nothing() {
         child = spawn_consumer(&cfg);
     }
     producer.await.unwrap();
-    let total = wait_for_total(&check, N as u64, Duration::from_secs(120)).await;
+    let total = wait_for_total(&check, N as u64, Duration::from_secs(240)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     child.kill().unwrap();
     child.wait().unwrap();

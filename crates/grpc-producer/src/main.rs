@@ -17,7 +17,7 @@ use clap::Parser as _;
 async fn main() -> anyhow::Result<()> {
     bandvote_telemetry::init_tracing();
     let config = GrpcConfig::parse();
-    let publisher = VotePublisher::new(config.publisher()).context("creating the Kafka producer")?;
+    let publisher = VotePublisher::new(config.kafka.publisher()).context("creating the Kafka producer")?;
     let metrics = GrpcMetrics::new();
     let intake = GrpcIntake::new(publisher.clone(), metrics.clone());
 
@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
     });
-    tracing::info!(grpc = %config.listen, rest = %config.rest_listen, admin = %config.admin_listen, topic = %config.topic, "bandvote-grpc serving");
+    tracing::info!(grpc = %config.listen, rest = %config.rest_listen, admin = %config.admin_listen, topic = %config.kafka.topic, "bandvote-grpc serving");
     let mut grpc_stop = stop_rx.clone();
     let grpc = tonic::transport::Server::builder()
         .add_service(health)

@@ -10,6 +10,10 @@
 //! [`ensure_topic`] creates the topic with its partition count up front (the
 //! tansu broker cannot add partitions later).
 
+mod args;
+
+pub use args::PublisherArgs;
+
 use std::sync::Arc;
 use std::time::Duration;
 
