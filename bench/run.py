@@ -41,7 +41,7 @@ REDIS_URL = os.environ.get("BANDVOTE_REDIS_URL", "redis://127.0.0.1:6379/")
 STAMP = time.strftime("%Y%m%d%H%M%S")
 TOPIC = f"bench-{STAMP}"
 PREFIX = f"bench-{STAMP}:"
-LOGS = CACHE / "state/logs"
+LOGS = pathlib.Path(os.environ.get("BANDVOTE_STATE", CACHE / "state")) / "logs"
 VOTE = '{"name":"Alux Nahual","album":"Alux Nahual","year":"1983","rank":"1"}'
 
 procs = []
@@ -95,8 +95,15 @@ def to_ms(v):
     return round(float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit], 3)
 
 
-def load(mode, target, extra=()):
-    out = run([str(BIN / "bandvote-load"), "--mode", mode, "--target", target, "--concurrency", str(CONCURRENCY),
+def restart_kafka():
+    """tansu 0.6's sqlite storage can panic under heavy concurrent produce load
+    ("more or less than one row") and then refuses every request; restart it
+    (data kept) between phases so one phase's failure does not void the next."""
+    subprocess.run(["bash", "scripts/services.sh", "restart", "kafka"], check=True, capture_output=True)
+
+
+def load(mode, target, extra=(), concurrency=None):
+    out = run([str(BIN / "bandvote-load"), "--mode", mode, "--target", target, "--concurrency", str(concurrency or CONCURRENCY),
                "--duration", str(SECONDS), "--quiet", "--id-prefix", f"{STAMP}-{mode}", *extra])
     return json.loads(out)
 
@@ -131,7 +138,7 @@ def histogram_quantiles(text, name):
 
 
 def redis_total(prefix):
-    out = run(["redis-cli", "GET", f"{prefix}votes:total"]).strip()
+    out = run(["redis-cli", "-p", os.environ.get("BANDVOTE_REDIS_PORT", "6379"), "GET", f"{prefix}votes:total"]).strip()
     return int(out) if out.isdigit() else 0
 
 
@@ -144,7 +151,7 @@ def consumer_throughput(expected):
         "BANDVOTE_REDIS_PREFIX": prefix, "BANDVOTE_MONGO_COLLECTION": f"bench_replay_{STAMP}",
         "BANDVOTE_CONSUMER_ADMIN_LISTEN": "127.0.0.1:29183"})
     first = last = None
-    seen, deadline = 0, time.time() + 300
+    seen, deadline = 0, time.time() + 120
     while time.time() < deadline:
         n = redis_total(prefix)
         now = time.time()
@@ -182,6 +189,11 @@ def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     mem = next((int(l.split()[1]) // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), None)
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_mib": mem, "kernel": platform.release(), "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def save(results):
+    """Write what has been measured so far (a later phase may still fail)."""
+    (ROOT / "bench/results.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 def main():
@@ -224,26 +236,33 @@ def main():
     h["ratio_wasm_to_native"] = round(h["wasm_host"]["ok_per_sec"] / h["native_intake"]["ok_per_sec"], 3)
     h["ratio_wasm_to_ceiling"] = round(h["wasm_host"]["ok_per_sec"] / h["ceiling_hyper_204"]["ok_per_sec"], 3)
     host_metrics = metrics("http://127.0.0.1:29180/metrics")
+    save(results)
     results["host"] = {"peak_rss_mib_under_load": round(peak[0] / 1024, 1),
                        "instantiation": histogram_quantiles(host_metrics, "bandvote_host_instantiate_seconds")}
 
     log("gRPC unary and streaming (bandvote-load)")
     results["grpc"] = {"unary": load("grpc", "http://127.0.0.1:25051"),
-                       "stream_batches_of_50": load("grpc-stream", "http://127.0.0.1:25051", ["--batch", "50"])}
+                       "stream_batches_of_50": load("grpc-stream", "http://127.0.0.1:25051", ["--batch", "50"], concurrency=8)}
+    restart_kafka()
+    wait_http("http://127.0.0.1:29180/readyz")
 
+    save(results)
     rate = max(1.0, 0.5 * h["wasm_host"]["ok_per_sec"])
     log(f"end to end at 50% of the wasm max: {rate:.0f} votes/s")
     e2e = load("http", "http://127.0.0.1:28080/", ["--rate", str(rate), "--e2e-redis", REDIS_URL, "--e2e-prefix", PREFIX])
     results["end_to_end"] = {"rate_votes_per_sec": round(rate, 1), "acked": e2e["acked"], "samples": e2e["e2e_samples"],
                              "ack_to_counted_ms_p50": e2e["e2e_ms_p50"], "ack_to_counted_ms_p99": e2e["e2e_ms_p99"]}
 
+    save(results)
     records = int(run([str(BIN / "bandvote-consumer"), "recount"], env={**os.environ, "BANDVOTE_REDIS_PREFIX": PREFIX,
                       "BANDVOTE_MONGO_COLLECTION": f"bench_{STAMP}"}).split("vote log: ")[1].split()[0])
+    restart_kafka()
     results["consumer"] = consumer_throughput(records)
     results["consumer"]["recount_of_live_consumer"] = "no difference"
+    save(results)
     results["fuzz"] = fuzz()
 
-    (ROOT / "bench/results.json").write_text(json.dumps(results, indent=2) + "\n")
+    save(results)
     (ROOT / "bench/results.md").write_text(markdown(results))
     print(markdown(results))
 

@@ -1,0 +1,191 @@
+//! kill -9 of the HTTP host and of the gRPC producer while clients vote: every
+//! vote is retried by its client with the same idempotency key until
+//! acknowledged, and in the end each is counted exactly once in Redis and
+//! stored once in MongoDB.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bandvote_consumer::config::ConsumerConfig;
+use bandvote_consumer::metrics::ConsumerMetrics;
+use bandvote_consumer::pipeline::Pipeline;
+use bandvote_consumer::recount;
+use bandvote_grpc::proto::bandvote::vote_service_client::VoteServiceClient;
+use bandvote_testkit as kit;
+use bandvote_vote::pb;
+
+/// A binary of the workspace, built by `cargo test` next to this test.
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join(name)
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+struct Service {
+    name: &'static str,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl Service {
+    fn start(&mut self) {
+        let mut cmd = Command::new(bin(self.name));
+        cmd.args(&self.args).envs(self.envs.iter().cloned()).env("RUST_LOG", "warn").stdout(Stdio::null());
+        self.child = Some(cmd.spawn().expect("spawn service"));
+    }
+
+    fn kill_9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+async fn wait_ready(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if reqwest::get(url).await.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not ready: {url}");
+}
+
+const N_HTTP: usize = 300;
+const N_GRPC: usize = 300;
+
+#[tokio::test]
+async fn kill_9_of_host_and_grpc_loses_and_doubles_nothing() {
+    let wasm = std::env::var("BANDVOTE_INTAKE_WASM").expect("BANDVOTE_INTAKE_WASM: run through scripts/test.sh");
+    let topic = kit::fresh_topic("intake-kill", 3).await;
+    bandvote_kafka::ensure_topic(&kit::kafka_brokers(), &format!("{topic}-dlq"), 1).await.unwrap();
+    let cfg = ConsumerConfig {
+        kafka_brokers: kit::kafka_brokers(),
+        topic: topic.clone(),
+        dlq_topic: format!("{topic}-dlq"),
+        group: kit::unique("grp"),
+        instance_id: kit::unique("consumer"),
+        redis_url: kit::redis_url(),
+        redis_prefix: format!("{}:", kit::unique("faults")),
+        mongo_url: kit::mongo_url(),
+        mongo_db: "bandvote_test".into(),
+        mongo_collection: kit::unique("faults"),
+        batch_max: 200,
+        batch_wait_ms: 20,
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+    };
+    let pipeline = Pipeline::connect(cfg.clone(), ConsumerMetrics::new()).await.unwrap();
+    let (counters, log) = (pipeline.applier().counters().clone(), pipeline.applier().log().clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let consumer = tokio::spawn(pipeline.run(async move {
+        let _ = stop_rx.await;
+    }));
+
+    let common = vec![("BANDVOTE_KAFKA_BROKERS".to_string(), kit::kafka_brokers()), ("BANDVOTE_TOPIC".to_string(), topic.clone())];
+    let (http, host_admin) = (free_addr(), free_addr());
+    let mut host = Service {
+        name: "bandvote-host",
+        args: vec!["--component".into(), wasm, "--listen".into(), http.to_string(), "--admin-listen".into(), host_admin.to_string()],
+        envs: common.clone(),
+        child: None,
+    };
+    let (grpc, rest, grpc_admin) = (free_addr(), free_addr(), free_addr());
+    let mut grpc_svc = Service {
+        name: "bandvote-grpc",
+        args: vec!["--listen".into(), grpc.to_string(), "--rest-listen".into(), rest.to_string(), "--admin-listen".into(), grpc_admin.to_string()],
+        envs: common,
+        child: None,
+    };
+    host.start();
+    grpc_svc.start();
+    wait_ready(&format!("http://{host_admin}/readyz")).await;
+    wait_ready(&format!("http://{grpc_admin}/readyz")).await;
+
+    // HTTP clients: retry each vote with the same Idempotency-Key until 201.
+    let http_clients = tokio::spawn(async move {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+        let url = format!("http://{http}/");
+        futures::future::join_all((0..8).map(|w| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                for i in (w..N_HTTP).step_by(8) {
+                    let deadline = Instant::now() + Duration::from_secs(90);
+                    loop {
+                        let body = format!(r#"{{"name":"band-{}","album":"x","year":"1990","rank":"1"}}"#, i % 4);
+                        let r = client.post(&url).header("idempotency-key", format!("h-{i}")).body(body).send().await;
+                        if r.is_ok_and(|r| r.status().as_u16() == 201) {
+                            break;
+                        }
+                        assert!(Instant::now() < deadline, "http vote {i} never acknowledged");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }))
+        .await;
+    });
+    // gRPC clients: same, with vote_id as the key; reconnect after a transport error.
+    let grpc_clients = tokio::spawn(async move {
+        futures::future::join_all((0..8).map(|w| async move {
+            let mut client: Option<VoteServiceClient<tonic::transport::Channel>> = None;
+            for i in (w..N_GRPC).step_by(8) {
+                let deadline = Instant::now() + Duration::from_secs(90);
+                loop {
+                    if client.is_none() {
+                        client = VoteServiceClient::connect(format!("http://{grpc}")).await.ok();
+                    }
+                    let vote = pb::Vote { band: format!("band-{}", i % 4), album: "x".into(), year: "1990".into(), rank: "1".into(), vote_id: format!("g-{i}") };
+                    match client.as_mut() {
+                        Some(c) => match c.cast(vote).await {
+                            Ok(_) => break,
+                            Err(_) => client = None,
+                        },
+                        None => {}
+                    }
+                    assert!(Instant::now() < deadline, "grpc vote {i} never acknowledged");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }))
+        .await;
+    });
+
+    // kill -9 each intake twice while the clients vote, restarting it each time.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        host.kill_9();
+        host.start();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        grpc_svc.kill_9();
+        grpc_svc.start();
+    }
+    http_clients.await.unwrap();
+    grpc_clients.await.unwrap();
+
+    let want = (N_HTTP + N_GRPC) as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while counters.totals().await.map(|t| t.total).unwrap_or(0) < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let totals = counters.totals().await.unwrap();
+    assert_eq!(totals.total, want, "every acknowledged vote counted exactly once");
+    assert_eq!(log.collection().count_documents(mongodb::bson::doc! {}).await.unwrap(), want, "stored once");
+    assert!(recount::recount(&log, &counters).await.unwrap().1.is_empty());
+    let _ = stop_tx.send(());
+    consumer.await.unwrap();
+}
