@@ -30,3 +30,14 @@ wait_port() { # port name [seconds] [pid: give up at once if it dies]
   done
   die "$2 did not open 127.0.0.1:$1 (log: $LOGS/$2.log)"
 }
+
+# Switch this script to a private set of services (own ports, own data under
+# $CACHE/NAME-state) and empty their data: tests and benchmarks never touch the
+# demo's data, and tansu stays fast (it slows down as topics and groups pile up).
+use_fresh_services() { # name kafka_port redis_port mongo_port
+  export BANDVOTE_STATE="$CACHE/$1-state" BANDVOTE_KAFKA_PORT="$2" BANDVOTE_REDIS_PORT="$3" BANDVOTE_MONGO_PORT="$4"
+  STATE="$BANDVOTE_STATE" LOGS="$BANDVOTE_STATE/logs" KAFKA_PORT="$2" REDIS_PORT="$3" MONGO_PORT="$4"
+  export BANDVOTE_KAFKA_BROKERS="127.0.0.1:$2" BANDVOTE_REDIS_URL="redis://127.0.0.1:$3/" BANDVOTE_MONGO_URL="mongodb://127.0.0.1:$4/"
+  bash "$(dirname "${BASH_SOURCE[0]}")/services.sh" stop >/dev/null 2>&1 || true
+  rm -rf "$STATE/kafka" "$STATE/redis" "$STATE/mongo"
+}

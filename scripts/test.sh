@@ -5,22 +5,15 @@
 # restarted with empty data each run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Tests get their own services (own ports, own data), fresh each run: the demo's
-# data is never touched, and tansu stays fast (it slows down as the topics and
-# consumer groups that tests create pile up).
-export BANDVOTE_STATE="${BANDVOTE_TEST_STATE:-${BANDVOTE_CACHE:-$HOME/.cache/bandvote}/test-state}"
-export BANDVOTE_KAFKA_PORT="${BANDVOTE_TEST_KAFKA_PORT:-19092}"
-export BANDVOTE_REDIS_PORT="${BANDVOTE_TEST_REDIS_PORT:-16379}"
-export BANDVOTE_MONGO_PORT="${BANDVOTE_TEST_MONGO_PORT:-17017}"
 source scripts/lib.sh
+# Tests get their own services (ports 19092/16379/17017), emptied at each run.
+use_fresh_services test 19092 16379 17017
 
 bash scripts/setup.sh
 BANDVOTE_INTAKE_WASM=$(bash scripts/build-wasm.sh)
 export BANDVOTE_INTAKE_WASM
 BANDVOTE_SPIN_WASM=$(bash scripts/build-spin.sh)
 export BANDVOTE_SPIN_WASM
-bash scripts/services.sh stop
-rm -rf "$STATE/kafka" "$STATE/redis" "$STATE/mongo"
 bash scripts/services.sh start
 
 log "cargo test (all native crates; the component is exercised through the host tests)"
