@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bandvote_intake_core::{self as core, Ack, PublishFailure, Published, Reply, RequestMeta, Route};
 use bandvote_kafka::{PublishError, PublisherConfig, VotePublisher};
-use bandvote_vote::{limits, Source};
+use bandvote_vote::{limits, Source, VoteError};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
@@ -41,7 +41,7 @@ async fn handle(publisher: &VotePublisher, req: hyper::Request<Incoming>) -> Rep
     }
     let body = match Limited::new(req.into_body(), limits::MAX_BODY_BYTES + 1).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return core::check_declared_length(&RequestMeta { content_length: Some(u64::MAX), ..meta }).unwrap_err(),
+        Err(_) => return Reply::error(&VoteError::BodyTooLarge { size: limits::MAX_BODY_BYTES + 1, limit: limits::MAX_BODY_BYTES }),
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let submission = match core::admit(&meta, &body, Source::Http, now) {

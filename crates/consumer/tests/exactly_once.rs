@@ -180,6 +180,28 @@ fn spawn_consumer(cfg: &ConsumerConfig) -> Child {
         .expect("spawn bandvote-consumer")
 }
 
+/// Publish votes 0..n (ids `PREFIX-i`, `bands` bands) in chunks, retrying each like a client.
+fn spawn_producer(p: VotePublisher, n: usize, chunk: usize, bands: usize, prefix: &'static str) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for ids in (0..n).collect::<Vec<_>>().chunks(chunk) {
+            let votes: Vec<_> = ids.iter().map(|i| kit::vote(&format!("band-{}", i % bands), Some(&format!("{prefix}-{i}")))).collect();
+            futures::future::join_all(votes.iter().map(|v| publish_retrying(&p, v))).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
+/// After the stream: every one of the `n` votes counted once, stored once, and the recount agrees.
+async fn assert_exactly_once(check: &BatchApplier, n: usize) {
+    let total = wait_for_total(check, n as u64, Duration::from_secs(240)).await;
+    assert_eq!(total, n as u64, "every acknowledged vote counted");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(check.counters().totals().await.unwrap().total, n as u64, "nothing counted twice");
+    assert_eq!(check.log().collection().count_documents(mongodb::bson::doc! {}).await.unwrap(), n as u64);
+    let (_, diffs) = recount::recount(check.log(), check.counters()).await.unwrap();
+    assert!(diffs.is_empty(), "{diffs:?}");
+}
+
 #[tokio::test]
 async fn kill_9_mid_stream_loses_and_doubles_nothing() {
     let _serial = SERIAL.lock().await;
@@ -188,34 +210,19 @@ async fn kill_9_mid_stream_loses_and_doubles_nothing() {
     let check = sinks(&cfg).await;
     let p = publisher(&cfg);
     const N: usize = 3000;
-    let producer = tokio::spawn(async move {
-        for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
-            let votes: Vec<_> = chunk.iter().map(|i| kit::vote(&format!("band-{}", i % 7), Some(&format!("k-{i}")))).collect();
-            futures::future::join_all(votes.iter().map(|v| publish_retrying(&p, v))).await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
+    let producer = spawn_producer(p, N, 100, 7, "k");
     let mut child = spawn_consumer(&cfg);
     // Kill -9 twice at different points mid-stream, restarting each time.
     for wait_for in [300u64, 1500] {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while check.counters().totals().await.unwrap().total < wait_for && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_total(&check, wait_for, Duration::from_secs(60)).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         child = spawn_consumer(&cfg);
     }
     producer.await.unwrap();
-    let total = wait_for_total(&check, N as u64, Duration::from_secs(240)).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_exactly_once(&check, N).await;
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(total, N as u64);
-    assert_eq!(check.counters().totals().await.unwrap().total, N as u64, "nothing counted twice");
-    assert_eq!(check.log().collection().count_documents(mongodb::bson::doc! {}).await.unwrap(), N as u64);
-    let (_, diffs) = recount::recount(check.log(), check.counters()).await.unwrap();
-    assert!(diffs.is_empty(), "{diffs:?}");
 }
 
 /// Restart a real service through the project's own script.
@@ -232,27 +239,14 @@ async fn restarts_of_tansu_and_redis_lose_and_double_nothing() {
     let check = sinks(&cfg).await;
     let p = publisher(&cfg);
     const N: usize = 1500;
-    let producer = tokio::spawn(async move {
-        for chunk in (0..N).collect::<Vec<_>>().chunks(30) {
-            let votes: Vec<_> = chunk.iter().map(|i| kit::vote(&format!("band-{}", i % 5), Some(&format!("rs-{i}")))).collect();
-            futures::future::join_all(votes.iter().map(|v| publish_retrying(&p, v))).await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
+    let producer = spawn_producer(p, N, 30, 5, "rs");
     let mut child = spawn_consumer(&cfg);
     for (after, service) in [(300u64, "kafka"), (800, "redis")] {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while check.counters().totals().await.map(|t| t.total).unwrap_or(0) < after && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_total(&check, after, Duration::from_secs(120)).await;
         restart_service(service);
     }
     producer.await.unwrap();
-    let total = wait_for_total(&check, N as u64, Duration::from_secs(240)).await;
+    assert_exactly_once(&check, N).await;
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(total, N as u64, "every acknowledged vote counted");
-    assert_eq!(check.log().collection().count_documents(mongodb::bson::doc! {}).await.unwrap(), N as u64);
-    let (_, diffs) = recount::recount(check.log(), check.counters()).await.unwrap();
-    assert!(diffs.is_empty(), "{diffs:?}");
 }
