@@ -62,8 +62,9 @@ wait_ready consumer "http://127.0.0.1:9181/readyz"
 wait_ready web "http://127.0.0.1:$WEB_PORT/readyz"
 log "live results: http://127.0.0.1:$WEB_PORT/  (open it now to watch the votes arrive)"
 
-total() { redis-cli -p "$REDIS_PORT" GET votes:total | tr -dc 0-9 || true; }
-base=$(total); base=${base:-0}
+# Redis's running total, or nothing when Redis does not answer.
+total() { local t; t=$(redis-cli -p "$REDIS_PORT" GET votes:total 2>/dev/null | tr -dc 0-9); echo "${t:-0}"; }
+base=$(total)
 run_id="demo-$(date +%s)"
 log "sending votes for ${SECONDS_OF_TRAFFIC}s through HTTP (wasm host) and gRPC; every 50th HTTP vote is invalid on purpose"
 "$BIN/bandvote-load" --mode http --target "http://127.0.0.1:$HTTP_PORT/" --concurrency 16 \
@@ -72,24 +73,43 @@ http_load=$!
 "$BIN/bandvote-load" --mode grpc --target "http://127.0.0.1:$GRPC_PORT" --concurrency 8 \
   --duration "$SECONDS_OF_TRAFFIC" --id-prefix "$run_id-grpc" --label grpc --quiet --out "$RUN/grpc.json" >/dev/null &
 grpc_load=$!
-wait "$http_load" "$grpc_load"
+load_rc=0
+wait "$http_load" || load_rc=$?
+wait "$grpc_load" || load_rc=$?
+[ "$load_rc" = 0 ] || log "a load generator exited with status $load_rc (see above)"
 
-acked=$(python3 -c "import json;print(sum(json.load(open(f))['acked'] for f in ['$RUN/http.json','$RUN/grpc.json']))")
+acked=$(python3 -c "
+import json, sys
+n = 0
+for f in ['$RUN/http.json', '$RUN/grpc.json']:
+    try: n += json.load(open(f))['acked']
+    except Exception as e: print(f'{f}: {e}', file=sys.stderr)
+print(n)")
 want=$((base + acked))
-log "waiting for the consumer to count $acked acknowledged votes"
+wait_s=${BANDVOTE_DEMO_CATCHUP_SECONDS:-120}
+log "waiting up to ${wait_s}s for the consumer to count $acked acknowledged votes"
 started=$SECONDS
-while [ "$(total)" -lt "$want" ] && [ $((SECONDS - started)) -lt 180 ]; do
+while [ "$(total)" -lt "$want" ] && [ $((SECONDS - started)) -lt "$wait_s" ]; do
   printf '[bandvote] counted %s / %s\r' "$(( $(total) - base ))" "$acked" >&2
   sleep 0.5
 done
 echo >&2
 recount=$("$BIN/bandvote-consumer" recount 2>&1) && recount_ok=yes || recount_ok=no
+lag=$(curl -fsS --max-time 3 http://127.0.0.1:9181/metrics 2>/dev/null | grep '^bandvote_consumer_lag{' || true)
 
 summary_rc=0
-python3 - "$RUN/http.json" "$RUN/grpc.json" "$base" "$(total)" "$recount_ok" "$recount" <<'PY' || summary_rc=$?
+python3 - "$RUN/http.json" "$RUN/grpc.json" "$base" "$(total)" "$recount_ok" "$recount" "$lag" "$LOGS" "$REDIS_PORT" <<'PY' || summary_rc=$?
 import json, re, subprocess, sys
-http, grpc = (json.load(open(p)) for p in sys.argv[1:3])
-base, counted, recount_ok = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+
+def load(path):
+    try:
+        return json.load(open(path))
+    except Exception as e:
+        print(f"(no load report {path}: {e})")
+        return {"sent": 0, "acked": 0, "rejected": 0, "overloaded": 0, "errors": 0, "acked_per_sec": 0.0, "latency_ms_p99": 0.0}
+
+http, grpc = load(sys.argv[1]), load(sys.argv[2])
+base, counted, recount_ok, recount, lag, logs, redis_port = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7], sys.argv[8], sys.argv[9]
 print()
 print("=" * 64)
 print("bandvote demo summary")
@@ -98,20 +118,36 @@ print(f"{'path':<8}{'sent':>9}{'acked':>9}{'rejected':>10}{'503':>7}{'errors':>8
 for name, r in (("http", http), ("grpc", grpc)):
     print(f"{name:<8}{r['sent']:>9}{r['acked']:>9}{r['rejected']:>10}{r['overloaded']:>7}{r['errors']:>8}{r['acked_per_sec']:>10.0f}{r['latency_ms_p99']:>9.1f}")
 acked = http["acked"] + grpc["acked"]
+m = re.search(r"vote log: (\d+) votes", recount)
+stored = int(m.group(1)) if m else None
 print(f"acknowledged this run : {acked}")
 print(f"counted in Redis      : {counted - base} (total {counted})")
-m = re.search(r"vote log: (\d+) votes", sys.argv[6])
-stored = int(m.group(1)) if m else -1
-print(f"stored in MongoDB     : {stored} (all runs)")
-print(f"recount vs MongoDB    : {'no difference' if recount_ok == 'yes' else 'DIFFERENCES (see bandvote-consumer recount)'}")
-top = subprocess.run(["redis-cli", "ZREVRANGE", "leaderboard:bands", "0", "4", "WITHSCORES"], capture_output=True, text=True).stdout.split("\n")
+print(f"stored in MongoDB     : {stored if stored is not None else 'unknown (recount failed: see below)'} (all runs)")
+print(f"recount vs MongoDB    : {'no difference' if recount_ok == 'yes' else 'DIFFERENCES or failure (see [recount] lines)'}")
+top = subprocess.run(["redis-cli", "-p", redis_port, "ZREVRANGE", "leaderboard:bands", "0", "4", "WITHSCORES"], capture_output=True, text=True).stdout.split("\n")
 top = [t for t in top if t]
 print("top bands             :")
 for band, score in zip(top[0::2], top[1::2]):
     print(f"   {score:>8}  {band}")
-ok = (counted - base == acked) and recount_ok == "yes" and stored == counted
+ok = acked > 0 and counted - base == acked and recount_ok == "yes" and stored == counted
 print("=" * 64)
-print("RESULT: " + ("every acknowledged vote counted exactly once" if ok else "MISMATCH"))
+if ok:
+    print("RESULT: every acknowledged vote counted exactly once")
+else:
+    why = []
+    if acked == 0:
+        why.append("no vote was acknowledged (is the broker answering? scripts/services.sh status)")
+    if counted - base < acked:
+        why.append(f"the consumer has not caught up: {acked - (counted - base)} acknowledged votes not counted yet")
+    elif counted - base > acked:
+        why.append(f"{counted - base - acked} more votes counted than acknowledged this run")
+    if stored is not None and stored != counted:
+        why.append(f"MongoDB holds {stored} votes, Redis counted {counted}")
+    print("RESULT: MISMATCH: " + "; ".join(why or ["recount failed"]))
+    print("consumer lag per partition:")
+    for line in lag.splitlines() or ["   (consumer metrics not reachable on :9181)"]:
+        print(f"   {line}")
+    print(f"logs: {logs}/ (consumer.log host.log grpc.log kafka.log redis.log mongo.log)")
 sys.exit(0 if ok else 1)
 PY
 echo "$recount" | sed 's/^/[recount] /'

@@ -10,6 +10,10 @@ LOGS="$STATE/logs"
 KAFKA_PORT="${BANDVOTE_KAFKA_PORT:-9092}"
 REDIS_PORT="${BANDVOTE_REDIS_PORT:-6379}"
 MONGO_PORT="${BANDVOTE_MONGO_PORT:-27017}"
+# The broker's storage engine, chosen by measurement (ARCHITECTURE.md): sqlite or postgres.
+KAFKA_STORAGE="${BANDVOTE_KAFKA_STORAGE:-sqlite}"
+PG_PORT="${BANDVOTE_PG_PORT:-$((KAFKA_PORT - 3000))}"
+export BANDVOTE_KAFKA_STORAGE="$KAFKA_STORAGE" BANDVOTE_PG_PORT="$PG_PORT"
 VOTES_TOPIC="${BANDVOTE_TOPIC:-votes}"
 VOTES_PARTITIONS="${BANDVOTE_PARTITIONS:-6}"
 export BANDVOTE_KAFKA_BROKERS="${BANDVOTE_KAFKA_BROKERS:-127.0.0.1:$KAFKA_PORT}"
@@ -33,11 +37,12 @@ wait_port() { # port name [seconds] [pid: give up at once if it dies]
 
 # Switch this script to a private set of services (own ports, own data under
 # $CACHE/NAME-state) and empty their data: tests and benchmarks never touch the
-# demo's data, and tansu stays fast (it slows down as topics and groups pile up).
+# demo's data, and start from an empty broker.
 use_fresh_services() { # name kafka_port redis_port mongo_port
   export BANDVOTE_STATE="$CACHE/$1-state" BANDVOTE_KAFKA_PORT="$2" BANDVOTE_REDIS_PORT="$3" BANDVOTE_MONGO_PORT="$4"
   STATE="$BANDVOTE_STATE" LOGS="$BANDVOTE_STATE/logs" KAFKA_PORT="$2" REDIS_PORT="$3" MONGO_PORT="$4"
+  PG_PORT=$(($2 - 3000)); export BANDVOTE_PG_PORT="$PG_PORT"
   export BANDVOTE_KAFKA_BROKERS="127.0.0.1:$2" BANDVOTE_REDIS_URL="redis://127.0.0.1:$3/" BANDVOTE_MONGO_URL="mongodb://127.0.0.1:$4/"
   bash "$(dirname "${BASH_SOURCE[0]}")/services.sh" stop >/dev/null 2>&1 || true
-  rm -rf "$STATE/kafka" "$STATE/redis" "$STATE/mongo"
+  rm -rf "$STATE/kafka" "$STATE/redis" "$STATE/mongo" "/var/tmp/bandvote-pg/$PG_PORT" "$STATE/pg"
 }

@@ -5,7 +5,8 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-TANSU_VERSION=0.6.0
+NISSHI_VERSION=0.8.1
+NISSHI_MIN_RUSTC=1.96
 SECANTUS_VERSION=0.5.3-beta.196
 WAC_VERSION=0.12.0
 WASMTIME_VERSION=48.0.8
@@ -15,6 +16,8 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v wrk >/dev/null || need_apt+=(wrk)
+if [ "$KAFKA_STORAGE" = postgres ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then need_apt+=(postgresql); fi
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
@@ -34,8 +37,10 @@ fi
 
 mkdir -p "$TOOLS"
 # cargo install with a fixed version into our cache; a no-op when already there.
-install_crate() { # crate version bin [extra args...]
+install_crate() { # crate version bin [extra args...]   (toolchain: $INSTALL_TOOLCHAIN, default the active one)
   local crate=$1 version=$2 bin=$3; shift 3
+  local toolchain=()
+  [ -n "${INSTALL_TOOLCHAIN:-}" ] && toolchain=("+$INSTALL_TOOLCHAIN")
   local stamp="$TOOLS/.installed-$crate-$version"
   if [ -x "$TOOLS/bin/$bin" ] && [ -f "$stamp" ]; then
     log "$crate $version: cached at $TOOLS/bin/$bin"
@@ -45,14 +50,33 @@ install_crate() { # crate version bin [extra args...]
   mkdir -p "$CACHE/logs"
   local start=$SECONDS
   CARGO_TARGET_DIR="$CACHE/tool-target/$crate" \
-    cargo install "$crate" --version "$version" --locked --root "$TOOLS" "$@" \
+    cargo "${toolchain[@]}" install "$crate" --version "$version" --locked --root "$TOOLS" "$@" \
     >"$CACHE/logs/install-$crate.log" 2>&1 || { tail -40 "$CACHE/logs/install-$crate.log"; die "cargo install $crate failed"; }
   touch "$stamp"
   rm -rf "$CACHE/tool-target/$crate"
   log "$crate $version built in $((SECONDS - start))s"
 }
 
-install_crate tansu "$TANSU_VERSION" tansu --features libsql
+# nisshi (the Kafka broker) needs rustc >= $NISSHI_MIN_RUSTC: pick an installed
+# toolchain that has it (the active one first), or say exactly what to install.
+rustc_at_least() { # toolchain min
+  local v; v=$(rustc "+$1" --version 2>/dev/null | awk '{print $2}' | cut -d- -f1) || return 1
+  [ -n "$v" ] && [ "$(printf '%s\n%s\n' "$2" "$v" | sort -V | head -1)" = "$2" ]
+}
+pick_toolchain() { # min
+  local t
+  for t in $(rustup show active-toolchain 2>/dev/null | awk '{print $1}') $(rustup toolchain list 2>/dev/null | awk '{print $1}'); do
+    if rustc_at_least "$t" "$1"; then echo "$t"; return 0; fi
+  done
+  return 1
+}
+if [ -x "$TOOLS/bin/nisshi" ] && [ -f "$TOOLS/.installed-nisshi-$NISSHI_VERSION" ]; then
+  log "nisshi $NISSHI_VERSION: cached at $TOOLS/bin/nisshi"
+else
+  NISSHI_TOOLCHAIN=$(pick_toolchain "$NISSHI_MIN_RUSTC") || die "nisshi $NISSHI_VERSION needs rustc >= $NISSHI_MIN_RUSTC and no installed toolchain has it ($(rustup toolchain list | awk '{print $1}' | tr '\n' ' ')). Install one: rustup toolchain install nightly --profile minimal   (or: rustup update stable, once stable is >= $NISSHI_MIN_RUSTC)"
+  log "nisshi needs rustc >= $NISSHI_MIN_RUSTC: building it with toolchain $NISSHI_TOOLCHAIN ($(rustc "+$NISSHI_TOOLCHAIN" --version)); about 25-35 min cold on 2 cores"
+  INSTALL_TOOLCHAIN=$NISSHI_TOOLCHAIN install_crate nisshi "$NISSHI_VERSION" nisshi
+fi
 install_crate secantus-mdb "$SECANTUS_VERSION" secantusd-rs --ignore-rust-version
 # Composing the Spin artifact and proving it runs on plain wasmtime (serve + wasi-config only).
 install_crate wac-cli "$WAC_VERSION" wac --no-default-features

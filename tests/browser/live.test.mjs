@@ -1,5 +1,5 @@
 // Browser test: Debian's Chromium, driven by playwright-core, against the real
-// pipeline (wasm host → tansu → consumer → Redis/MongoDB → web app). Casts votes,
+// pipeline (wasm host → nisshi → consumer → Redis/MongoDB → web app). Casts votes,
 // watches the leaderboard change live (no reload), pages and filters the vote
 // log, and saves a screenshot as a test artifact.
 import { test, after } from 'node:test';
@@ -52,8 +52,8 @@ async function vote(intake, band, n) {
 test('leaderboard updates live, log pages and filters', { timeout: 180_000 }, async () => {
   const id = randomUUID().slice(0, 8);
   const topic = `browser-${id}`;
-  execFileSync('tansu', ['topic', 'create', topic, '--partitions', '2', '--broker', `tcp://${brokers}`]);
-  execFileSync('tansu', ['topic', 'create', `${topic}-dlq`, '--partitions', '1', '--broker', `tcp://${brokers}`]);
+  execFileSync('nisshi', ['topic', 'create', topic, '--partitions', '2', '--broker', `tcp://${brokers}`]);
+  execFileSync('nisshi', ['topic', 'create', `${topic}-dlq`, '--partitions', '1', '--broker', `tcp://${brokers}`]);
   const [http, hostAdmin, consumerAdmin, web] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
   const shared = { BANDVOTE_TOPIC: topic, BANDVOTE_REDIS_PREFIX: `browser-${id}:`, BANDVOTE_MONGO_DB: 'bandvote_test', BANDVOTE_MONGO_COLLECTION: `browser_${id}` };
   start('bandvote-host', { ...shared, BANDVOTE_INTAKE_WASM: wasm, BANDVOTE_HTTP_LISTEN: `127.0.0.1:${http}`, BANDVOTE_HOST_ADMIN_LISTEN: `127.0.0.1:${hostAdmin}` });

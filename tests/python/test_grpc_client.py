@@ -1,5 +1,5 @@
 """A client on a different stack (Python grpcio, stubs generated from our
-proto files) casts votes through a real bandvote-grpc process and real tansu,
+proto files) casts votes through a real bandvote-grpc process and real nisshi,
 and finds the services through server reflection."""
 
 import os
@@ -41,7 +41,7 @@ def stubs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server():
     topic = f"pyclient-{uuid.uuid4().hex[:12]}"
-    subprocess.run(["tansu", "topic", "create", topic, "--partitions", "2", "--broker", f"tcp://{BROKERS}"], check=True, capture_output=True)
+    subprocess.run(["nisshi", "topic", "create", topic, "--partitions", "2", "--broker", f"tcp://{BROKERS}"], check=True, capture_output=True)
     grpc_port, rest_port, admin_port = free_port(), free_port(), free_port()
     env = dict(os.environ, BANDVOTE_GRPC_LISTEN=f"127.0.0.1:{grpc_port}", BANDVOTE_REST_LISTEN=f"127.0.0.1:{rest_port}",
                BANDVOTE_GRPC_ADMIN_LISTEN=f"127.0.0.1:{admin_port}", BANDVOTE_TOPIC=topic, RUST_LOG="warn")

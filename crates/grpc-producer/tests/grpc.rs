@@ -1,4 +1,4 @@
-//! The gRPC intake and REST bridge against real tansu.
+//! The gRPC intake and REST bridge against real nisshi (Kafka).
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The Spin artifact (intake composed with the REST adapter) imports nothing
 //! custom: it runs under plain `wasmtime serve` and publishes through our REST
-//! bridge to real tansu, writing the same record as every other path.
+//! bridge to real nisshi (Kafka), writing the same record as every other path.
 //! Needs `BANDVOTE_SPIN_WASM` (scripts/build-spin.sh) and `wasmtime` on PATH.
 
 use std::process::{Child, Command, Stdio};
