@@ -28,12 +28,11 @@ async fn main() -> anyhow::Result<()> {
     let listener = bandvote_telemetry::bind(config.listen, "the intake").await?;
     let admin = bandvote_telemetry::bind(config.admin_listen, "the admin endpoint").await?;
     tracing::info!(listen = %listener.local_addr()?, admin = %admin.local_addr()?, brokers = %config.kafka.kafka_brokers, topic = %config.kafka.topic, "bandvote-host serving");
+    publisher.register_metrics(&runtime.host().metrics.registry, "bandvote_host").context("registering the publisher's metrics")?;
     let ready_publisher = publisher.clone();
     let ready: bandvote_telemetry::ReadyCheck = std::sync::Arc::new(move || {
         let p = ready_publisher.clone();
-        Box::pin(async move {
-            if p.ready(Duration::from_secs(2)).await { Ok("kafka ok".into()) } else { Err("kafka unreachable or topic missing".into()) }
-        })
+        Box::pin(async move { p.readiness(Duration::from_secs(2)).await })
     });
     tokio::spawn(bandvote_telemetry::serve_admin(admin, runtime.host().metrics.registry.clone(), ready));
     server::serve_intake(listener, runtime, bandvote_telemetry::shutdown_signal(), Duration::from_secs(10)).await;

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the consumer (names prefixed `bandvote_consumer_`).
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 #[derive(Clone)]
 pub struct ConsumerMetrics {
@@ -19,6 +19,10 @@ pub struct ConsumerMetrics {
     pub batch_seconds: Histogram,
     /// Consumer lag per partition (high watermark − committed position).
     pub lag: IntGaugeVec,
+    /// 1 while the latest fetch and the latest offset commit succeeded.
+    pub kafka_up: IntGauge,
+    /// Offset commits that failed.
+    pub commit_errors: IntCounter,
 }
 
 impl ConsumerMetrics {
@@ -35,6 +39,8 @@ impl ConsumerMetrics {
         )
         .unwrap();
         let lag = IntGaugeVec::new(Opts::new("bandvote_consumer_lag", "Consumer lag per partition"), &["partition"]).unwrap();
+        let kafka_up = IntGauge::new("bandvote_consumer_kafka_up", "1 while the latest fetch and offset commit succeeded").unwrap();
+        let commit_errors = IntCounter::new("bandvote_consumer_commit_errors_total", "Offset commits that failed").unwrap();
         for c in [
             Box::new(consumed.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(applied.clone()),
@@ -43,10 +49,12 @@ impl ConsumerMetrics {
             Box::new(sink_errors.clone()),
             Box::new(batch_seconds.clone()),
             Box::new(lag.clone()),
+            Box::new(kafka_up.clone()),
+            Box::new(commit_errors.clone()),
         ] {
             registry.register(c).unwrap();
         }
-        Self { registry, consumed, applied, duplicates, poison, sink_errors, batch_seconds, lag }
+        Self { registry, consumed, applied, duplicates, poison, sink_errors, batch_seconds, lag, kafka_up, commit_errors }
     }
 }
 

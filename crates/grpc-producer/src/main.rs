@@ -36,12 +36,11 @@ async fn main() -> anyhow::Result<()> {
 
     let admin = bandvote_telemetry::bind(config.admin_listen, "the admin endpoint").await?;
     let rest_listener = bandvote_telemetry::bind(config.rest_listen, "the REST bridge").await?;
+    publisher.register_metrics(&metrics.registry, "bandvote_grpc").context("registering the publisher's metrics")?;
     let ready_publisher = publisher.clone();
     let ready: bandvote_telemetry::ReadyCheck = Arc::new(move || {
         let p = ready_publisher.clone();
-        Box::pin(async move {
-            if p.ready(Duration::from_secs(2)).await { Ok("kafka ok".into()) } else { Err("kafka unreachable or topic missing".into()) }
-        })
+        Box::pin(async move { p.readiness(Duration::from_secs(2)).await })
     });
     tokio::spawn(bandvote_telemetry::serve_admin(admin, metrics.registry.clone(), ready));
 

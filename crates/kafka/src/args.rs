@@ -22,6 +22,9 @@ pub struct PublisherArgs {
     /// Kafka delivery timeout (message.timeout.ms), in milliseconds.
     #[arg(long, env = "BANDVOTE_DELIVERY_TIMEOUT_MS", default_value_t = 5_000)]
     pub delivery_timeout_ms: u64,
+    /// Votes waiting and no acknowledgement from Kafka for this long (ms): /readyz turns 503.
+    #[arg(long, env = "BANDVOTE_KAFKA_STALL_MS", default_value_t = 3_000)]
+    pub kafka_stall_ms: u64,
 }
 
 impl PublisherArgs {
@@ -32,6 +35,7 @@ impl PublisherArgs {
             max_in_flight: self.max_in_flight,
             linger_ms: self.linger_ms,
             delivery_timeout: Duration::from_millis(self.delivery_timeout_ms),
+            stall_after: Duration::from_millis(self.kafka_stall_ms),
             ..PublisherConfig::default()
         }
     }

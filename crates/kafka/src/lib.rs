@@ -7,12 +7,18 @@
 //! the gRPC producer, the REST bridge) uses it, so records are byte-identical
 //! whichever path a vote took: they all come from [`bandvote_vote::record::encode`].
 //!
-//! [`ensure_topic`] creates the topic with its partition count up front (the
-//! tansu broker cannot add partitions later).
+//! The publisher also watches its broker ([`VotePublisher::readiness`]): when
+//! votes are waiting and Kafka has acknowledged nothing for `stall_after`, the
+//! service is reported not ready and the `*_kafka_stalled` gauge says so
+//! ([`VotePublisher::register_metrics`]).
+//!
+//! [`ensure_topic`] creates the topic with its partition count up front.
 
 mod args;
+mod progress;
 
 pub use args::PublisherArgs;
+pub use progress::Progress;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +45,10 @@ pub struct PublisherConfig {
     /// `message.timeout.ms`: after this a vote that Kafka has not acknowledged
     /// fails with `Unavailable` (Kafka down answers within this bound).
     pub delivery_timeout: Duration,
-    /// `compression.type`: none, gzip, lz4 or zstd (tansu has no snappy).
+    /// `compression.type`: none, gzip, lz4 or zstd (the broker has no snappy).
     pub compression: String,
+    /// Votes waiting and no acknowledgement for this long: the publisher is stalled (not ready).
+    pub stall_after: Duration,
 }
 
 impl Default for PublisherConfig {
@@ -52,6 +60,7 @@ impl Default for PublisherConfig {
             linger_ms: 5,
             delivery_timeout: Duration::from_secs(5),
             compression: "lz4".into(),
+            stall_after: Duration::from_secs(3),
         }
     }
 }
@@ -93,6 +102,7 @@ pub struct VotePublisher {
     producer: FutureProducer,
     topic: Arc<str>,
     in_flight: Arc<Semaphore>,
+    progress: Arc<Progress>,
     config: Arc<PublisherConfig>,
 }
 
@@ -116,6 +126,7 @@ impl VotePublisher {
             producer,
             topic: config.topic.as_str().into(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            progress: Arc::new(Progress::new()),
             config: Arc::new(config),
         })
     }
@@ -132,6 +143,7 @@ impl VotePublisher {
     /// Publish one vote; returns once Kafka acknowledged it with acks=all.
     pub async fn publish(&self, vote: &Vote) -> Result<Ack, PublishError> {
         let _permit = self.in_flight.clone().try_acquire_owned().map_err(|_| overloaded())?;
+        self.progress.started(self.in_flight() <= 1);
         self.send(vote).await
     }
 
@@ -140,6 +152,7 @@ impl VotePublisher {
     pub async fn publish_batch(&self, votes: &[Vote]) -> Result<Vec<Result<Ack, PublishError>>, PublishError> {
         let n = u32::try_from(votes.len()).map_err(|_| overloaded())?;
         let _permits = self.in_flight.clone().try_acquire_many_owned(n).map_err(|_| overloaded())?;
+        self.progress.started(self.in_flight() <= votes.len());
         Ok(futures::future::join_all(votes.iter().map(|v| self.send(v))).await)
     }
 
@@ -159,7 +172,10 @@ impl VotePublisher {
         // second only guards against a lost report.
         let bound = self.config.delivery_timeout + Duration::from_secs(1);
         match tokio::time::timeout(bound, delivery).await {
-            Ok(Ok(Ok(d))) => Ok(Ack { partition: d.partition, offset: d.offset }),
+            Ok(Ok(Ok(d))) => {
+                self.progress.acked();
+                Ok(Ack { partition: d.partition, offset: d.offset })
+            }
             Ok(Ok(Err((e, _)))) => Err(PublishError::Unavailable(e.to_string())),
             Ok(Err(_canceled)) => Err(PublishError::Unavailable("producer shut down".into())),
             Err(_) => Err(PublishError::Unavailable("no delivery report in time".into())),
@@ -181,6 +197,32 @@ impl VotePublisher {
         .unwrap_or(false)
     }
 
+    /// How long votes have been waiting with no acknowledgement from Kafka
+    /// (`None` when nothing waits or Kafka acknowledged something recently).
+    pub fn stalled_for(&self) -> Option<Duration> {
+        self.progress.stalled_for(self.in_flight(), self.config.stall_after)
+    }
+
+    /// The readiness of a service that publishes: the broker answers metadata
+    /// for our topic and, if votes are waiting, acknowledged one within
+    /// `stall_after`. `Err` carries the reason for `/readyz`.
+    pub async fn readiness(&self, timeout: Duration) -> Result<String, String> {
+        if let Some(d) = self.stalled_for() {
+            return Err(format!("kafka stalled: {} votes waiting, no acknowledgement for {} ms", self.in_flight(), d.as_millis()));
+        }
+        if self.ready(timeout).await {
+            Ok("kafka ok".into())
+        } else {
+            Err("kafka unreachable or topic missing".into())
+        }
+    }
+
+    /// Export `<prefix>_kafka_in_flight`, `<prefix>_kafka_last_ack_age_seconds`
+    /// and `<prefix>_kafka_stalled` (1 while [`Self::stalled_for`] is `Some`).
+    pub fn register_metrics(&self, registry: &prometheus::Registry, prefix: &str) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(progress::PublisherCollector::new(self.clone(), prefix)?))
+    }
+
     /// Wait for every queued vote's delivery report (graceful shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
         self.producer.flush(timeout).map_err(|e| PublishError::Unavailable(e.to_string()))
@@ -189,6 +231,21 @@ impl VotePublisher {
 
 fn overloaded() -> PublishError {
     PublishError::Overloaded { retry_after: Duration::from_secs(1) }
+}
+
+/// Records held by `topic` now: the sum over its partitions of high − low watermark.
+pub fn topic_record_count(brokers: &str, topic: &str, timeout: Duration) -> Result<i64, KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let meta = c.fetch_metadata(Some(topic), timeout)?;
+    let mut total = 0;
+    for t in meta.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            let (low, high) = c.fetch_watermarks(topic, p.id(), timeout)?;
+            total += (high - low).max(0);
+        }
+    }
+    Ok(total)
 }
 
 /// Create `topic` with `partitions` partitions unless it exists.
