@@ -1,29 +1,33 @@
 -- Apply one batch of one partition to the live counters, exactly once.
 -- ARGV: prefix, topic, partition, last_offset, now_secs, then per vote:
---       offset, vote_id, band, album
+--       offset, band, album
 -- The partition's last applied offset is stored in the same script, so a
 -- replayed batch (consumer crash before the Kafka commit, rebalance) is
--- skipped; a vote_id seen before (client retry) is not counted again.
--- Returns {counted, duplicates, skipped_replayed}.
+-- skipped. Client retries (the same vote id in another record) never reach
+-- this script: MongoDB's _id found them (mongo.rs, Stored::repeats).
+-- Nothing is stored per vote. Returns {counted, skipped_replayed}.
 local p, topic, partition = ARGV[1], ARGV[2], ARGV[3]
+-- A rebuild from MongoDB is replacing the counters: refuse; the consumer
+-- retries the batch after it (recount.rs, Counters::begin_rebuild).
+if redis.call('EXISTS', p .. 'rebuilding') == 1 then
+  return redis.error_reply('REBUILDING counters are being rebuilt from MongoDB')
+end
 local offsets = p .. 'offsets:' .. topic
 local applied = tonumber(redis.call('HGET', offsets, partition) or '-1')
 local last = tonumber(ARGV[4])
 local now = ARGV[5]
-local counted, dups, replayed = 0, 0, 0
-for i = 6, #ARGV, 4 do
+local counted, replayed = 0, 0
+for i = 6, #ARGV, 3 do
   local off = tonumber(ARGV[i])
   if off <= applied then
     replayed = replayed + 1
-  elseif redis.call('SADD', p .. 'seen_votes', ARGV[i + 1]) == 1 then
-    local band, album = ARGV[i + 2], ARGV[i + 3]
+  else
+    local band, album = ARGV[i + 1], ARGV[i + 2]
     redis.call('HINCRBY', p .. 'votos_banda', band, 1)
     redis.call('HINCRBY', p .. 'votos_album', album, 1)
     redis.call('ZINCRBY', p .. 'leaderboard:bands', 1, band)
     redis.call('ZINCRBY', p .. 'leaderboard:albums', 1, album)
     counted = counted + 1
-  else
-    dups = dups + 1
   end
 end
 if counted > 0 then
@@ -35,4 +39,4 @@ end
 if last > applied then
   redis.call('HSET', offsets, partition, last)
 end
-return {counted, dups, replayed}
+return {counted, replayed}

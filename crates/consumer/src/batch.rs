@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use bandvote_vote::{record, Vote};
+use bandvote_vote::record::{self, Decoded};
+use bandvote_vote::Vote;
 
 /// A vote with where it sits in Kafka.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,26 +32,43 @@ pub struct PartitionBatch {
     pub last_offset: i64,
 }
 
+/// A record of a schema this build does not read: the consumer stops on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnknownSchema {
+    pub partition: i32,
+    pub offset: i64,
+    pub schema: String,
+}
+
 /// A decoded batch.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub partitions: BTreeMap<i32, PartitionBatch>,
     pub poison: Vec<Poison>,
+    pub unknown_schema: Vec<UnknownSchema>,
 }
 
 impl Batch {
-    /// Add one raw record.
+    /// Add one raw record without a `schema` header (read as the current schema).
     pub fn push(&mut self, partition: i32, offset: i64, key: &[u8], value: &[u8]) {
+        self.push_record(partition, offset, key, value, None);
+    }
+
+    /// Add one raw record, decoded by its `schema` header.
+    pub fn push_record(&mut self, partition: i32, offset: i64, key: &[u8], value: &[u8], schema: Option<&[u8]>) {
         let entry = self.partitions.entry(partition).or_insert_with(|| PartitionBatch { votes: Vec::new(), last_offset: offset });
         entry.last_offset = entry.last_offset.max(offset);
-        match record::decode(value) {
-            Ok(vote) => entry.votes.push(Located { partition, offset, vote }),
-            Err(e) => self.poison.push(Poison { partition, offset, key: key.to_vec(), value: value.to_vec(), reason: e.to_string() }),
+        match record::decode_record(schema, value) {
+            Decoded::Vote(vote) => entry.votes.push(Located { partition, offset, vote }),
+            Decoded::Poison(e) => {
+                self.poison.push(Poison { partition, offset, key: key.to_vec(), value: value.to_vec(), reason: e.to_string() })
+            }
+            Decoded::UnknownSchema(schema) => self.unknown_schema.push(UnknownSchema { partition, offset, schema }),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.partitions.values().map(|p| p.votes.len()).sum::<usize>() + self.poison.len()
+        self.partitions.values().map(|p| p.votes.len()).sum::<usize>() + self.poison.len() + self.unknown_schema.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -88,5 +106,8 @@ mod tests {
         assert_eq!(b.partitions[&1].votes.len(), 1);
         assert_eq!(b.poison[0].offset, 11);
         assert_eq!(b.votes().count(), 2);
+        b.push_record(0, 4, b"k", b"{}", Some(b"bandvote.vote.v9"));
+        assert_eq!(b.unknown_schema[0].schema, "bandvote.vote.v9");
+        assert!(b.poison.len() == 1, "an unknown schema is not poison");
     }
 }

@@ -1,7 +1,7 @@
 //! The bandvote consumer: the votes topic → Redis counters + MongoDB vote log,
 //! exactly once.
 //!
-//! Kafka transactions are not available (tansu), so exactly-once comes from
+//! Kafka transactions are not used (the broker's are young), so exactly-once comes from
 //! idempotent sinks and commits only after both succeeded:
 //!
 //! 1. [`pipeline`] reads a batch, decodes it ([`batch`]); undecodable records go
@@ -16,6 +16,8 @@
 
 pub mod batch;
 pub mod config;
+pub mod dead_letter;
+pub mod health;
 pub mod metrics;
 pub mod mongo;
 pub mod pipeline;
@@ -31,4 +33,13 @@ pub enum SinkError {
     Mongo(#[from] mongodb::error::Error),
     #[error("dead-letter topic: {0}")]
     DeadLetter(String),
+    #[error("kafka: {0}")]
+    Kafka(String),
+    /// A record of a schema this consumer does not read: it stops (retries,
+    /// never commits) until upgraded, instead of dead-lettering acknowledged votes.
+    #[error("record at partition {partition} offset {offset} has schema {schema:?}, unknown to this consumer: upgrade it")]
+    UnknownSchema { schema: String, partition: i32, offset: i64 },
+    /// Another process is rebuilding the counters; retry the batch after it.
+    #[error("counters are being rebuilt from MongoDB")]
+    Rebuilding,
 }

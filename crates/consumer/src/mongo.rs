@@ -1,6 +1,6 @@
 //! The vote log in MongoDB: one document per vote, `_id` = vote_id.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use futures::TryStreamExt as _;
 use mongodb::bson::{doc, DateTime, Document};
@@ -14,16 +14,23 @@ use crate::redis::Totals;
 const DUPLICATE_KEY: i32 = 11000;
 
 /// What storing a batch did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stored {
     pub inserted: u64,
     /// Documents that were already there (replay or client retry).
     pub already_stored: u64,
+    /// `(partition, offset)` of records whose vote id was first stored from
+    /// *another* record (a client retry that reached Kafka twice): repeats,
+    /// never counted. A replay of the very record stored (same partition and
+    /// offset) is not a repeat; the Redis offset guard decides whether it was
+    /// counted already.
+    pub repeats: HashSet<(i32, i64)>,
 }
 
 #[derive(Clone)]
 pub struct VoteLog {
     votes: Collection<Document>,
+    dead_letters: Collection<Document>,
 }
 
 /// The document stored for one vote.
@@ -54,38 +61,75 @@ impl VoteLog {
 
     /// A handle without touching the server (readers: the web app). Operations
     /// give up after 2 s of server selection instead of MongoDB's default 30 s.
+    /// Writes are journaled (`j: true`) so Redis never counts a vote MongoDB
+    /// could still lose; `w` comes from the URL (`?w=majority` on a replica
+    /// set, as in Kubernetes).
     pub async fn open(url: &str, database: &str, collection: &str) -> Result<Self, mongodb::error::Error> {
         let mut options = mongodb::options::ClientOptions::parse(url).await?;
+        let mut concern = options.write_concern.take().unwrap_or_default();
+        concern.journal.get_or_insert(true);
+        options.write_concern = Some(concern);
         options.server_selection_timeout = Some(std::time::Duration::from_secs(2));
         options.app_name = Some("bandvote".into());
         let client = mongodb::Client::with_options(options)?;
-        Ok(Self { votes: client.database(database).collection::<Document>(collection) })
+        let db = client.database(database);
+        Ok(Self { votes: db.collection::<Document>(collection), dead_letters: db.collection(&format!("{collection}_dead_letters")) })
     }
 
     pub fn collection(&self) -> &Collection<Document> {
         &self.votes
     }
 
-    /// Insert every vote (unordered); duplicate `_id`s count as already stored.
-    pub async fn store<'a>(&self, topic: &str, votes: impl IntoIterator<Item = &'a Located>) -> Result<Stored, mongodb::error::Error> {
-        let docs: Vec<Document> = votes.into_iter().map(|v| document(topic, v)).collect();
+    /// Poison records the dead-letter topic could not take (`<collection>_dead_letters`).
+    pub fn dead_letters(&self) -> &Collection<Document> {
+        &self.dead_letters
+    }
+
+    /// Insert every vote (unordered); duplicate `_id`s count as already
+    /// stored, and those first stored from another record are [`Stored::repeats`].
+    /// MongoDB's `_id` is thus the one place that knows which vote ids exist:
+    /// no per-vote state in Redis, for any length of time.
+    pub async fn store(&self, topic: &str, votes: &[&Located]) -> Result<Stored, mongodb::error::Error> {
+        let docs: Vec<Document> = votes.iter().map(|v| document(topic, v)).collect();
         let n = docs.len() as u64;
         if n == 0 {
             return Ok(Stored::default());
         }
-        match self.votes.insert_many(docs).ordered(false).await {
-            Ok(r) => Ok(Stored { inserted: r.inserted_ids.len() as u64, already_stored: 0 }),
+        let failed: Vec<usize> = match self.votes.insert_many(docs).ordered(false).await {
+            Ok(r) => return Ok(Stored { inserted: r.inserted_ids.len() as u64, ..Default::default() }),
             Err(e) => match *e.kind {
                 mongodb::error::ErrorKind::InsertMany(ref ime)
                     if ime.write_concern_error.is_none()
                         && ime.write_errors.as_ref().is_some_and(|w| w.iter().all(|w| w.code == DUPLICATE_KEY)) =>
                 {
-                    let dups = ime.write_errors.as_ref().map_or(0, |w| w.len() as u64);
-                    Ok(Stored { inserted: n - dups, already_stored: dups })
+                    ime.write_errors.as_ref().map(|w| w.iter().map(|w| w.index).collect()).unwrap_or_default()
                 }
-                _ => Err(e),
+                _ => return Err(e),
             },
+        };
+        let repeats = self.repeats(topic, failed.iter().filter_map(|&i| votes.get(i).copied())).await?;
+        Ok(Stored { inserted: n - failed.len() as u64, already_stored: failed.len() as u64, repeats })
+    }
+
+    /// Of votes whose `_id` exists already: those stored from a different record.
+    async fn repeats<'a>(&self, topic: &str, dups: impl Iterator<Item = &'a Located>) -> Result<HashSet<(i32, i64)>, mongodb::error::Error> {
+        let dups: Vec<&Located> = dups.collect();
+        if dups.is_empty() {
+            return Ok(HashSet::new());
         }
+        let ids: Vec<&str> = dups.iter().map(|v| v.vote.vote_id.as_str()).collect();
+        let mut first: HashMap<String, (String, i32, i64)> = HashMap::new();
+        let mut cur = self.votes.find(doc! { "_id": { "$in": ids } }).projection(doc! { "kafka": 1 }).await?;
+        while let Some(d) = cur.try_next().await? {
+            let (Ok(id), Ok(k)) = (d.get_str("_id"), d.get_document("kafka")) else { continue };
+            let offset = k.get_i64("offset").or_else(|_| k.get_i32("offset").map(i64::from)).unwrap_or(-1);
+            first.insert(id.to_owned(), (k.get_str("topic").unwrap_or_default().to_owned(), k.get_i32("partition").unwrap_or(-1), offset));
+        }
+        Ok(dups
+            .into_iter()
+            .filter(|v| first.get(&v.vote.vote_id) != Some(&(topic.to_owned(), v.partition, v.offset)))
+            .map(|v| (v.partition, v.offset))
+            .collect())
     }
 
     /// Recompute the counters from the log.
@@ -102,23 +146,21 @@ impl VoteLog {
         Ok(t)
     }
 
-    /// Every stored vote id and the highest stored offset per partition (rebuild).
-    pub async fn ids_and_offsets(&self, topic: &str) -> Result<(Vec<String>, HashMap<i32, i64>), mongodb::error::Error> {
-        let mut ids = Vec::new();
+    /// The highest stored offset per partition of `topic` (rebuild): one
+    /// aggregation, no per-vote data leaves MongoDB.
+    pub async fn stored_offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, mongodb::error::Error> {
         let mut offsets = HashMap::new();
-        let mut cur = self.votes.find(doc! { "kafka.topic": topic }).projection(doc! { "_id": 1, "kafka": 1 }).await?;
+        let pipeline = [
+            doc! { "$match": { "kafka.topic": topic } },
+            doc! { "$group": { "_id": "$kafka.partition", "last": { "$max": "$kafka.offset" } } },
+        ];
+        let mut cur = self.votes.aggregate(pipeline).await?;
         while let Some(d) = cur.try_next().await? {
-            if let Ok(id) = d.get_str("_id") {
-                ids.push(id.to_owned());
-            }
-            if let Ok(k) = d.get_document("kafka") {
-                let p = k.get_i32("partition").unwrap_or(0);
-                let o = k.get_i64("offset").unwrap_or(-1);
-                let e = offsets.entry(p).or_insert(o);
-                *e = (*e).max(o);
-            }
+            let p = d.get_i32("_id").unwrap_or(0);
+            let o = d.get_i64("last").or_else(|_| d.get_i32("last").map(i64::from)).unwrap_or(-1);
+            offsets.insert(p, o);
         }
-        Ok((ids, offsets))
+        Ok(offsets)
     }
 
     /// One page of the log, newest first, optionally for one band.

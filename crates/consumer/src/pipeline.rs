@@ -6,31 +6,136 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::Offset;
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use crate::batch::Batch;
 use crate::config::ConsumerConfig;
+use crate::dead_letter::DeadLetters;
+use crate::health::KafkaHealth;
 use crate::metrics::ConsumerMetrics;
 use crate::mongo::VoteLog;
 use crate::redis::Counters;
 use crate::{recount, SinkError};
 
-/// Logs rebalances. Offsets are *stored* only after a batch is applied to both
-/// sinks; librdkafka commits stored offsets every second and on revoke/close,
-/// and a batch the new owner replays is skipped by the Redis offset guard and
+/// Hears librdkafka's events: logs rebalances (and drops the lag gauges of
+/// revoked partitions), reports commit and client errors to [`KafkaHealth`].
+/// Offsets are *stored* only after a batch is applied to both sinks;
+/// librdkafka commits stored offsets every second and on revoke/close, and a
+/// batch the new owner replays is skipped by the Redis offset guard and
 /// MongoDB's `_id`.
-pub struct RebalanceLogger;
+pub struct ConsumerEvents {
+    health: Arc<KafkaHealth>,
+    metrics: ConsumerMetrics,
+    resume: ResumeFromSinks,
+}
 
-impl ClientContext for RebalanceLogger {}
+/// Where to start each newly assigned partition: the sinks, not only Kafka's
+/// committed offset, decide. Redis holds the last offset applied to both sinks
+/// (MongoDB is written first); if Redis came back older than the commit
+/// (restore, failover, truncated AOF), the records in between are read again.
+pub struct ResumeFromSinks {
+    redis: ::redis::Client,
+    offsets_key: String,
+    topic: String,
+}
 
-impl ConsumerContext for RebalanceLogger {
+impl ResumeFromSinks {
+    /// `min(applied + 1, committed)` per partition, where both are known.
+    pub fn start_offset(applied: Option<i64>, committed: Option<i64>) -> Option<i64> {
+        match (applied.map(|a| a + 1), committed) {
+            (Some(a), Some(c)) => Some(a.min(c)),
+            (a, c) => a.or(c),
+        }
+    }
+
+    fn seek(&self, consumer: &BaseConsumer<ConsumerEvents>, tpl: &mut TopicPartitionList) {
+        let applied = match redis_applied(&self.redis, &self.offsets_key) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "redis unreachable at assignment: starting from the committed offsets");
+                return;
+            }
+        };
+        let committed = consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)).ok();
+        for e in tpl.clone().elements_for_topic(&self.topic) {
+            let p = e.partition();
+            let c = committed
+                .as_ref()
+                .and_then(|c| c.find_partition(&self.topic, p))
+                .and_then(|c| c.offset().to_raw())
+                .filter(|o| *o >= 0);
+            if let Some(start) = Self::start_offset(applied.get(&p).copied(), c) {
+                if Some(start) != c {
+                    tracing::warn!(partition = p, start, committed = ?c, applied = ?applied.get(&p), "resuming from the sinks, not the commit");
+                }
+                let _ = tpl.set_partition_offset(&self.topic, p, Offset::Offset(start));
+            }
+        }
+    }
+}
+
+fn redis_applied(client: &::redis::Client, key: &str) -> Result<std::collections::HashMap<i32, i64>, ::redis::RedisError> {
+    crate::redis::applied_offsets_blocking(client, key, Duration::from_secs(5))
+}
+
+impl ClientContext for ConsumerEvents {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka client error");
+        self.health.fetch_failed(reason);
+    }
+}
+
+impl ConsumerContext for ConsumerEvents {
+    /// As rdkafka's default (eager protocol), but assigned partitions start
+    /// where [`ResumeFromSinks`] says.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.resume.seek(consumer, tpl);
+                self.pre_rebalance(consumer, &Rebalance::Assign(tpl));
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(error = %e, "assign");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "unassign");
+                }
+            }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                tracing::warn!(error = %code, "rebalance error");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => tracing::info!(partitions = ?partitions(tpl), "partitions assigned"),
-            Rebalance::Revoke(tpl) => tracing::info!(partitions = ?partitions(tpl), "partitions revoked"),
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = ?partitions(tpl), "partitions revoked");
+                for p in partitions(tpl) {
+                    let _ = self.metrics.lag.remove_label_values(&[&p.to_string()]);
+                }
+            }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => self.health.commit_ok(),
+            Err(e) => {
+                tracing::warn!(error = %e, "offset commit failed (the batch will be replayed and skipped if we crash)");
+                self.health.commit_failed(&e.to_string());
+            }
         }
     }
 }
@@ -42,19 +147,21 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
 /// Applies decoded batches to the dead-letter topic, MongoDB and Redis.
 /// Idempotent: applying a batch again changes nothing.
 pub struct BatchApplier {
-    dlq: FutureProducer,
+    /// This applier's name in the rebuild fence (`applying:<id>`).
+    id: String,
+    dead_letters: DeadLetters,
     counters: Counters,
     log: VoteLog,
     metrics: ConsumerMetrics,
     topic: String,
-    dlq_topic: String,
 }
 
 /// The running consumer: Kafka in, both sinks out.
 pub struct Pipeline {
-    consumer: Arc<StreamConsumer<RebalanceLogger>>,
+    consumer: Arc<StreamConsumer<ConsumerEvents>>,
     applier: BatchApplier,
     metrics: ConsumerMetrics,
+    health: Arc<KafkaHealth>,
     config: ConsumerConfig,
 }
 
@@ -77,7 +184,9 @@ impl BatchApplier {
             .create()?;
         let counters = Counters::connect(&config.redis_url, &config.redis_prefix).await.map_err(SinkError::from)?;
         let log = VoteLog::connect(&config.mongo_url, &config.mongo_db, &config.mongo_collection).await.map_err(SinkError::from)?;
-        Ok(Self { dlq, counters, log, metrics, topic: config.topic.clone(), dlq_topic: config.dlq_topic.clone() })
+        let dead_letters = DeadLetters::new(dlq, &config.dlq_topic, &config.topic, log.clone(), metrics.clone());
+        let id = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
+        Ok(Self { id, dead_letters, counters, log, metrics, topic: config.topic.clone() })
     }
 
     pub fn counters(&self) -> &Counters {
@@ -91,38 +200,50 @@ impl BatchApplier {
     /// Apply a batch to both sinks. Idempotent: safe to call again after any failure.
     pub async fn apply(&self, batch: &Batch) -> Result<(), SinkError> {
         let topic = &self.topic;
-        for p in &batch.poison {
-            tracing::warn!(partition = p.partition, offset = p.offset, reason = %p.reason, "poison record to the dead-letter topic");
-            let headers = OwnedHeaders::new()
-                .insert(Header { key: "reason", value: Some(p.reason.as_bytes()) })
-                .insert(Header { key: "source-partition", value: Some(p.partition.to_string().as_bytes()) })
-                .insert(Header { key: "source-offset", value: Some(p.offset.to_string().as_bytes()) });
-            let rec = FutureRecord::to(&self.dlq_topic).key(&p.key).payload(&p.value).headers(headers);
-            if let Err((e, _)) = self.dlq.send(rec, Duration::from_secs(5)).await {
-                self.metrics.sink_errors.with_label_values(&["dlq"]).inc();
-                return Err(SinkError::DeadLetter(e.to_string()));
-            }
+        if let Some(u) = batch.unknown_schema.first() {
+            // A newer producer's schema: stop here (no dead letter, no commit) until upgraded.
+            self.metrics.sink_errors.with_label_values(&["unknown_schema"]).inc();
+            return Err(SinkError::UnknownSchema { schema: u.schema.clone(), partition: u.partition, offset: u.offset });
         }
+        self.dead_letters.send(&batch.poison).await?;
         // Redis lost its data (restart without AOF, flush): rebuild it from the log first.
-        let empty = self.counters.is_empty().await.inspect_err(|_| self.metrics.sink_errors.with_label_values(&["redis"]).inc())?;
+        let empty = self.counters.is_empty(topic).await.inspect_err(|_| self.metrics.sink_errors.with_label_values(&["redis"]).inc())?;
         if empty && self.log.collection().estimated_document_count().await? > 0 {
             tracing::warn!("redis has no counters but the vote log is not empty: rebuilding from MongoDB");
-            recount::rebuild(&self.log, &self.counters, topic).await?;
+            if recount::rebuild(&self.log, &self.counters, topic).await?.is_none() {
+                return Err(SinkError::Rebuilding);
+            }
         }
-        let stored = self.log.store(topic, batch.votes()).await.inspect_err(|_| self.metrics.sink_errors.with_label_values(&["mongo"]).inc())?;
+        // The rebuild fence: no MongoDB write while a rebuild reads the log.
+        if !self.counters.begin_apply(&self.id, recount::APPLY_TTL).await? {
+            return Err(SinkError::Rebuilding);
+        }
+        let written = self.write(batch).await;
+        let ended = self.counters.end_apply(&self.id).await;
+        written?;
+        ended?;
+        self.metrics.poison.inc_by(batch.poison.len() as u64);
+        self.dead_letters.done(&batch.poison);
+        Ok(())
+    }
+
+    /// MongoDB first, then the counters: the part of a batch inside the rebuild fence.
+    async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
+        let topic = &self.topic;
+        let votes: Vec<_> = batch.votes().collect();
+        let stored = self.log.store(topic, &votes).await.inspect_err(|_| self.metrics.sink_errors.with_label_values(&["mongo"]).inc())?;
         self.metrics.duplicates.with_label_values(&["stored"]).inc_by(stored.already_stored);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         for (partition, pb) in &batch.partitions {
             let applied = self
                 .counters
-                .apply(topic, *partition, pb, now)
+                .apply(topic, *partition, pb, &stored.repeats, now)
                 .await
                 .inspect_err(|_| self.metrics.sink_errors.with_label_values(&["redis"]).inc())?;
             self.metrics.applied.inc_by(applied.counted);
             self.metrics.duplicates.with_label_values(&["vote_id"]).inc_by(applied.duplicates);
             self.metrics.duplicates.with_label_values(&["replay"]).inc_by(applied.replayed);
         }
-        self.metrics.poison.inc_by(batch.poison.len() as u64);
         Ok(())
     }
 
@@ -130,33 +251,45 @@ impl BatchApplier {
 
 impl Pipeline {
     pub async fn connect(config: ConsumerConfig, metrics: ConsumerMetrics) -> Result<Self, StartError> {
+        let health = Arc::new(KafkaHealth::new(metrics.clone()));
         let mut client = ClientConfig::new();
         if !config.instance_id.is_empty() {
             client.set("group.instance.id", &config.instance_id);
         }
-        let consumer: StreamConsumer<RebalanceLogger> = client
+        client
             .set("bootstrap.servers", &config.kafka_brokers)
             .set("group.id", &config.group)
             // Only offsets we store (after both sinks succeeded) are committed:
             // every second, and on revoke and close. Fewer commits keep the
-            // group coordinator responsive (tansu serialises group requests).
+            // group coordinator responsive (the broker serialises group requests).
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             // A killed member is noticed within 15 s. Shorter sessions fail
-            // under load: tansu answers heartbeats behind produce requests.
+            // under load: the broker answers heartbeats behind produce requests.
             .set("session.timeout.ms", "15000")
             .set("heartbeat.interval.ms", "3000")
-            .set("max.poll.interval.ms", "60000")
-            .create_with_context(RebalanceLogger)?;
+            .set("max.poll.interval.ms", "60000");
         let applier = BatchApplier::connect(&config, metrics.clone()).await?;
+        let resume = ResumeFromSinks {
+            redis: ::redis::Client::open(config.redis_url.as_str()).map_err(SinkError::from)?,
+            offsets_key: applier.counters().offsets_key(&config.topic),
+            topic: config.topic.clone(),
+        };
+        let consumer: StreamConsumer<ConsumerEvents> = client
+            .create_with_context(ConsumerEvents { health: health.clone(), metrics: metrics.clone(), resume })?;
         consumer.subscribe(&[&config.topic])?;
-        Ok(Self { consumer: Arc::new(consumer), applier, metrics, config })
+        Ok(Self { consumer: Arc::new(consumer), applier, metrics, health, config })
     }
 
     pub fn applier(&self) -> &BatchApplier {
         &self.applier
+    }
+
+    /// Whether the consumer can fetch from and commit to Kafka (for `/readyz`).
+    pub fn health(&self) -> Arc<KafkaHealth> {
+        self.health.clone()
     }
 
     /// Consume until `shutdown` resolves. A batch in progress is finished
@@ -211,12 +344,15 @@ impl Pipeline {
             };
             match msg {
                 Ok(m) => {
+                    self.health.fetch_ok();
                     self.metrics.consumed.inc();
-                    batch.push(m.partition(), m.offset(), m.key().unwrap_or_default(), m.payload().unwrap_or_default());
+                    let schema = m.headers().and_then(|h| h.iter().find(|h| h.key == "schema").and_then(|h| h.value));
+                    batch.push_record(m.partition(), m.offset(), m.key().unwrap_or_default(), m.payload().unwrap_or_default(), schema);
                     deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.config.batch_wait());
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "kafka receive error");
+                    self.health.fetch_failed(&e.to_string());
                     if batch.is_empty() {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     } else {
@@ -239,26 +375,54 @@ impl Pipeline {
         }
     }
 
-    /// Every 5 s, set the lag gauge for each assigned partition.
+    /// Every 5 s, set the lag gauge for each assigned partition. The broker
+    /// round trips double as the health probe of an idle consumer.
     fn spawn_lag_reporter(&self) {
         let consumer = Arc::downgrade(&self.consumer);
         let lag = self.metrics.lag.clone();
+        let health = self.health.clone();
         let topic = self.config.topic.clone();
         tokio::task::spawn_blocking(move || {
             while let Some(c) = consumer.upgrade() {
-                if let Ok(assigned) = c.assignment() {
-                    if let Ok(committed) = c.committed_offsets(assigned.clone(), Duration::from_secs(2)) {
-                        for e in committed.elements_for_topic(&topic) {
-                            if let Ok((_, high)) = c.fetch_watermarks(&topic, e.partition(), Duration::from_secs(2)) {
-                                let pos = e.offset().to_raw().filter(|o| *o >= 0).unwrap_or(0);
-                                lag.with_label_values(&[&e.partition().to_string()]).set((high - pos).max(0));
-                            }
-                        }
-                    }
+                match report_lag(&c, &topic, &lag) {
+                    Ok(()) => health.fetch_ok(),
+                    Err(e) => health.fetch_failed(&e.to_string()),
                 }
                 drop(c);
                 std::thread::sleep(Duration::from_secs(5));
             }
         });
+    }
+}
+
+fn report_lag<C: ConsumerContext>(c: &StreamConsumer<C>, topic: &str, lag: &prometheus::IntGaugeVec) -> KafkaResult<()> {
+    let assigned = c.assignment()?;
+    if assigned.count() == 0 {
+        // Nothing assigned: still check that the broker answers.
+        c.fetch_metadata(Some(topic), Duration::from_secs(2))?;
+        return Ok(());
+    }
+    let committed = c.committed_offsets(assigned, Duration::from_secs(2))?;
+    for e in committed.elements_for_topic(topic) {
+        let (_, high) = c.fetch_watermarks(topic, e.partition(), Duration::from_secs(2))?;
+        let pos = e.offset().to_raw().filter(|o| *o >= 0).unwrap_or(0);
+        lag.with_label_values(&[&e.partition().to_string()]).set((high - pos).max(0));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ResumeFromSinks;
+
+    #[test]
+    fn resume_from_the_older_of_sinks_and_commit() {
+        // Redis restored older than the commit: re-read the gap.
+        assert_eq!(ResumeFromSinks::start_offset(Some(9), Some(20)), Some(10));
+        // Commit lost (older than Redis): start at the commit; the offset guard skips the replay.
+        assert_eq!(ResumeFromSinks::start_offset(Some(30), Some(20)), Some(20));
+        assert_eq!(ResumeFromSinks::start_offset(Some(4), None), Some(5));
+        assert_eq!(ResumeFromSinks::start_offset(None, Some(7)), Some(7));
+        assert_eq!(ResumeFromSinks::start_offset(None, None), None);
     }
 }

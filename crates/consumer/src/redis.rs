@@ -5,9 +5,11 @@
 //! `votos_banda` / `votos_album` (hash name → count), `leaderboard:bands` /
 //! `leaderboard:albums` (sorted sets), `votes:total`, `votes:sec:<unix second>`
 //! (expires after an hour), `offsets:<topic>` (hash partition → last applied
-//! offset), `seen_votes` (set of counted vote ids).
+//! offset). Nothing is kept per vote: which vote ids exist is MongoDB's `_id`
+//! (see [`crate::mongo::Stored::repeats`]), so Redis memory does not grow
+//! with the number of votes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use redis::aio::ConnectionManager;
 use redis::Script;
@@ -16,11 +18,20 @@ use crate::batch::PartitionBatch;
 
 static APPLY_LUA: &str = include_str!("apply.lua");
 
+/// Announce a batch about to be written (MongoDB, then the apply script),
+/// unless a rebuild holds the marker. KEYS: rebuilding, applying:<applier>.
+/// ARGV: ttl ms. Returns 1 when announced, 0 when a rebuild runs.
+static BEGIN_APPLY_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+return 1
+";
+
 /// What one partition batch did to the counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Applied {
     pub counted: u64,
-    /// Vote ids already counted (client retries).
+    /// Votes skipped as repeats of a vote id stored from another record (client retries).
     pub duplicates: u64,
     /// Offsets already applied (replay after a crash or rebalance).
     pub replayed: u64,
@@ -32,6 +43,7 @@ pub struct Counters {
     con: ConnectionManager,
     prefix: String,
     script: Script,
+    begin: Script,
 }
 
 /// A snapshot of the totals (for the recount and the demo summary).
@@ -46,29 +58,47 @@ impl Counters {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let con = ConnectionManager::new(client).await?;
-        Ok(Self { con, prefix: prefix.to_owned(), script: Script::new(APPLY_LUA) })
+        Ok(Self { con, prefix: prefix.to_owned(), script: Script::new(APPLY_LUA), begin: Script::new(BEGIN_APPLY_LUA) })
     }
 
     pub fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
 
-    /// Apply one partition's batch atomically (one Lua script).
-    pub async fn apply(&self, topic: &str, partition: i32, batch: &PartitionBatch, now_secs: i64) -> Result<Applied, redis::RedisError> {
+    /// Apply one partition's batch atomically (one Lua script). `repeats`
+    /// (partition, offset) are not counted, but the offset still advances past them.
+    pub async fn apply(
+        &self,
+        topic: &str,
+        partition: i32,
+        batch: &PartitionBatch,
+        repeats: &HashSet<(i32, i64)>,
+        now_secs: i64,
+    ) -> Result<Applied, redis::RedisError> {
         let mut inv = self.script.prepare_invoke();
         inv.arg(&self.prefix).arg(topic).arg(partition).arg(batch.last_offset).arg(now_secs);
+        let mut duplicates = 0;
         for v in &batch.votes {
-            inv.arg(v.offset).arg(&v.vote.vote_id).arg(&v.vote.band).arg(&v.vote.album);
+            if repeats.contains(&(v.partition, v.offset)) {
+                duplicates += 1;
+                continue;
+            }
+            inv.arg(v.offset).arg(&v.vote.band).arg(&v.vote.album);
         }
         let mut con = self.con.clone();
-        let (counted, duplicates, replayed): (u64, u64, u64) = inv.invoke_async(&mut con).await?;
+        let (counted, replayed): (u64, u64) = inv.invoke_async(&mut con).await?;
         Ok(Applied { counted, duplicates, replayed })
+    }
+
+    /// The hash of last applied offsets per partition for `topic`.
+    pub fn offsets_key(&self, topic: &str) -> String {
+        self.key(&format!("offsets:{topic}"))
     }
 
     /// Last applied offset per partition for `topic`.
     pub async fn applied_offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, redis::RedisError> {
         let mut con = self.con.clone();
-        redis::cmd("HGETALL").arg(self.key(&format!("offsets:{topic}"))).query_async(&mut con).await
+        redis::cmd("HGETALL").arg(self.offsets_key(topic)).query_async(&mut con).await
     }
 
     pub async fn totals(&self) -> Result<Totals, redis::RedisError> {
@@ -82,17 +112,64 @@ impl Counters {
         Ok(Totals { total: total.unwrap_or(0), by_band, by_album })
     }
 
-    /// Replace every counter with `totals`, the seen-set with `seen` and the
-    /// offsets with `offsets` (rebuild after Redis lost its data), in one MULTI.
-    pub async fn replace_all(
-        &self,
-        topic: &str,
-        totals: &Totals,
-        seen: &[String],
-        offsets: &HashMap<i32, i64>,
-    ) -> Result<(), redis::RedisError> {
+    /// Announce that `applier` is about to write a batch (the fence a rebuild
+    /// waits on); `false` while a rebuild runs. The announcement expires after
+    /// `ttl` if the applier dies. Pair with [`Self::end_apply`].
+    pub async fn begin_apply(&self, applier: &str, ttl: std::time::Duration) -> Result<bool, redis::RedisError> {
+        let mut con = self.con.clone();
+        let ok: i64 = self
+            .begin
+            .key(self.key("rebuilding"))
+            .key(self.key(&format!("applying:{applier}")))
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .invoke_async(&mut con)
+            .await?;
+        Ok(ok == 1)
+    }
+
+    /// The batch announced by [`Self::begin_apply`] is written (or failed).
+    pub async fn end_apply(&self, applier: &str) -> Result<(), redis::RedisError> {
+        let mut con = self.con.clone();
+        redis::cmd("DEL").arg(self.key(&format!("applying:{applier}"))).query_async(&mut con).await
+    }
+
+    /// Appliers that announced a batch and have not finished it.
+    pub async fn appliers_writing(&self) -> Result<usize, redis::RedisError> {
+        let mut con = self.con.clone();
+        let keys: Vec<String> = redis::cmd("KEYS").arg(self.key("applying:*")).query_async(&mut con).await?;
+        Ok(keys.len())
+    }
+
+    /// Take the rebuild marker (`rebuilding`, expiring after `ttl`): while it
+    /// exists the apply script refuses every batch, so no consumer writes
+    /// between the rebuild's reads of MongoDB and its MULTI. `false` when
+    /// another rebuild holds it.
+    pub async fn begin_rebuild(&self, token: &str, ttl: std::time::Duration) -> Result<bool, redis::RedisError> {
+        let mut con = self.con.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.key("rebuilding"))
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .query_async(&mut con)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Drop the rebuild marker (after a failed rebuild; [`Self::replace_all`] drops it itself).
+    pub async fn end_rebuild(&self) -> Result<(), redis::RedisError> {
+        let mut con = self.con.clone();
+        redis::cmd("DEL").arg(self.key("rebuilding")).query_async(&mut con).await
+    }
+
+    /// Replace every counter with `totals` and the offsets with `offsets`
+    /// (rebuild after Redis lost its data) and drop the rebuild marker, in one
+    /// MULTI. Call it holding [`Self::begin_rebuild`].
+    pub async fn replace_all(&self, topic: &str, totals: &Totals, offsets: &HashMap<i32, i64>) -> Result<(), redis::RedisError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
+        // `seen_votes` is the per-vote set of earlier versions: dropped for good.
         for k in ["votos_banda", "votos_album", "leaderboard:bands", "leaderboard:albums", "votes:total", "seen_votes"] {
             pipe.del(self.key(k)).ignore();
         }
@@ -106,21 +183,42 @@ impl Counters {
             pipe.hset(self.key("votos_album"), album, n).ignore();
             pipe.zadd(self.key("leaderboard:albums"), album, n).ignore();
         }
-        for chunk in seen.chunks(1000) {
-            pipe.sadd(self.key("seen_votes"), chunk).ignore();
-        }
         for (p, o) in offsets {
             pipe.hset(self.key(&format!("offsets:{topic}")), p, o).ignore();
         }
+        pipe.del(self.key("rebuilding")).ignore();
         let mut con = self.con.clone();
         pipe.query_async::<()>(&mut con).await
     }
 
-    /// True when Redis holds no counters at all (fresh or lost its data).
-    pub async fn is_empty(&self) -> Result<bool, redis::RedisError> {
+    /// True when Redis holds no counters and no applied offsets for `topic` (fresh or lost its data).
+    pub async fn is_empty(&self, topic: &str) -> Result<bool, redis::RedisError> {
         let mut con = self.con.clone();
-        let exists: u64 = redis::cmd("EXISTS").arg(self.key("votes:total")).arg(self.key("seen_votes")).query_async(&mut con).await?;
+        let exists: u64 =
+            redis::cmd("EXISTS").arg(self.key("votes:total")).arg(self.key(&format!("offsets:{topic}"))).query_async(&mut con).await?;
         Ok(exists == 0)
+    }
+
+    /// The leaderboards (sorted sets) as totals: what the dashboards show, to
+    /// be compared with the hashes and the log.
+    pub async fn leaderboard_totals(&self) -> Result<Totals, redis::RedisError> {
+        let mut con = self.con.clone();
+        let (bands, albums): (Vec<(String, f64)>, Vec<(String, f64)>) = redis::pipe()
+            .cmd("ZRANGE")
+            .arg(self.key("leaderboard:bands"))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .cmd("ZRANGE")
+            .arg(self.key("leaderboard:albums"))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut con)
+            .await?;
+        let as_map = |rows: Vec<(String, f64)>| rows.into_iter().map(|(k, v)| (k, v as u64)).collect::<HashMap<_, _>>();
+        let by_band = as_map(bands);
+        Ok(Totals { total: by_band.values().sum(), by_band, by_album: as_map(albums) })
     }
 
     /// The `n` highest entries of a leaderboard (`bands` or `albums`), highest first.
@@ -149,4 +247,13 @@ impl Counters {
         let mut con = self.con.clone();
         redis::cmd("PING").query_async::<()>(&mut con).await
     }
+}
+
+/// Last applied offsets (`key` = [`Counters::offsets_key`]) read without an
+/// async runtime: for librdkafka's rebalance callback.
+pub fn applied_offsets_blocking(client: &redis::Client, key: &str, timeout: std::time::Duration) -> Result<HashMap<i32, i64>, redis::RedisError> {
+    let mut con = client.get_connection_with_timeout(timeout)?;
+    con.set_read_timeout(Some(timeout))?;
+    con.set_write_timeout(Some(timeout))?;
+    redis::cmd("HGETALL").arg(key).query(&mut con)
 }

@@ -1,4 +1,4 @@
-//! Exactly-once counting against real tansu, Redis and MongoDB, including a
+//! Exactly-once counting against real nisshi (Kafka), Redis and MongoDB, including a
 //! kill -9 of the consumer process mid-stream.
 
 use std::process::{Child, Command, Stdio};
@@ -35,7 +35,7 @@ async fn isolated(name: &str, partitions: i32) -> ConsumerConfig {
 }
 
 /// The tests in this file run one at a time: a consumer-group rebalance on
-/// tansu (after a kill -9) stalls the broker for seconds, which would starve
+/// the broker (after a kill -9) can stall the group for seconds, which would starve
 /// the other tests' consumers.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -54,7 +54,7 @@ fn publisher(cfg: &ConsumerConfig) -> VotePublisher {
 }
 
 /// The sinks of a configuration, without joining its consumer group (an idle
-/// group member would stall tansu's group coordinator).
+/// group member would slow the group coordinator).
 async fn sinks(cfg: &ConsumerConfig) -> BatchApplier {
     BatchApplier::connect(cfg, ConsumerMetrics::new()).await.unwrap()
 }
@@ -102,6 +102,15 @@ async fn counts_once_despite_duplicates_replays_and_poison() {
     assert_eq!(check.log().collection().count_documents(mongodb::bson::doc! {}).await.unwrap(), 60);
     let (_, diffs) = recount::recount(check.log(), check.counters()).await.unwrap();
     assert!(diffs.is_empty(), "{diffs:?}");
+    // The topic itself agrees: 60 distinct votes, 10 repeats, 1 undecodable.
+    let (scan, diffs) = recount::recount_from_kafka(&cfg.kafka_brokers, &cfg.topic, check.log(), check.counters()).await.unwrap();
+    assert!(diffs.is_empty(), "{diffs:?}");
+    assert_eq!((scan.totals.total, scan.repeats, scan.undecodable), (60, 10, 1));
+    // Nothing is kept per vote in Redis: only the fixed set of counter keys.
+    let client = redis::Client::open(kit::redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", cfg.redis_prefix)).query_async(&mut con).await.unwrap();
+    assert!(keys.iter().all(|k| !k.contains("seen")), "per-vote keys in Redis: {keys:?}");
     let dlq = kit::read_topic(&cfg.dlq_topic, 1, Duration::from_secs(20)).await;
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0].value, b"not a vote");
@@ -233,7 +242,7 @@ fn restart_service(name: &str) {
 }
 
 #[tokio::test]
-async fn restarts_of_tansu_and_redis_lose_and_double_nothing() {
+async fn restarts_of_broker_and_redis_lose_and_double_nothing() {
     let _serial = SERIAL.lock().await;
     let cfg = ConsumerConfig { instance_id: kit::unique("consumer"), ..isolated("restarts", 3).await };
     let check = sinks(&cfg).await;
@@ -249,4 +258,134 @@ async fn restarts_of_tansu_and_redis_lose_and_double_nothing() {
     assert_exactly_once(&check, N).await;
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Every key of a test's Redis prefix, dumped (to restore an older Redis).
+async fn snapshot(con: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(con).await.unwrap();
+    let mut out = Vec::new();
+    for k in keys {
+        let dump: Vec<u8> = redis::cmd("DUMP").arg(&k).query_async(con).await.unwrap();
+        out.push((k, dump));
+    }
+    out
+}
+
+/// Redis comes back older than Kafka's committed offsets (a restore, a
+/// failover to a lagging replica): the consumer re-reads from the sinks'
+/// offset, so the votes in between are counted, once.
+#[tokio::test]
+async fn redis_restored_older_than_the_commit_is_caught_up() {
+    let _serial = SERIAL.lock().await;
+    let cfg = ConsumerConfig { instance_id: kit::unique("consumer"), ..isolated("restore", 2).await };
+    let check = sinks(&cfg).await;
+    let p = publisher(&cfg);
+    let client = redis::Client::open(kit::redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    for i in 0..40 {
+        publish_retrying(&p, &kit::vote(if i % 2 == 0 { "A" } else { "B" }, Some(&format!("o-{i}")))).await;
+    }
+    let mut child = spawn_consumer(&cfg);
+    assert_eq!(wait_for_total(&check, 40, Duration::from_secs(90)).await, 40);
+    let old = snapshot(&mut con, &cfg.redis_prefix).await;
+    for i in 40..100 {
+        publish_retrying(&p, &kit::vote("C", Some(&format!("o-{i}")))).await;
+    }
+    assert_eq!(wait_for_total(&check, 100, Duration::from_secs(90)).await, 100);
+    // Let the consumer commit, then stop it and put the old Redis back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let now: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", cfg.redis_prefix)).query_async(&mut con).await.unwrap();
+    let _: () = redis::cmd("DEL").arg(&now).query_async(&mut con).await.unwrap();
+    for (k, dump) in &old {
+        let _: () = redis::cmd("RESTORE").arg(k).arg(0).arg(dump).arg("REPLACE").query_async(&mut con).await.unwrap();
+    }
+    assert_eq!(check.counters().totals().await.unwrap().total, 40, "Redis is back at the older state");
+    let mut child = spawn_consumer(&cfg);
+    assert_eq!(wait_for_total(&check, 100, Duration::from_secs(90)).await, 100, "the gap was re-read");
+    assert_exactly_once(&check, 100).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+
+/// Two consumers of one group apply batches while `recount --rebuild` runs
+/// by hand three times: no batch slips between a rebuild's reads and its
+/// replacement of the counters, so the counts stay exact.
+#[tokio::test]
+async fn two_consumers_and_rebuilds_during_load_count_exactly_once() {
+    let _serial = SERIAL.lock().await;
+    let cfg = isolated("rebuildrace", 4).await;
+    let check = sinks(&cfg).await;
+    let p = publisher(&cfg);
+    const N: usize = 1500;
+    let producer = spawn_producer(p, N, 30, 6, "rr");
+    let mut a = spawn_consumer(&ConsumerConfig { instance_id: kit::unique("a"), ..cfg.clone() });
+    let mut b = spawn_consumer(&ConsumerConfig { instance_id: kit::unique("b"), ..cfg.clone() });
+    for after in [200u64, 600, 1000] {
+        wait_for_total(&check, after, Duration::from_secs(120)).await;
+        let rebuilt = recount::rebuild(check.log(), check.counters(), &cfg.topic).await.unwrap();
+        assert!(rebuilt.is_some(), "no other rebuild was running");
+    }
+    producer.await.unwrap();
+    assert_exactly_once(&check, N).await;
+    for c in [&mut a, &mut b] {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+}
+
+/// A raw record with an optional `schema` header, as another producer might write it.
+async fn send_raw(cfg: &ConsumerConfig, key: &str, value: &[u8], schema: Option<&str>) {
+    let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &cfg.kafka_brokers).create().unwrap();
+    let mut headers = rdkafka::message::OwnedHeaders::new();
+    if let Some(s) = schema {
+        headers = headers.insert(rdkafka::message::Header { key: "schema", value: Some(s) });
+    }
+    raw.send(FutureRecord::to(&cfg.topic).key(key).payload(value).headers(headers), Duration::from_secs(5)).await.unwrap();
+}
+
+/// The dead-letter topic refuses everything: poison goes to MongoDB and the
+/// votes behind it are counted. A field added within v1 is read, not
+/// dead-lettered. A record of an unknown schema version (v2) stops the
+/// consumer there: nothing after it is counted, nothing is dead-lettered.
+#[tokio::test]
+async fn schema_versions_and_a_broken_dead_letter_topic() {
+    let _serial = SERIAL.lock().await;
+    let mut cfg = isolated("schema", 1).await;
+    cfg.dlq_topic = "no such topic: invalid name!".into();
+    let p = publisher(&cfg);
+    for i in 0..5 {
+        publish_retrying(&p, &kit::vote("A", Some(&format!("s-{i}")))).await;
+    }
+    send_raw(&cfg, "poison", b"not a vote", Some(bandvote_vote::record::SCHEMA)).await;
+    for i in 5..10 {
+        publish_retrying(&p, &kit::vote("A", Some(&format!("s-{i}")))).await;
+    }
+    let added = br#"{"vote_id":"s-added","band":"B","album":"x","year":1990,"rank":1.0,"source":"http","received_at_ms":0,"country":"GT"}"#;
+    send_raw(&cfg, "s-added", added, Some(bandvote_vote::record::SCHEMA)).await;
+
+    let pipeline = Pipeline::connect(cfg.clone(), ConsumerMetrics::new()).await.unwrap();
+    let check = sinks(&cfg).await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(pipeline.run(async move {
+        let _ = stop_rx.await;
+    }));
+    assert_eq!(wait_for_total(&check, 11, Duration::from_secs(60)).await, 11, "votes behind the poison are counted");
+    assert_eq!(check.log().dead_letters().count_documents(mongodb::bson::doc! {}).await.unwrap(), 1, "poison kept in MongoDB");
+
+    send_raw(&cfg, "s-v2", br#"{"whatever":"v2 looks like"}"#, Some("bandvote.vote.v2")).await;
+    for i in 10..13 {
+        publish_retrying(&p, &kit::vote("A", Some(&format!("s-{i}")))).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(check.counters().totals().await.unwrap().total, 11, "stopped at the unknown schema");
+    assert_eq!(check.log().dead_letters().count_documents(mongodb::bson::doc! {}).await.unwrap(), 1, "v2 is not poison");
+    let _ = stop_tx.send(());
+    run.await.unwrap();
+
+    // Nothing in the dead letters decodes as a vote: replay republishes nothing.
+    let r = bandvote_consumer::dead_letter::replay(&cfg.kafka_brokers, &cfg.dlq_topic, check.log(), &p).await;
+    assert!(r.is_err() || r.unwrap().republished == 0);
 }

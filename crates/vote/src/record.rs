@@ -48,11 +48,39 @@ pub enum DecodeError {
     Invalid(#[from] crate::VoteError),
 }
 
-/// Decode and re-check a record value.
+/// Decode and re-check a record value of schema [`SCHEMA`]. Fields this
+/// build does not know are ignored (a compatible addition within v1); the
+/// known ones must make a valid vote.
 pub fn decode(value: &[u8]) -> Result<Vote, DecodeError> {
     let vote: Vote = serde_json::from_slice(value)?;
     vote.check()?;
     Ok(vote)
+}
+
+/// What a record is, judged by its `schema` header first.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A vote of a schema this build reads.
+    Vote(Vote),
+    /// A schema this build does not know (a newer producer): not poison, so
+    /// never dead-lettered; the consumer stops until it is upgraded.
+    UnknownSchema(String),
+    /// Of a known schema (or none), and not a vote: poison.
+    Poison(DecodeError),
+}
+
+/// Decode a record by its `schema` header (`None`: records from before the
+/// header existed, read as [`SCHEMA`]).
+pub fn decode_record(schema: Option<&[u8]>, value: &[u8]) -> Decoded {
+    match schema {
+        None => {}
+        Some(s) if s == SCHEMA.as_bytes() => {}
+        Some(other) => return Decoded::UnknownSchema(String::from_utf8_lossy(other).chars().take(64).collect()),
+    }
+    match decode(value) {
+        Ok(v) => Decoded::Vote(v),
+        Err(e) => Decoded::Poison(e),
+    }
 }
 
 #[cfg(test)]
@@ -81,5 +109,14 @@ mod tests {
         assert_eq!(decode(&rec.value).unwrap(), vote);
         assert!(decode(b"not json").is_err());
         assert!(decode(br#"{"vote_id":"v","band":" x","album":"a","year":1983,"rank":1.0,"source":"http","received_at_ms":0}"#).is_err());
+    }
+
+    #[test]
+    fn decodes_by_schema_version() {
+        let v = br#"{"vote_id":"v","band":"x","album":"a","year":1983,"rank":1.0,"source":"http","received_at_ms":0,"added":"later"}"#;
+        assert!(matches!(decode_record(Some(SCHEMA.as_bytes()), v), Decoded::Vote(_)), "an added field is not poison");
+        assert!(matches!(decode_record(None, v), Decoded::Vote(_)));
+        assert!(matches!(decode_record(Some(b"bandvote.vote.v2"), b"{}"), Decoded::UnknownSchema(s) if s == "bandvote.vote.v2"));
+        assert!(matches!(decode_record(Some(SCHEMA.as_bytes()), b"nope"), Decoded::Poison(_)));
     }
 }

@@ -26,8 +26,9 @@ impl Source {
 ///
 /// Field order is the JSON field order of the Kafka record value; do not
 /// reorder without bumping [`crate::record::SCHEMA`].
+/// Deserialising ignores unknown fields: a record of schema v1 with a field
+/// added by a newer producer still reads (see [`crate::record::decode_record`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Vote {
     /// Unique id: the client's vote id or idempotency key, else a UUIDv7.
     pub vote_id: String,

@@ -35,8 +35,9 @@ async fn results_and_log_pages() {
         let rec = bandvote_vote::record::encode(&v);
         batch.push(0, i, &rec.key, &rec.value);
     }
-    log.store("votes", batch.votes()).await.unwrap();
-    counters.apply("votes", 0, &batch.partitions[&0], 1_700_000_000).await.unwrap();
+    let votes: Vec<_> = batch.votes().collect();
+    let stored = log.store("votes", &votes).await.unwrap();
+    counters.apply("votes", 0, &batch.partitions[&0], &stored.repeats, 1_700_000_000).await.unwrap();
 
     let base = serve(sources(&prefix, &coll)).await;
     let http = reqwest::Client::new();
