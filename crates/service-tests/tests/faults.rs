@@ -3,9 +3,6 @@
 //! acknowledged, and in the end each is counted exactly once in Redis and
 //! stored once in MongoDB.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bandvote_consumer::config::ConsumerConfig;
@@ -14,56 +11,8 @@ use bandvote_consumer::pipeline::Pipeline;
 use bandvote_consumer::recount;
 use bandvote_grpc::proto::bandvote::vote_service_client::VoteServiceClient;
 use bandvote_testkit as kit;
+use bandvote_testkit::process::{bin, free_addr, wait_ready, Service};
 use bandvote_vote::pb;
-
-/// A binary of the workspace, built by `cargo test` next to this test.
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join(name)
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-struct Service {
-    name: &'static str,
-    args: Vec<String>,
-    envs: Vec<(String, String)>,
-    child: Option<Child>,
-}
-
-impl Service {
-    fn start(&mut self) {
-        let mut cmd = Command::new(bin(self.name));
-        cmd.args(&self.args).envs(self.envs.iter().cloned()).env("RUST_LOG", "warn").stdout(Stdio::null());
-        self.child = Some(cmd.spawn().expect("spawn service"));
-    }
-
-    fn kill_9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap(); // SIGKILL
-            c.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill_9();
-    }
-}
-
-async fn wait_ready(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if reqwest::get(url).await.is_ok_and(|r| r.status().is_success()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("not ready: {url}");
-}
 
 const N_HTTP: usize = 300;
 const N_GRPC: usize = 300;
@@ -97,23 +46,23 @@ async fn kill_9_of_host_and_grpc_loses_and_doubles_nothing() {
 
     let common = vec![("BANDVOTE_KAFKA_BROKERS".to_string(), kit::kafka_brokers()), ("BANDVOTE_TOPIC".to_string(), topic.clone())];
     let (http, host_admin) = (free_addr(), free_addr());
-    let mut host = Service {
-        name: "bandvote-host",
-        args: vec!["--component".into(), wasm, "--listen".into(), http.to_string(), "--admin-listen".into(), host_admin.to_string()],
-        envs: common.clone(),
-        child: None,
-    };
+    let mut host = Service::new(
+        "faults-host",
+        bin("bandvote-host"),
+        vec!["--component".into(), wasm, "--listen".into(), http.to_string(), "--admin-listen".into(), host_admin.to_string()],
+        common.clone(),
+    );
     let (grpc, rest, grpc_admin) = (free_addr(), free_addr(), free_addr());
-    let mut grpc_svc = Service {
-        name: "bandvote-grpc",
-        args: vec!["--listen".into(), grpc.to_string(), "--rest-listen".into(), rest.to_string(), "--admin-listen".into(), grpc_admin.to_string()],
-        envs: common,
-        child: None,
-    };
+    let mut grpc_svc = Service::new(
+        "faults-grpc",
+        bin("bandvote-grpc"),
+        vec!["--listen".into(), grpc.to_string(), "--rest-listen".into(), rest.to_string(), "--admin-listen".into(), grpc_admin.to_string()],
+        common,
+    );
     host.start();
     grpc_svc.start();
-    wait_ready(&format!("http://{host_admin}/readyz")).await;
-    wait_ready(&format!("http://{grpc_admin}/readyz")).await;
+    wait_ready(host_admin, Duration::from_secs(60)).await;
+    wait_ready(grpc_admin, Duration::from_secs(60)).await;
 
     // HTTP clients: retry each vote with the same Idempotency-Key until 201.
     let http_clients = tokio::spawn(async move {

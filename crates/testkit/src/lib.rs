@@ -1,6 +1,8 @@
 //! Helpers for integration tests against the real services that
 //! `scripts/services.sh start` runs (addresses from the same env vars).
 
+pub mod process;
+
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
