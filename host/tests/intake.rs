@@ -1,4 +1,4 @@
-//! The intake component on our wasmtime host, against real tansu.
+//! The intake component on our wasmtime host, against real nisshi (Kafka).
 //! Needs `BANDVOTE_INTAKE_WASM` (scripts/test.sh sets it) and the services.
 
 use std::net::SocketAddr;
@@ -125,7 +125,11 @@ async fn bad_input_gets_its_status_and_never_reaches_kafka() {
         }
     }
     let client = reqwest::Client::new();
-    assert_eq!(client.get(format!("http://{}/", host.addr)).send().await.unwrap().status().as_u16(), 405);
+    let status = client.get(format!("http://{}/", host.addr)).send().await.unwrap();
+    assert_eq!(status.status().as_u16(), 200, "GET / answers a status for load generators");
+    assert_eq!(status.json::<serde_json::Value>().await.unwrap()["status"], "ok");
+    assert_eq!(client.delete(format!("http://{}/", host.addr)).send().await.unwrap().status().as_u16(), 405);
+    assert_eq!(client.post(format!("http://{}/rust/send_data", host.addr)).body("{").send().await.unwrap().status().as_u16(), 400);
     assert_eq!(client.post(format!("http://{}/nope", host.addr)).body(ok).send().await.unwrap().status().as_u16(), 404);
     assert_eq!(client.get(format!("http://{}/healthz", host.addr)).send().await.unwrap().status().as_u16(), 200);
     assert!(kit::read_topic(&topic, 1, Duration::from_secs(3)).await.is_empty(), "nothing reached Kafka");

@@ -25,6 +25,7 @@ async fn handle(publisher: &VotePublisher, req: hyper::Request<Incoming>) -> Rep
     let (method, path) = (req.method().as_str().to_owned(), req.uri().path().to_owned());
     match core::route(&method, &path) {
         Route::Health => return Reply::health(),
+        Route::Status => return Reply::status(),
         Route::NotFound => return Reply::not_found(),
         Route::MethodNotAllowed => return Reply::method_not_allowed(),
         Route::Vote => {}

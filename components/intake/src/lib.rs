@@ -40,6 +40,7 @@ fn handle(request: &IncomingRequest) -> Reply {
     let path = request.path_with_query().unwrap_or_else(|| "/".into());
     match core::route(method, &path) {
         Route::Health => Reply::health(),
+        Route::Status => Reply::status(),
         Route::NotFound => Reply::not_found(),
         Route::MethodNotAllowed => Reply::method_not_allowed(),
         Route::Vote => handle_vote(request),

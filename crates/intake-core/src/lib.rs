@@ -9,8 +9,10 @@
 use bandvote_vote::{limits, parse_body, Received, Source, Submission, Vote, VoteError};
 use serde_json::{json, Value};
 
-/// Paths that accept votes: what real clients and ingresses post to today.
-pub const VOTE_PATHS: &[&str] = &["/", "/votes", "/wasm", "/rust"];
+/// Paths that accept votes: what real clients and ingresses post to today,
+/// including the paths the clients of the system we replace used.
+pub const VOTE_PATHS: &[&str] =
+    &["/", "/votes", "/wasm", "/rust", "/insert", "/grpc/insert", "/rust/insert", "/wasm/insert", "/rust/send_data"];
 
 /// What a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +21,9 @@ pub enum Route {
     Health,
     /// `POST` to one of [`VOTE_PATHS`].
     Vote,
-    /// A vote path with a method other than POST.
+    /// `GET` / `HEAD` on a vote path: a small JSON status (load generators poll it).
+    Status,
+    /// A vote path with a method other than POST, GET or HEAD.
     MethodNotAllowed,
     NotFound,
 }
@@ -31,6 +35,7 @@ pub fn route(method: &str, path_with_query: &str) -> Route {
     match (method, path) {
         ("GET" | "HEAD", "/healthz") => Route::Health,
         ("POST", p) if VOTE_PATHS.contains(&p) => Route::Vote,
+        ("GET" | "HEAD", p) if VOTE_PATHS.contains(&p) => Route::Status,
         (_, p) if VOTE_PATHS.contains(&p) || p == "/healthz" => Route::MethodNotAllowed,
         _ => Route::NotFound,
     }
@@ -62,12 +67,31 @@ impl Reply {
         Self::json(200, json!({ "status": "ok" }))
     }
 
+    /// What `GET` on a vote path answers: who we are and how to vote.
+    pub fn status() -> Self {
+        Self::json(
+            200,
+            json!({
+                "service": "bandvote intake",
+                "status": "ok",
+                "post_votes_to": VOTE_PATHS,
+                "content_type": "application/json",
+                "accepted_shapes": [
+                    { "name": "band", "album": "album", "year": "YYYY", "rank": "1-10" },
+                    { "artist": "band", "album": "album", "year": "YYYY", "ranked": "1-10" }
+                ],
+                "batch": "a JSON array of votes",
+                "idempotency": "send an Idempotency-Key header (or vote_id) and retry with the same key",
+            }),
+        )
+    }
+
     pub fn not_found() -> Self {
-        Self::simple(404, "not_found", "no such path; POST votes to /, /votes, /wasm or /rust")
+        Self::simple(404, "not_found", "no such path; POST votes to /, /votes, /wasm, /rust or /insert")
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::simple(405, "method_not_allowed", "use POST for votes and GET for /healthz")
+        Self::simple(405, "method_not_allowed", "use POST for votes and GET for the status or /healthz")
     }
 
     pub fn unavailable(failure: &PublishFailure) -> Self {
@@ -201,7 +225,13 @@ mod tests {
         assert_eq!(route("POST", "/wasm/?x=1"), Route::Vote);
         assert_eq!(route("POST", "/rust"), Route::Vote);
         assert_eq!(route("GET", "/healthz"), Route::Health);
-        assert_eq!(route("GET", "/"), Route::MethodNotAllowed);
+        assert_eq!(route("GET", "/"), Route::Status);
+        assert_eq!(route("HEAD", "/wasm"), Route::Status);
+        assert_eq!(route("DELETE", "/"), Route::MethodNotAllowed);
+        for legacy in ["/insert", "/grpc/insert", "/rust/insert", "/wasm/insert", "/rust/send_data"] {
+            assert_eq!(route("POST", legacy), Route::Vote, "{legacy}");
+        }
+        assert_eq!(Reply::status().status, 200);
         assert_eq!(route("POST", "/nope"), Route::NotFound);
     }
 
