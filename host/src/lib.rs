@@ -6,6 +6,9 @@
 //! * [`publisher`] implements the `bandvote:publisher` import natively with the
 //!   [`bandvote_kafka::VotePublisher`] (the guest's `publish` returns only after
 //!   Kafka's acks=all delivery report).
+//! * [`state`] is the per-request store data; it holds the publisher's host
+//!   state, which the linker reaches through a projection (no module cycle:
+//!   `runtime` → `state` → `publisher`).
 //! * [`server`] is the hyper front end and the admin endpoints
 //!   (`/metrics`, `/healthz`, `/readyz`), with graceful shutdown.
 
@@ -14,5 +17,6 @@ pub mod metrics;
 pub mod publisher;
 pub mod runtime;
 pub mod server;
+pub mod state;
 
 pub use config::HostConfig;

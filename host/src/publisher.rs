@@ -6,7 +6,6 @@ use bandvote_kafka::{PublishError, VotePublisher};
 use bandvote_vote::{Source, Vote};
 
 use crate::metrics::HostMetrics;
-use crate::runtime::RequestState;
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -62,9 +61,9 @@ impl PublisherHost {
     }
 }
 
-impl wit::Host for RequestState {
+impl wit::Host for PublisherHost {
     async fn publish(&mut self, v: wit::Vote) -> Result<wit::Ack, wit::PublishError> {
-        let host = self.publisher.clone();
+        let host = self.clone();
         let result = match from_wit(v) {
             Ok(vote) => {
                 let started = Instant::now();
@@ -82,7 +81,7 @@ impl wit::Host for RequestState {
         &mut self,
         votes: Vec<wit::Vote>,
     ) -> Result<Vec<Result<wit::Ack, wit::PublishError>>, wit::PublishError> {
-        let host = self.publisher.clone();
+        let host = self.clone();
         let votes = votes.into_iter().map(from_wit).collect::<Result<Vec<_>, _>>()?;
         let started = Instant::now();
         let results = host.publisher.publish_batch(&votes).await.map_err(to_wit_error)?;

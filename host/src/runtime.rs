@@ -9,38 +9,18 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder};
+use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttp, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttp, WasiHttpCtx, WasiHttpView};
 
 use crate::publisher::{IntakeImports, PublisherHost};
+use crate::state::RequestState;
 
 /// One epoch tick; request deadlines are counted in ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// Per-request store data: WASI with no filesystem, no sockets, no env.
-pub struct RequestState {
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    table: ResourceTable,
-    limits: StoreLimits,
-    pub(crate) publisher: PublisherHost,
-}
-
-impl WasiView for RequestState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-impl WasiHttpView for RequestState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
-    }
-}
 
 /// Limits of the runtime.
 #[derive(Debug, Clone)]
@@ -92,7 +72,7 @@ impl IntakeRuntime {
         // Only wasi:http types: the intake gets no outgoing-handler at all.
         let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
         wasmtime_wasi_http::p2::bindings::http::types::add_to_linker::<_, WasiHttp>(&mut linker, &options.into(), RequestState::http)?;
-        IntakeImports::add_to_linker::<_, HasSelf<RequestState>>(&mut linker, |s| s)?;
+        IntakeImports::add_to_linker::<_, HasSelf<PublisherHost>>(&mut linker, |s: &mut RequestState| &mut s.publisher)?;
         let pre = linker.instantiate_pre(&component).map_err(|e| anyhow::Error::from(e).context("linking the intake component"))?;
         let pre = ProxyPre::new(pre)?;
 
