@@ -95,13 +95,6 @@ def to_ms(v):
     return round(float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit], 3)
 
 
-def restart_kafka():
-    """tansu 0.6's sqlite storage can panic under heavy concurrent produce load
-    ("more or less than one row") and then refuses every request; restart it
-    (data kept) between phases so one phase's failure does not void the next."""
-    subprocess.run(["bash", "scripts/services.sh", "restart", "kafka"], check=True, capture_output=True)
-
-
 def load(mode, target, extra=(), concurrency=None):
     out = run([str(BIN / "bandvote-load"), "--mode", mode, "--target", target, "--concurrency", str(concurrency or CONCURRENCY),
                "--duration", str(SECONDS), "--quiet", "--id-prefix", f"{STAMP}-{mode}", *extra])
@@ -172,6 +165,58 @@ def consumer_throughput(expected):
     return {"votes": seen, "seconds": round(last - first[0], 2), "votes_per_sec": round((seen - first[1]) / (last - first[0]), 1)}
 
 
+SCALE_VOTES = int(os.environ.get("BANDVOTE_BENCH_SCALE_VOTES", "1000000"))
+
+
+def redis_used_memory():
+    out = run(["redis-cli", "-p", os.environ.get("BANDVOTE_REDIS_PORT", "6379"), "INFO", "memory"])
+    return int(re.search(r"used_memory:(\d+)", out).group(1))
+
+
+def scale_memory():
+    """Redis memory per vote: SCALE_VOTES votes through the consumer (not a
+    timed test). Memory is sampled once the first 10% are counted and again at
+    the end; growth per vote past that point is what a contest pays per vote."""
+    if SCALE_VOTES <= 0:
+        return None
+    topic, prefix = f"scale-{STAMP}", f"scale-{STAMP}:"
+    run(["nisshi", "topic", "create", topic, "--partitions", "6", "--broker", f"tcp://{BROKERS}"])
+    log(f"scale: producing {SCALE_VOTES} votes to {topic}")
+    t = time.time()
+    load("kafka", BROKERS, ["--topic", topic, "--max-votes", str(SCALE_VOTES), "--duration", "3600"], concurrency=1024)
+    produced_s = time.time() - t
+    before = redis_used_memory()
+    p = start("consumer-scale", [str(BIN / "bandvote-consumer")], {
+        "BANDVOTE_TOPIC": topic, "BANDVOTE_DLQ_TOPIC": f"{TOPIC}-dlq", "BANDVOTE_CONSUMER_GROUP": f"scale-{STAMP}",
+        "BANDVOTE_REDIS_PREFIX": prefix, "BANDVOTE_MONGO_COLLECTION": f"scale_{STAMP}",
+        "BANDVOTE_CONSUMER_ADMIN_LISTEN": "127.0.0.1:29184"})
+    mark, t0, last, seen = None, time.time(), time.time(), 0
+    while True:
+        n = redis_total(prefix) or 0
+        if n != seen:
+            seen, last = n, time.time()
+            if mark is None and n >= SCALE_VOTES // 10:
+                mark = (n, redis_used_memory(), time.time())
+            if seen % 100000 < 2000:
+                log(f"scale: {seen} counted")
+        if n >= SCALE_VOTES or time.time() - last > 60:
+            break
+        time.sleep(0.5)
+    end = (seen, redis_used_memory(), time.time())
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+    res = {"votes": SCALE_VOTES, "counted": seen, "produce_seconds": round(produced_s, 1),
+           "redis_used_memory_before": before, "redis_used_memory_at_10pct": mark and mark[1], "redis_used_memory_after": end[1]}
+    if mark and end[0] > mark[0]:
+        res["bytes_per_vote_past_10pct"] = round((end[1] - mark[1]) / (end[0] - mark[0]), 3)
+        res["consumer_votes_per_sec"] = round((end[0] - mark[0]) / (end[2] - mark[2]), 1)
+    log(f"scale: {res}")
+    return res
+
+
 def fuzz():
     if FUZZ_SECONDS <= 0:
         return None
@@ -210,8 +255,8 @@ def main():
     log("building release binaries")
     subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "bandvote-host", "-p", "bandvote-grpc",
                     "-p", "bandvote-consumer", "-p", "bandvote-load"], check=True)
-    run(["tansu", "topic", "create", TOPIC, "--partitions", "6", "--broker", f"tcp://{BROKERS}"])
-    run(["tansu", "topic", "create", f"{TOPIC}-dlq", "--partitions", "1", "--broker", f"tcp://{BROKERS}"])
+    run(["nisshi", "topic", "create", TOPIC, "--partitions", "6", "--broker", f"tcp://{BROKERS}"])
+    run(["nisshi", "topic", "create", f"{TOPIC}-dlq", "--partitions", "1", "--broker", f"tcp://{BROKERS}"])
     common = {"BANDVOTE_TOPIC": TOPIC}
     host = start("host", [str(BIN / "bandvote-host"), "--component", wasm, "--listen", "127.0.0.1:28080",
                           "--admin-listen", "127.0.0.1:29180"], common)
@@ -234,6 +279,9 @@ def main():
     sampler.start()
     results["http"]["wasm_host"] = wrk("http://127.0.0.1:28080/", "wasm host")
     stop.set()
+    kafka_topic = f"{TOPIC}-raw"
+    run(["nisshi", "topic", "create", kafka_topic, "--partitions", "6", "--broker", f"tcp://{BROKERS}"])
+    results["http"]["raw_producer_same_in_flight"] = load("kafka", BROKERS, ["--topic", kafka_topic])
     sampler.join()
     h = results["http"]
     h["ratio_wasm_to_native"] = round(h["wasm_host"]["ok_per_sec"] / h["native_intake"]["ok_per_sec"], 3)
@@ -246,7 +294,7 @@ def main():
     save(results)
     rate = max(1.0, 0.5 * h["wasm_host"]["ok_per_sec"])
     log(f"end to end at 50% of the wasm max: {rate:.0f} votes/s")
-    e2e = load("http", "http://127.0.0.1:28080/", ["--rate", str(rate), "--e2e-redis", REDIS_URL, "--e2e-prefix", PREFIX])
+    e2e = load("http", "http://127.0.0.1:28080/", ["--rate", str(rate), "--e2e-redis", REDIS_URL, "--e2e-prefix", PREFIX, "--e2e-topic", TOPIC])
     results["end_to_end"] = {"rate_votes_per_sec": round(rate, 1), "acked": e2e["acked"], "samples": e2e["e2e_samples"],
                              "ack_to_counted_ms_p50": e2e["e2e_ms_p50"], "ack_to_counted_ms_p99": e2e["e2e_ms_p99"]}
 
@@ -257,9 +305,12 @@ def main():
     save(results)
     records = int(run([str(BIN / "bandvote-consumer"), "recount"], env={**os.environ, "BANDVOTE_REDIS_PREFIX": PREFIX,
                       "BANDVOTE_MONGO_COLLECTION": f"bench_{STAMP}"}).split("vote log: ")[1].split()[0])
-    restart_kafka()
     results["consumer"] = consumer_throughput(records)
-    results["consumer"]["recount_of_live_consumer"] = "no difference"
+    rc = subprocess.run([str(BIN / "bandvote-consumer"), "recount"], capture_output=True, text=True,
+                        env={**os.environ, "BANDVOTE_REDIS_PREFIX": PREFIX, "BANDVOTE_MONGO_COLLECTION": f"bench_{STAMP}"})
+    results["consumer"]["recount_of_live_consumer"] = "no difference" if rc.returncode == 0 else "DIFFERENCES: " + rc.stdout[-500:]
+    save(results)
+    results["scale"] = scale_memory()
     save(results)
     results["fuzz"] = fuzz()
 
@@ -279,6 +330,9 @@ def markdown(r):
            f"{r['concurrency']} connections, {r['seconds_per_run']:.0f} s per run, loopback.", "",
            "| path | acked/s | p50 ms | p99 ms |", "|---|---:|---:|---:|"]
     out += [f"| {name} | {x['ok_per_sec']:.0f} | {x['latency_ms_p50']} | {x['latency_ms_p99']} |" for name, x in rows]
+    if "raw_producer_same_in_flight" in h:
+        x = h["raw_producer_same_in_flight"]
+        out.append(f"| Kafka: raw VotePublisher, same in-flight (broker ceiling) | {x['acked_per_sec']:.0f} | {x['latency_ms_p50']} | {x['latency_ms_p99']} |")
     for name, x in (("gRPC unary", r["grpc"]["unary"]), ("gRPC stream (50/batch)", r["grpc"]["stream_batches_of_50"])):
         out.append(f"| {name} | {x['acked_per_sec']:.0f} | {x['latency_ms_p50']} | {x['latency_ms_p99']} |")
     e, c, hs = r["end_to_end"], r["consumer"], r["host"]
@@ -287,6 +341,11 @@ def markdown(r):
             f"- consumer replay: {c.get('votes_per_sec')} votes/s applied to Redis + MongoDB ({c.get('votes')} votes)",
             f"- host peak RSS under load: {hs['peak_rss_mib_under_load']} MiB; instantiation mean {hs['instantiation']['mean_us']} µs "
             f"(p99 ≤ {hs['instantiation']['p99_le_us']} µs, {hs['instantiation']['count']} instances)"]
+    if r.get("scale"):
+        sc = r["scale"]
+        out.append(f"- scale: {sc['counted']} of {sc['votes']} votes through the consumer; Redis used_memory {sc['redis_used_memory_before']} B before, "
+                   f"{sc['redis_used_memory_at_10pct']} B at 10%, {sc['redis_used_memory_after']} B after: "
+                   f"**{sc.get('bytes_per_vote_past_10pct')} bytes per vote** past 10% (consumer {sc.get('consumer_votes_per_sec')} votes/s)")
     if r.get("fuzz"):
         out.append(f"- fuzz (parse_body, {r['fuzz']['seconds']} s): {r['fuzz']['executions']} executions, exit {r['fuzz']['exit_code']}")
     return "\n".join(out) + "\n"

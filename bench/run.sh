@@ -6,4 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 use_fresh_services bench 29092 26379 27018
+# --brokers-only: only the nisshi storage-engine comparison (bench/brokers.md).
+if [ "${1:-}" = --brokers-only ]; then shift; BROKERS_ONLY=1; fi
+bash scripts/setup.sh
+bash scripts/build-wasm.sh >/dev/null
+log "building release binaries and the soak test"
+cargo build --release --quiet -p bandvote-host -p bandvote-grpc -p bandvote-consumer -p bandvote-load
+BANDVOTE_INTAKE_WASM=$(bash scripts/build-wasm.sh); export BANDVOTE_INTAKE_WASM
+bash scripts/services.sh start redis mongo
+python3 bench/brokers.py
+[ "${BROKERS_ONLY:-0}" = 1 ] && exit 0
+bash scripts/services.sh stop kafka
+rm -rf "$STATE/kafka"
 exec python3 bench/run.py "$@"

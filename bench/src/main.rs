@@ -17,12 +17,18 @@ use serde::Serialize;
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Load generator for the bandvote intakes")]
 struct Args {
-    /// `http`, `grpc` (unary) or `grpc-stream` (client-streamed batches).
+    /// `http`, `grpc` (unary), `grpc-stream` (client-streamed batches) or
+    /// `kafka` (the broker's own ceiling: the intakes' `VotePublisher`, no intake);
+    /// `count` prints the records held by `--topic` and exits.
     #[arg(long, default_value = "http")]
     mode: String,
-    /// Target: `http://127.0.0.1:8080/` for http, `http://127.0.0.1:50051` for gRPC.
+    /// Target: `http://127.0.0.1:8080/` for http, `http://127.0.0.1:50051` for
+    /// gRPC, bootstrap servers `127.0.0.1:9092` for kafka.
     #[arg(long)]
     target: String,
+    /// Topic for `--mode kafka`.
+    #[arg(long, default_value = "votes")]
+    topic: String,
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// Seconds to run.
@@ -52,11 +58,15 @@ struct Args {
     /// Print no progress lines.
     #[arg(long)]
     quiet: bool,
-    /// Measure ack → counted: poll this Redis for sampled vote ids in `<prefix>seen_votes`.
+    /// Measure ack → counted: poll this Redis until the consumer's applied
+    /// offset (`<prefix>offsets:<topic>`) reaches each sampled vote's offset.
     #[arg(long)]
     e2e_redis: Option<String>,
     #[arg(long, default_value = "")]
     e2e_prefix: String,
+    /// The topic whose applied offsets the e2e poller reads.
+    #[arg(long, default_value = "votes")]
+    e2e_topic: String,
     /// Sample one vote in this many for the end-to-end latency.
     #[arg(long, default_value_t = 10)]
     e2e_every: u64,
@@ -103,33 +113,29 @@ struct Report {
     e2e_ms_p99: Option<f64>,
 }
 
-/// Acked vote ids waiting to be seen counted, with their ack time.
-type Pending = Arc<Mutex<Vec<(String, Instant)>>>;
+/// Acked votes waiting to be seen counted: (partition, offset, ack time).
+type Pending = Arc<Mutex<Vec<(i32, i64, Instant)>>>;
 
-/// Poll Redis until every pending id is counted (or the deadline), recording ack → counted.
-async fn e2e_poller(url: String, prefix: String, pending: Pending, hist: Arc<Mutex<Histogram<u64>>>, done: Arc<AtomicU64>) {
+/// Poll Redis until the consumer's applied offset of each pending vote's
+/// partition reaches its offset, recording ack → counted.
+async fn e2e_poller(url: String, key: String, pending: Pending, hist: Arc<Mutex<Histogram<u64>>>, done: Arc<AtomicU64>) {
     let client = redis::Client::open(url).expect("redis url");
     let mut con = client.get_multiplexed_async_connection().await.expect("redis for e2e");
-    let key = format!("{prefix}seen_votes");
     loop {
-        let batch: Vec<(String, Instant)> = pending.lock().unwrap().clone();
-        if batch.is_empty() && done.load(Ordering::Relaxed) == 1 {
+        let empty = pending.lock().unwrap().is_empty();
+        if empty && done.load(Ordering::Relaxed) == 1 {
             return;
         }
-        if !batch.is_empty() {
-            let mut pipe = redis::pipe();
-            for (id, _) in &batch {
-                pipe.sismember(&key, id);
-            }
-            if let Ok(found) = pipe.query_async::<Vec<bool>>(&mut con).await {
+        if !empty {
+            if let Ok(applied) = redis::cmd("HGETALL").arg(&key).query_async::<std::collections::HashMap<i32, i64>>(&mut con).await {
                 let now = Instant::now();
-                let mut p = pending.lock().unwrap();
-                for ((id, acked), seen) in batch.iter().zip(found) {
-                    if seen {
+                pending.lock().unwrap().retain(|(p, o, acked)| {
+                    let counted = applied.get(p).is_some_and(|a| a >= o);
+                    if counted {
                         let _ = hist.lock().unwrap().record(now.duration_since(*acked).as_micros().max(1) as u64);
-                        p.retain(|(pid, _)| pid != id);
                     }
-                }
+                    !counted
+                });
             }
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -148,6 +154,19 @@ fn vote_json(seq: u64, prefix: &str, invalid: bool) -> serde_json::Value {
     }
 }
 
+fn vote_raw(seq: u64, prefix: &str) -> bandvote_vote::Vote {
+    let (band, album, year) = BANDS[(seq as usize * 7 + seq as usize / 3) % BANDS.len()];
+    bandvote_vote::RawVote {
+        band: Some(band.into()),
+        album: Some(album.into()),
+        year: Some(year.into()),
+        rank: Some(format!("{}", seq % 10 + 1)),
+        vote_id: Some(format!("{prefix}-{seq}")),
+    }
+    .validate(bandvote_vote::Source::Http, 0, None)
+    .expect("bench votes are valid")
+}
+
 fn vote_pb(seq: u64, prefix: &str, invalid: bool) -> pb::Vote {
     let (band, album, year) = BANDS[(seq as usize * 7 + seq as usize / 3) % BANDS.len()];
     pb::Vote {
@@ -162,6 +181,12 @@ fn vote_pb(seq: u64, prefix: &str, invalid: bool) -> pb::Vote {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.mode == "count" {
+        // Not load: print how many records --topic holds (the bench checks acked votes survived).
+        let n = bandvote_kafka::topic_record_count(&args.target, &args.topic, Duration::from_secs(10))?;
+        println!("{}", serde_json::json!({ "topic": args.topic, "records": n }));
+        return Ok(());
+    }
     let counters = Arc::new(Counters::default());
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
     let seq = Arc::new(AtomicU64::new(0));
@@ -174,12 +199,24 @@ async fn main() -> anyhow::Result<()> {
     let e2e_hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?));
     let e2e_done = Arc::new(AtomicU64::new(0));
     let poller = args.e2e_redis.clone().map(|url| {
-        tokio::spawn(e2e_poller(url, args.e2e_prefix.clone(), pending.clone(), e2e_hist.clone(), e2e_done.clone()))
+        let key = format!("{}offsets:{}", args.e2e_prefix, args.e2e_topic);
+        tokio::spawn(e2e_poller(url, key, pending.clone(), e2e_hist.clone(), e2e_done.clone()))
     });
 
+    let kafka = (args.mode == "kafka")
+        .then(|| {
+            bandvote_kafka::VotePublisher::new(bandvote_kafka::PublisherConfig {
+                brokers: args.target.clone(),
+                topic: args.topic.clone(),
+                max_in_flight: args.concurrency.max(1) * 2,
+                ..Default::default()
+            })
+        })
+        .transpose()?;
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
         let (args, counters, hist, seq, pending) = (args.clone(), counters.clone(), hist.clone(), seq.clone(), pending.clone());
+        let kafka = kafka.clone();
         workers.push(tokio::spawn(async move {
             let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
             let mut grpc = match args.mode.as_str() {
@@ -200,15 +237,33 @@ async fn main() -> anyhow::Result<()> {
                 let invalid = args.invalid_every > 0 && first % args.invalid_every == args.invalid_every - 1;
                 counters.sent.fetch_add(n, Ordering::Relaxed);
                 let t = Instant::now();
+                let sample = args.e2e_redis.is_some() && first % args.e2e_every == 0;
+                let mut located: Option<(i32, i64)> = None;
                 let outcome: (u64, u64, u64, u64) = match args.mode.as_str() {
                     "http" => match http.post(&args.target).json(&vote_json(first, &args.id_prefix, invalid)).send().await {
-                        Ok(r) if r.status().is_success() => (1, 0, 0, 0),
+                        Ok(r) if r.status().is_success() => {
+                            if sample {
+                                if let Ok(v) = r.json::<serde_json::Value>().await {
+                                    located = v["partition"].as_i64().zip(v["offset"].as_i64()).map(|(p, o)| (p as i32, o));
+                                }
+                            }
+                            (1, 0, 0, 0)
+                        }
                         Ok(r) if r.status().as_u16() == 503 => (0, 0, 1, 0),
                         Ok(r) if r.status().is_client_error() => (0, 1, 0, 0),
                         _ => (0, 0, 0, 1),
                     },
-                    "grpc" => match grpc.as_mut().unwrap().cast(vote_pb(first, &args.id_prefix, invalid)).await {
+                    "kafka" => match kafka.as_ref().unwrap().publish(&vote_raw(first, &args.id_prefix)).await {
                         Ok(_) => (1, 0, 0, 0),
+                        Err(bandvote_kafka::PublishError::Overloaded { .. }) => (0, 0, 1, 0),
+                        Err(_) => (0, 0, 0, 1),
+                    },
+                    "grpc" => match grpc.as_mut().unwrap().cast(vote_pb(first, &args.id_prefix, invalid)).await {
+                        Ok(r) => {
+                            let r = r.into_inner();
+                            located = Some((r.partition, r.offset));
+                            (1, 0, 0, 0)
+                        }
                         Err(s) if s.code() == tonic::Code::InvalidArgument => (0, 1, 0, 0),
                         Err(s) if s.code() == tonic::Code::ResourceExhausted => (0, 0, 1, 0),
                         Err(_) => (0, 0, 0, 1),
@@ -222,8 +277,8 @@ async fn main() -> anyhow::Result<()> {
                         }
                     }
                 };
-                if args.e2e_redis.is_some() && outcome.0 == 1 && args.mode != "grpc-stream" && first % args.e2e_every == 0 {
-                    pending.lock().unwrap().push((format!("{}-{first}", args.id_prefix), Instant::now()));
+                if let (true, Some((p, o))) = (sample, located) {
+                    pending.lock().unwrap().push((p, o, Instant::now()));
                 }
                 let micros = t.elapsed().as_micros().max(1) as u64;
                 let _ = hist.lock().unwrap().record(micros);
