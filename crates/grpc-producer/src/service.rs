@@ -84,7 +84,11 @@ impl GrpcIntake {
     }
 
     async fn cast_one(&self, raw: RawVote, key: Option<String>) -> Result<pb::Receipt, Status> {
-        let vote = self.validate(raw, key)?;
+        let id = bandvote_vote::resolve_single_id(&raw, key.as_deref()).map_err(|e| {
+            self.metrics.votes.with_label_values(&["invalid"]).inc();
+            invalid(&e)
+        })?;
+        let vote = self.validate(raw, id)?;
         let ack = self.publish(&vote).await?;
         Ok(pb::Receipt { vote_id: vote.vote_id, partition: ack.partition, offset: ack.offset })
     }
@@ -103,19 +107,20 @@ impl VoteService for GrpcIntake {
         let key = idempotency_key(&request);
         let r = async {
             let mut stream = request.into_inner();
-            let mut votes = Vec::new();
+            let mut raws: Vec<RawVote> = Vec::new();
             while let Some(item) = stream.next().await {
-                let i = votes.len();
-                if i >= limits::MAX_BATCH {
+                if raws.len() >= limits::MAX_BATCH {
                     return Err(Status::invalid_argument(format!("batch has more than {} votes", limits::MAX_BATCH)));
                 }
-                let fallback = key.as_ref().map(|k| format!("{k}:{i}"));
-                let vote = self.validate(item?.into(), fallback).map_err(|s| Status::invalid_argument(format!("[{i}].{}", s.message())))?;
-                votes.push(vote);
+                raws.push(item?.into());
             }
-            if votes.is_empty() {
+            if raws.is_empty() {
                 return Err(Status::invalid_argument("batch is empty"));
             }
+            let votes = bandvote_vote::assemble_batch(raws, key.as_deref(), Source::Grpc, now_ms()).map_err(|e| {
+                self.metrics.votes.with_label_values(&["invalid"]).inc();
+                invalid(&e)
+            })?;
             let started = Instant::now();
             let results = self.publisher.publish_batch(&votes).await.map_err(|e| unavailable(&e))?;
             self.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());

@@ -79,7 +79,7 @@ async fn invalid_votes_are_invalid_argument_and_never_reach_kafka() {
     assert_eq!(s.code(), tonic::Code::InvalidArgument);
     let s = client.cast_batch(futures::stream::iter(vec![vote("A", "ok-1"), bad])).await.unwrap_err();
     assert_eq!(s.code(), tonic::Code::InvalidArgument);
-    assert!(s.message().starts_with("[1]."), "{}", s.message());
+    assert!(s.message().contains("[1].year"), "{}", s.message());
     assert!(kit::read_topic(&topic, 1, Duration::from_secs(3)).await.is_empty());
 }
 

@@ -25,6 +25,8 @@ pub enum FieldProblem {
     Conflict { with: &'static str },
     /// A client vote id / idempotency key with bad characters or length.
     BadVoteId,
+    /// The same vote id twice in one batch.
+    DuplicateInBatch,
 }
 
 impl FieldProblem {
@@ -42,6 +44,7 @@ impl FieldProblem {
             Self::WrongType { .. } => "wrong_type",
             Self::Conflict { .. } => "conflict",
             Self::BadVoteId => "bad_vote_id",
+            Self::DuplicateInBatch => "duplicate_in_batch",
         }
     }
 }
@@ -62,6 +65,7 @@ impl fmt::Display for FieldProblem {
             Self::Unknown => f.write_str("is not a known field (expected name|artist, album, year, rank|ranked, vote_id)"),
             Self::WrongType { expected } => write!(f, "has the wrong type (expected {expected})"),
             Self::Conflict { with } => write!(f, "disagrees with `{with}`"),
+            Self::DuplicateInBatch => write!(f, "appears twice in the batch (give each vote its own vote_id)"),
             Self::BadVoteId => write!(
                 f,
                 "must be 1..={} characters of A-Z a-z 0-9 . _ : -",

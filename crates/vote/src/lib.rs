@@ -21,7 +21,7 @@ mod vote;
 
 pub use error::{FieldProblem, VoteError};
 pub use parse::{check_content_type, parse_body, Submission};
-pub use vote::{Received, RawVote, Source, Vote};
+pub use vote::{assemble_batch, resolve_single_id, Received, RawVote, Source, Vote};
 
 /// Size and count limits every intake enforces.
 pub mod limits {
@@ -33,6 +33,8 @@ pub mod limits {
     pub const MAX_TEXT_CHARS: usize = 200;
     /// Longest client-supplied vote id / idempotency key.
     pub const MAX_VOTE_ID_LEN: usize = 128;
+    /// Longest stored vote id: a key, `#` and a 32-hex-digit fingerprint (batch items).
+    pub const MAX_STORED_ID_LEN: usize = MAX_VOTE_ID_LEN + 1 + 32;
     /// Earliest and latest accepted album year.
     pub const YEAR_RANGE: std::ops::RangeInclusive<u16> = 1000..=2100;
     /// Largest accepted rank.

@@ -2,7 +2,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{FieldProblem, VoteError};
 use crate::limits;
-use crate::vote::{check_vote_id, RawVote, Received, Vote};
+use crate::vote::{assemble_batch, resolve_single_id, check_vote_id, RawVote, Received, Vote};
 
 /// A parsed HTTP submission: one vote, or a batch (a JSON array).
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +48,9 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8], received: &Received) 
     let value: Value = serde_json::from_slice(body).map_err(|e| VoteError::MalformedJson(e.to_string()))?;
     match value {
         Value::Object(map) => {
-            let vote = raw_from_json(map)?.validate(received.source, received.received_at_ms, key)?;
+            let raw = raw_from_json(map)?;
+            let id = resolve_single_id(&raw, key.as_deref())?;
+            let vote = raw.validate(received.source, received.received_at_ms, id)?;
             Ok(Submission { votes: vec![vote], batch: false })
         }
         Value::Array(items) => {
@@ -58,17 +60,15 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8], received: &Received) 
             if items.len() > limits::MAX_BATCH {
                 return Err(VoteError::BatchTooLarge { len: items.len(), limit: limits::MAX_BATCH });
             }
-            let votes = items
+            let raws = items
                 .into_iter()
                 .enumerate()
                 .map(|(i, item)| {
                     let Value::Object(map) = item else { return Err(VoteError::NotAnObject) };
-                    let fallback = key.as_ref().map(|k| format!("{k}:{i}"));
-                    raw_from_json(map)
-                        .and_then(|raw| raw.validate(received.source, received.received_at_ms, fallback))
-                        .map_err(|e| e.at_index(i))
+                    raw_from_json(map).map_err(|e| e.at_index(i))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let votes = assemble_batch(raws, key.as_deref(), received.source, received.received_at_ms)?;
             Ok(Submission { votes, batch: true })
         }
         _ => Err(VoteError::NotAnObject),
@@ -171,10 +171,37 @@ mod tests {
         let body = br#"[{"name":"A","album":"x","year":"2001","rank":"1"},{"artist":"B","album":"y","year":"2002","ranked":"2"}]"#;
         let s = parse_body(None, body, &rx().with_idempotency_key(Some("req-9".into()))).unwrap();
         assert!(s.batch);
-        assert_eq!(s.votes.iter().map(|v| v.vote_id.as_str()).collect::<Vec<_>>(), ["req-9:0", "req-9:1"]);
+        let ids: Vec<&str> = s.votes.iter().map(|v| v.vote_id.as_str()).collect();
+        assert!(ids.iter().all(|id| id.starts_with("req-9#") && id.len() == "req-9#".len() + 32), "{ids:?}");
+        assert_ne!(ids[0], ids[1]);
+        for v in &s.votes {
+            v.check().unwrap();
+        }
         let one = br#"{"name":"A","album":"x","year":"2001","rank":"1"}"#;
         let single = parse_body(None, one, &rx().with_idempotency_key(Some("req-9".into()))).unwrap();
         assert_eq!(single.votes[0].vote_id, "req-9");
+        // Retrying only the second item keeps its id (ids do not depend on the position).
+        let second = br#"[{"artist":"B","album":"y","year":"2002","ranked":"2"}]"#;
+        let retry = parse_body(None, second, &rx().with_idempotency_key(Some("req-9".into()))).unwrap();
+        assert_eq!(retry.votes[0].vote_id, ids[1]);
+        // Another key never yields the same ids, and no client key can equal a derived id.
+        let other = parse_body(None, body, &rx().with_idempotency_key(Some("req-10".into()))).unwrap();
+        assert!(other.votes.iter().all(|v| !ids.contains(&v.vote_id.as_str())));
+        assert!(parse_body(None, one, &rx().with_idempotency_key(Some(ids[0].to_owned()))).is_err());
+    }
+
+    #[test]
+    fn key_and_vote_id_that_disagree_or_repeat_are_refused() {
+        let own = br#"{"name":"A","album":"x","year":"2001","rank":"1","vote_id":"mine"}"#;
+        let e = parse_body(None, own, &rx().with_idempotency_key(Some("other".into()))).unwrap_err();
+        assert_eq!((e.http_status(), e.to_json()["error"]["field"].as_str(), e.to_json()["error"]["problem"].as_str()), (422, Some("vote_id"), Some("conflict")));
+        assert_eq!(parse_body(None, own, &rx().with_idempotency_key(Some("mine".into()))).unwrap().votes[0].vote_id, "mine");
+        let twice = br#"[{"name":"A","album":"x","year":"2001","rank":"1","vote_id":"d"},{"name":"B","album":"x","year":"2001","rank":"1","vote_id":"d"}]"#;
+        let e = parse_body(None, twice, &rx()).unwrap_err();
+        assert_eq!((e.to_json()["error"]["field"].as_str(), e.to_json()["error"]["problem"].as_str()), (Some("[1].vote_id"), Some("duplicate_in_batch")));
+        let same = br#"[{"name":"A","album":"x","year":"2001","rank":"1"},{"name":"A","album":"x","year":"2001","rank":"1"}]"#;
+        assert!(parse_body(None, same, &rx().with_idempotency_key(Some("k".into()))).is_err(), "identical items under one key");
+        assert_eq!(parse_body(None, same, &rx()).unwrap().votes.len(), 2, "without a key each gets a fresh id");
     }
 
     #[test]

@@ -49,7 +49,9 @@ pub struct Vote {
 pub struct Received {
     pub source: Source,
     pub received_at_ms: i64,
-    /// The request's `Idempotency-Key`, if any. For a batch, item `i` gets `KEY:i`.
+    /// The request's `Idempotency-Key`, if any. A single vote's id is the key;
+    /// a batch item without an id of its own gets `KEY#<fingerprint of the vote>`
+    /// (see [`assemble_batch`]).
     pub idempotency_key: Option<String>,
 }
 
@@ -90,12 +92,61 @@ impl RawVote {
     }
 }
 
+/// A single vote's id: its own `vote_id`, else the request's idempotency key.
+/// Both given and different is a conflict (422), never a silent override.
+pub fn resolve_single_id(raw: &RawVote, key: Option<&str>) -> Result<Option<String>, VoteError> {
+    match (raw.vote_id.as_deref(), key) {
+        (Some(own), Some(k)) if own != k => Err(VoteError::field("vote_id", FieldProblem::Conflict { with: "Idempotency-Key" })),
+        (_, k) => Ok(k.map(str::to_owned)),
+    }
+}
+
+/// Validate a batch sent under an optional idempotency `key`. An item with a
+/// `vote_id` keeps it; one without gets `KEY#<fingerprint>`, where the
+/// fingerprint is a UUIDv5 of the normalised vote, so:
+/// * ids of different keys never collide, and never equal a client key (`#`
+///   is not allowed in those);
+/// * retrying only the failed items of a batch gives them the ids they had;
+/// * two items with one id (explicit, or identical votes under one key) are
+///   refused (422 `duplicate_in_batch`) instead of both being "accepted".
+pub fn assemble_batch(
+    items: impl IntoIterator<Item = RawVote>,
+    key: Option<&str>,
+    source: Source,
+    received_at_ms: i64,
+) -> Result<Vec<Vote>, VoteError> {
+    if let Some(k) = key {
+        check_vote_id("Idempotency-Key", k.to_owned())?;
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut votes = Vec::new();
+    for (i, raw) in items.into_iter().enumerate() {
+        let own_id = raw.vote_id.is_some();
+        let mut vote = raw.validate(source, received_at_ms, None).map_err(|e| e.at_index(i))?;
+        if let (false, Some(k)) = (own_id, key) {
+            vote.vote_id = format!("{k}#{}", fingerprint(&vote).simple());
+        }
+        if !seen.insert(vote.vote_id.clone()) {
+            return Err(VoteError::field("vote_id", FieldProblem::DuplicateInBatch).at_index(i));
+        }
+        votes.push(vote);
+    }
+    Ok(votes)
+}
+
+/// A stable fingerprint of what a vote says (not where or when it came from).
+fn fingerprint(v: &Vote) -> uuid::Uuid {
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6261_6e64_766f_7465_2d62_6174_6368_0001);
+    let canonical = format!("{}\u{0}{}\u{0}{}\u{0}{}", v.band, v.album, v.year, v.rank);
+    uuid::Uuid::new_v5(&NAMESPACE, canonical.as_bytes())
+}
+
 impl Vote {
     /// Check a vote that arrived already structured (over the component's WIT
     /// interface, from the REST bridge or from Kafka): it must be exactly what
     /// [`RawVote::validate`] would have produced.
     pub fn check(&self) -> Result<(), VoteError> {
-        check_vote_id("vote_id", self.vote_id.clone())?;
+        check_stored_id(&self.vote_id)?;
         for (field, text) in [("band", &self.band), ("album", &self.album)] {
             if normalise_text(field, Some(text.clone()))? != *text {
                 return Err(VoteError::field(field, FieldProblem::WrongType { expected: "normalised text" }));
@@ -160,6 +211,16 @@ fn parse_rank(value: Option<String>) -> Result<f64, VoteError> {
         return Err(VoteError::field("rank", FieldProblem::OutOfRange));
     }
     Ok(rank)
+}
+
+/// A stored id: a client id, or a key + `#` + fingerprint ([`assemble_batch`]).
+fn check_stored_id(id: &str) -> Result<(), VoteError> {
+    let (client, derived) = match id.split_once('#') {
+        Some((k, fp)) => (k, Some(fp)),
+        None => (id, None),
+    };
+    let derived_ok = derived.is_none_or(|fp| fp.len() == 32 && fp.bytes().all(|b| b.is_ascii_hexdigit()));
+    check_vote_id("vote_id", client.to_owned()).and_then(|_| if derived_ok { Ok(()) } else { Err(VoteError::field("vote_id", FieldProblem::BadVoteId)) })
 }
 
 pub(crate) fn check_vote_id(field: &'static str, id: String) -> Result<String, VoteError> {

@@ -165,8 +165,8 @@ async fn log_page(State(s): State<Arc<AppState>>, Query(q): Query<LogQuery>) -> 
                 .into_iter()
                 .map(|d| {
                     let kafka = d.get_document("kafka").ok();
+                    // Vote ids are the clients' idempotency keys: never on a public page.
                     json!({
-                        "vote_id": d.get_str("_id").unwrap_or_default(),
                         "band": d.get_str("band").unwrap_or_default(),
                         "album": d.get_str("album").unwrap_or_default(),
                         "year": d.get_i32("year").unwrap_or_default(),

@@ -49,6 +49,8 @@ async fn results_and_log_pages() {
 
     let p1: Value = http.get(format!("{base}/api/log?page=1&size=10")).send().await.unwrap().json().await.unwrap();
     assert_eq!((p1["total"].as_u64(), p1["votes"].as_array().unwrap().len()), (Some(25), 10));
+    assert!(p1["votes"][0].get("vote_id").is_none(), "vote ids (idempotency keys) stay off public pages");
+    assert!(p1["votes"][0]["offset"].is_i64());
     let p3: Value = http.get(format!("{base}/api/log?page=3&size=10")).send().await.unwrap().json().await.unwrap();
     assert_eq!(p3["votes"].as_array().unwrap().len(), 5);
     let f: Value = http.get(format!("{base}/api/log?band=Caifanes")).send().await.unwrap().json().await.unwrap();
