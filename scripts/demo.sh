@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: start the services and the whole pipeline on loopback, send
-# votes through both intakes (HTTP via the wasm host, gRPC) for a bounded time
-# with progress lines, wait for the consumer to catch up, and print a summary.
+# votes through every entry (HTTP via the wasm host, JSON over the gRPC client
+# hop, native gRPC) for a bounded time with progress lines, wait for the
+# consumer to catch up, and print a summary.
 #
 #   scripts/demo.sh                 # 20 s of traffic
 #   BANDVOTE_DEMO_SECONDS=60 scripts/demo.sh
@@ -14,6 +15,7 @@ SECONDS_OF_TRAFFIC="${BANDVOTE_DEMO_SECONDS:-20}"
 HTTP_PORT="${BANDVOTE_DEMO_HTTP_PORT:-8080}"
 GRPC_PORT="${BANDVOTE_DEMO_GRPC_PORT:-50051}"
 WEB_PORT="${BANDVOTE_DEMO_WEB_PORT:-8090}"
+HOP_PORT="${BANDVOTE_DEMO_HOP_PORT:-8083}"
 
 bash scripts/setup.sh
 WASM=$(bash scripts/build-wasm.sh)
@@ -21,6 +23,7 @@ bash scripts/services.sh start
 
 log "building the pipeline (release)"
 cargo build --release --quiet -p bandvote-host -p bandvote-grpc -p bandvote-consumer -p bandvote-load -p bandvote-web
+[ -x "$CARGO_TARGET_DIR/release/bandvote-grpc-client" ] || die "bandvote-grpc-client was not built"
 BIN="$CARGO_TARGET_DIR/release"
 RUN="$STATE/demo"
 mkdir -p "$RUN"
@@ -46,6 +49,7 @@ trap stop_all EXIT
 BANDVOTE_CONSUMER_INSTANCE_ID=${BANDVOTE_CONSUMER_INSTANCE_ID:-demo-consumer-0} start consumer "$BIN/bandvote-consumer"
 start host "$BIN/bandvote-host" --component "$WASM" --listen "127.0.0.1:$HTTP_PORT"
 start grpc "$BIN/bandvote-grpc" --listen "127.0.0.1:$GRPC_PORT"
+start grpc-client "$BIN/bandvote-grpc-client" --listen "127.0.0.1:$HOP_PORT" --target "http://127.0.0.1:$GRPC_PORT"
 start web "$BIN/bandvote-web" --listen "127.0.0.1:$WEB_PORT"
 
 wait_ready() { # name url
@@ -59,6 +63,7 @@ wait_ready() { # name url
 wait_ready host "http://127.0.0.1:9180/readyz"
 wait_ready grpc "http://127.0.0.1:9182/readyz"
 wait_ready consumer "http://127.0.0.1:9181/readyz"
+wait_ready grpc-client "http://127.0.0.1:9183/readyz"
 wait_ready web "http://127.0.0.1:$WEB_PORT/readyz"
 log "live results: http://127.0.0.1:$WEB_PORT/  (open it now to watch the votes arrive)"
 
@@ -66,22 +71,26 @@ log "live results: http://127.0.0.1:$WEB_PORT/  (open it now to watch the votes 
 total() { local t; t=$(redis-cli -p "$REDIS_PORT" GET votes:total 2>/dev/null | tr -dc 0-9); echo "${t:-0}"; }
 base=$(total)
 run_id="demo-$(date +%s)"
-log "sending votes for ${SECONDS_OF_TRAFFIC}s through HTTP (wasm host) and gRPC; every 50th HTTP vote is invalid on purpose"
+log "sending votes for ${SECONDS_OF_TRAFFIC}s through HTTP (wasm host), JSON on /grpc (gRPC client hop) and gRPC; every 50th HTTP vote is invalid on purpose"
 "$BIN/bandvote-load" --mode http --target "http://127.0.0.1:$HTTP_PORT/" --concurrency 16 \
   --duration "$SECONDS_OF_TRAFFIC" --invalid-every 50 --id-prefix "$run_id-http" --label http --out "$RUN/http.json" >/dev/null &
 http_load=$!
 "$BIN/bandvote-load" --mode grpc --target "http://127.0.0.1:$GRPC_PORT" --concurrency 8 \
   --duration "$SECONDS_OF_TRAFFIC" --id-prefix "$run_id-grpc" --label grpc --quiet --out "$RUN/grpc.json" >/dev/null &
 grpc_load=$!
+"$BIN/bandvote-load" --mode http --target "http://127.0.0.1:$HOP_PORT/grpc" --concurrency 4 \
+  --duration "$SECONDS_OF_TRAFFIC" --id-prefix "$run_id-hop" --label hop --quiet --out "$RUN/hop.json" >/dev/null &
+hop_load=$!
 load_rc=0
 wait "$http_load" || load_rc=$?
 wait "$grpc_load" || load_rc=$?
+wait "$hop_load" || load_rc=$?
 [ "$load_rc" = 0 ] || log "a load generator exited with status $load_rc (see above)"
 
 acked=$(python3 -c "
 import json, sys
 n = 0
-for f in ['$RUN/http.json', '$RUN/grpc.json']:
+for f in ['$RUN/http.json', '$RUN/grpc.json', '$RUN/hop.json']:
     try: n += json.load(open(f))['acked']
     except Exception as e: print(f'{f}: {e}', file=sys.stderr)
 print(n)")
@@ -98,7 +107,7 @@ recount=$("$BIN/bandvote-consumer" recount 2>&1) && recount_ok=yes || recount_ok
 lag=$(curl -fsS --max-time 3 http://127.0.0.1:9181/metrics 2>/dev/null | grep '^bandvote_consumer_lag{' || true)
 
 summary_rc=0
-python3 - "$RUN/http.json" "$RUN/grpc.json" "$base" "$(total)" "$recount_ok" "$recount" "$lag" "$LOGS" "$REDIS_PORT" <<'PY' || summary_rc=$?
+python3 - "$RUN/http.json" "$RUN/grpc.json" "$RUN/hop.json" "$base" "$(total)" "$recount_ok" "$recount" "$lag" "$LOGS" "$REDIS_PORT" <<'PY' || summary_rc=$?
 import json, re, subprocess, sys
 
 def load(path):
@@ -108,16 +117,16 @@ def load(path):
         print(f"(no load report {path}: {e})")
         return {"sent": 0, "acked": 0, "rejected": 0, "overloaded": 0, "errors": 0, "acked_per_sec": 0.0, "latency_ms_p99": 0.0}
 
-http, grpc = load(sys.argv[1]), load(sys.argv[2])
-base, counted, recount_ok, recount, lag, logs, redis_port = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7], sys.argv[8], sys.argv[9]
+http, grpc, hop = load(sys.argv[1]), load(sys.argv[2]), load(sys.argv[3])
+base, counted, recount_ok, recount, lag, logs, redis_port = int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7], sys.argv[8], sys.argv[9], sys.argv[10]
 print()
 print("=" * 64)
 print("bandvote demo summary")
 print("=" * 64)
-print(f"{'path':<8}{'sent':>9}{'acked':>9}{'rejected':>10}{'503':>7}{'errors':>8}{'acked/s':>10}{'p99 ms':>9}")
-for name, r in (("http", http), ("grpc", grpc)):
-    print(f"{name:<8}{r['sent']:>9}{r['acked']:>9}{r['rejected']:>10}{r['overloaded']:>7}{r['errors']:>8}{r['acked_per_sec']:>10.0f}{r['latency_ms_p99']:>9.1f}")
-acked = http["acked"] + grpc["acked"]
+print(f"{'path':<10}{'sent':>9}{'acked':>9}{'rejected':>10}{'503':>7}{'errors':>8}{'acked/s':>10}{'p99 ms':>9}")
+for name, r in (("http", http), ("grpc", grpc), ("/grpc hop", hop)):
+    print(f"{name:<10}{r['sent']:>9}{r['acked']:>9}{r['rejected']:>10}{r['overloaded']:>7}{r['errors']:>8}{r['acked_per_sec']:>10.0f}{r['latency_ms_p99']:>9.1f}")
+acked = http["acked"] + grpc["acked"] + hop["acked"]
 m = re.search(r"vote log: (\d+) votes", recount)
 stored = int(m.group(1)) if m else None
 print(f"acknowledged this run : {acked}")
@@ -147,10 +156,10 @@ else:
     print("consumer lag per partition:")
     for line in lag.splitlines() or ["   (consumer metrics not reachable on :9181)"]:
         print(f"   {line}")
-    print(f"logs: {logs}/ (consumer.log host.log grpc.log kafka.log redis.log mongo.log)")
+    print(f"logs: {logs}/ (consumer.log host.log grpc.log grpc-client.log kafka.log redis.log mongo.log)")
 sys.exit(0 if ok else 1)
 PY
 echo "$recount" | sed 's/^/[recount] /'
-echo "web page: http://127.0.0.1:$WEB_PORT/   (Grafana provisioning: k8s/base/grafana; metrics: :9180 :9181 :9182 /metrics)"
+echo "web page: http://127.0.0.1:$WEB_PORT/   (Grafana provisioning: k8s/base/grafana; metrics: :9180 :9181 :9182 :9183 /metrics)"
 if [ "${BANDVOTE_DEMO_KEEP:-0}" = 1 ]; then log "Ctrl-C to stop the pipeline"; wait; fi
 exit "$summary_rc"

@@ -30,6 +30,7 @@ K8S_VERSION = "1.31.0"
 IMAGE_SOURCES = {
     "bandvote/host": ["host/src/config.rs", "crates/kafka/src/args.rs"],
     "bandvote/grpc": ["crates/grpc-producer/src/config.rs", "crates/kafka/src/args.rs"],
+    "bandvote/grpc-client": ["crates/grpc-producer/src/bin/grpc_client.rs"],
     "bandvote/consumer": ["crates/consumer/src/config.rs"],
     "bandvote/web": ["crates/web/src/main.rs"],
 }
@@ -190,8 +191,11 @@ def test_overlay_is_valid(overlay):
 def test_ingress_has_the_paths_clients_use():
     objs = render("local")
     paths = {p["path"] for o in objs if o["kind"] == "Ingress" for r in o["spec"]["rules"] for p in r["http"]["paths"]}
-    assert {"/", "/wasm", "/rust"} <= paths
-    assert any(p.startswith("/grpc") for p in paths)
+    assert {"/", "/wasm", "/rust", "/grpc"} <= paths
+    hop = next(p for o in objs if o["kind"] == "Ingress" for r in o["spec"]["rules"] for p in r["http"]["paths"] if p["path"] == "/grpc")
+    assert hop["backend"]["service"]["name"] == "bandvote-grpc-client", "JSON on /grpc goes to the gRPC client hop"
+    grpc = next(o for o in objs if o["kind"] == "Ingress" and o["metadata"]["name"] == "bandvote-grpc")
+    assert grpc["spec"]["tls"] and all(r.get("host") for r in grpc["spec"]["rules"]), "native gRPC on its own TLS host (HTTP/2)"
 
 
 def test_votes_topic_partitions_and_min_isr():

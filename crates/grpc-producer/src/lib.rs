@@ -6,8 +6,12 @@
 //!   `bandvote-kafka`, OK only after Kafka's acks=all delivery report.
 //! * [`rest`] implements the subset of the Kafka REST Proxy v2 API that the
 //!   Spin adapter component speaks (`POST /topics/{topic}`).
+//! * [`hop`] is the gRPC *client* hop (`bandvote-grpc-client`): HTTP JSON
+//!   votes on `/grpc` turned into calls to this service, as the original
+//!   system's ingress did.
 
 pub mod config;
+pub mod hop;
 pub mod metrics;
 pub mod rest;
 pub mod service;

@@ -112,3 +112,51 @@ async fn rest_bridge_produces_the_same_record() {
         .unwrap();
     assert_eq!(invalid.status().as_u16(), 422);
 }
+
+/// The gRPC client hop serving on an ephemeral port, calling `target`.
+async fn start_hop(target: &str, deadline: Duration) -> String {
+    use bandvote_grpc::hop::{self, GrpcHop, HopConfig};
+    let hop = GrpcHop::new(HopConfig { target: target.into(), deadline, backoff: Duration::from_millis(50) }).unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, hop::router(hop)).await });
+    format!("http://{addr}")
+}
+
+/// Locust's JSON on `/grpc` travels HTTP → hop → gRPC → Kafka, and answers like the wasm intake.
+#[tokio::test]
+async fn grpc_client_hop_carries_locust_json_to_kafka() {
+    let topic = kit::fresh_topic("hop", 1).await;
+    let (url, _) = start(&topic).await;
+    let base = start_hop(&url, Duration::from_secs(5)).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/grpc"))
+        .header("idempotency-key", "hop-1")
+        .body(r#"{"name":"Caifanes","album":"El Silencio","year":"1992","rank":"1"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let receipt: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(receipt["vote_id"], "hop-1");
+    let r = http.post(format!("{base}/grpc/insert")).body(r#"{"album":"Fiebre","year":"1999","artist":"Bohemia Suburbana","ranked":"09"}"#).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let bad = http.post(format!("{base}/grpc")).body(r#"{"name":"x","album":"y","year":"83","rank":"1"}"#).send().await.unwrap();
+    assert_eq!(bad.status().as_u16(), 422);
+    assert_eq!(bad.json::<serde_json::Value>().await.unwrap()["error"]["field"], "year");
+    assert_eq!(http.get(format!("{base}/grpc")).send().await.unwrap().status().as_u16(), 200);
+    let recs = kit::read_topic(&topic, 2, Duration::from_secs(30)).await;
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0].key, b"hop-1");
+    let v = record::decode(&recs[0].value).unwrap();
+    assert_eq!((v.band.as_str(), v.source), ("Caifanes", bandvote_vote::Source::Grpc));
+
+    // No producer behind the hop: 503 + Retry-After within the deadline, never a hang.
+    let dead = start_hop("http://127.0.0.1:1", Duration::from_millis(800)).await;
+    let started = std::time::Instant::now();
+    let r = http.post(format!("{dead}/grpc")).body(r#"{"name":"A","album":"B","year":"2000","rank":"1"}"#).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 /// Paths that accept votes: what real clients and ingresses post to today,
 /// including the paths the clients of the system we replace used.
 pub const VOTE_PATHS: &[&str] =
-    &["/", "/votes", "/wasm", "/rust", "/insert", "/grpc/insert", "/rust/insert", "/wasm/insert", "/rust/send_data"];
+    &["/", "/votes", "/wasm", "/rust", "/grpc", "/insert", "/grpc/insert", "/rust/insert", "/wasm/insert", "/rust/send_data"];
 
 /// What a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
