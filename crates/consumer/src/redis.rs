@@ -101,6 +101,13 @@ impl Counters {
         redis::cmd("HGETALL").arg(self.offsets_key(topic)).query_async(&mut con).await
     }
 
+    /// The running total only (what the live page shows; no hash read).
+    pub async fn total(&self) -> Result<u64, redis::RedisError> {
+        let mut con = self.con.clone();
+        let total: Option<u64> = redis::cmd("GET").arg(self.key("votes:total")).query_async(&mut con).await?;
+        Ok(total.unwrap_or(0))
+    }
+
     pub async fn totals(&self) -> Result<Totals, redis::RedisError> {
         let mut con = self.con.clone();
         let (total, by_band, by_album): (Option<u64>, HashMap<String, u64>, HashMap<String, u64>) = redis::pipe()

@@ -2,6 +2,8 @@
 //!
 //! * `GET /api/results`: totals, leaderboards by band and album, votes per second (last 60 s).
 //! * `GET /api/stream`: the same as Server-Sent Events, every 500 ms (`results` or `error` events).
+//!   One poller per process reads Redis and fans the result out to every
+//!   open stream (`tokio::sync::watch`): Redis load does not grow with viewers.
 //! * `GET /api/log?page=1&size=20&band=…`: the vote log from MongoDB, newest first.
 //! * `GET /healthz`, `GET /readyz`.
 //!
@@ -23,7 +25,7 @@ use bandvote_consumer::redis::Counters;
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 
 static INDEX_HTML: &str = include_str!("../static/index.html");
 
@@ -37,16 +39,56 @@ pub struct Sources {
     pub mongo_collection: String,
 }
 
-/// Lazily connected readers.
+/// How often the poller reads Redis for the live stream.
+const STREAM_EVERY: Duration = Duration::from_millis(500);
+
+/// One SSE message: its event name (`results` or `error`) and JSON data.
+type Snapshot = Option<Arc<(&'static str, String)>>;
+
+/// Lazily connected readers, and the live snapshot every stream shares.
 pub struct AppState {
     sources: Sources,
     counters: Mutex<Option<Counters>>,
     log: Mutex<Option<VoteLog>>,
+    live: watch::Sender<Snapshot>,
+    poller: std::sync::Once,
 }
 
 impl AppState {
     pub fn new(sources: Sources) -> Arc<Self> {
-        Arc::new(Self { sources, counters: Mutex::new(None), log: Mutex::new(None) })
+        Arc::new(Self {
+            sources,
+            counters: Mutex::new(None),
+            log: Mutex::new(None),
+            live: watch::Sender::new(None),
+            poller: std::sync::Once::new(),
+        })
+    }
+
+    /// Subscribe to the live snapshot; the first subscriber starts the poller,
+    /// which reads Redis every [`STREAM_EVERY`] while anyone is subscribed.
+    fn subscribe(self: &Arc<Self>) -> watch::Receiver<Snapshot> {
+        let rx = self.live.subscribe();
+        self.poller.call_once(|| {
+            let state = Arc::downgrade(self);
+            tokio::spawn(async move {
+                while let Some(s) = state.upgrade() {
+                    if s.live.receiver_count() > 0 {
+                        let snapshot = match s.results().await {
+                            Ok(v) => ("results", v.to_string()),
+                            Err(e) => {
+                                s.counters.lock().await.take();
+                                ("error", json!({ "message": e }).to_string())
+                            }
+                        };
+                        s.live.send_replace(Some(Arc::new(snapshot)));
+                    }
+                    drop(s);
+                    tokio::time::sleep(STREAM_EVERY).await;
+                }
+            });
+        });
+        rx
     }
 
     async fn counters(&self) -> Result<Counters, String> {
@@ -80,19 +122,19 @@ impl AppState {
         let c = self.counters().await?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         let read = async {
-            let totals = c.totals().await?;
+            let total = c.total().await?;
             let bands = c.top("bands", 20).await?;
             let albums = c.top("albums", 20).await?;
             // The current second is still filling: show the 60 before it.
             let per_second = c.per_second(now - 1, 60).await?;
-            Ok::<_, redis::RedisError>((totals, bands, albums, per_second))
+            Ok::<_, redis::RedisError>((total, bands, albums, per_second))
         };
-        let (totals, bands, albums, per_second) =
+        let (total, bands, albums, per_second) =
             tokio::time::timeout(Duration::from_secs(2), read).await.map_err(|_| "redis: timed out".to_string())?.map_err(|e| format!("redis: {e}"))?;
         let rate = per_second.iter().rev().take(5).map(|(_, n)| *n).sum::<u64>() as f64 / 5.0;
         let entries = |v: Vec<(String, u64)>| v.into_iter().map(|(name, votes)| json!({ "name": name, "votes": votes })).collect::<Vec<_>>();
         Ok(json!({
-            "total": totals.total,
+            "total": total,
             "votes_per_second": rate,
             "bands": entries(bands),
             "albums": entries(albums),
@@ -130,16 +172,18 @@ async fn results(State(s): State<Arc<AppState>>) -> Response {
 }
 
 async fn stream(State(s): State<Arc<AppState>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let events = futures::stream::unfold(s, |s| async move {
-        let event = match s.results().await {
-            Ok(v) => Event::default().event("results").data(v.to_string()),
-            Err(e) => {
-                s.counters.lock().await.take();
-                Event::default().event("error").data(json!({ "message": e }).to_string())
+    let mut rx = s.subscribe();
+    // The current snapshot at once (if any), then every new one.
+    rx.mark_changed();
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            rx.changed().await.ok()?;
+            let snapshot = rx.borrow_and_update().clone();
+            if let Some(snap) = snapshot {
+                let (kind, data) = &*snap;
+                return Some((Ok(Event::default().event(*kind).data(data.as_str())), rx));
             }
-        };
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        Some((Ok(event), s))
+        }
     });
     Sse::new(events).keep_alive(KeepAlive::default())
 }
