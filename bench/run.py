@@ -254,7 +254,7 @@ def main():
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
     log("building release binaries")
     subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "bandvote-host", "-p", "bandvote-grpc",
-                    "-p", "bandvote-consumer", "-p", "bandvote-load"], check=True)
+                    "-p", "bandvote-consumer", "-p", "bandvote-load", "-p", "bandvote-web"], check=True)
     run(["nisshi", "topic", "create", TOPIC, "--partitions", "6", "--broker", f"tcp://{BROKERS}"])
     run(["nisshi", "topic", "create", f"{TOPIC}-dlq", "--partitions", "1", "--broker", f"tcp://{BROKERS}"])
     common = {"BANDVOTE_TOPIC": TOPIC}

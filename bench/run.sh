@@ -11,7 +11,8 @@ if [ "${1:-}" = --brokers-only ]; then shift; BROKERS_ONLY=1; fi
 bash scripts/setup.sh
 bash scripts/build-wasm.sh >/dev/null
 log "building release binaries and the soak test"
-cargo build --release --quiet -p bandvote-host -p bandvote-grpc -p bandvote-consumer -p bandvote-load
+# The demo's package set: one feature unification, so the two share their builds.
+cargo build --release --quiet -p bandvote-host -p bandvote-grpc -p bandvote-consumer -p bandvote-load -p bandvote-web
 BANDVOTE_INTAKE_WASM=$(bash scripts/build-wasm.sh); export BANDVOTE_INTAKE_WASM
 bash scripts/services.sh start redis mongo
 python3 bench/brokers.py

@@ -3,7 +3,8 @@
 #   nisshi (Kafka wire protocol; storage sqlite, or PostgreSQL with BANDVOTE_KAFKA_STORAGE=postgres),
 #   redis-server (AOF), secantusd-rs (MongoDB wire).
 # `status` checks that each service works (Kafka: a produce and a fetch), exit 1 if one does not.
-# Usage: scripts/services.sh start|stop|status|restart [kafka|redis|mongo]...
+# Usage: scripts/services.sh start|stop|status|restart [kafka|redis|mongo|postgres]...
+# (postgres: the broker's own PostgreSQL, started with kafka when BANDVOTE_KAFKA_STORAGE=postgres)
 # Idempotent: `start` leaves running services alone; `stop` ignores stopped ones.
 # Data and logs live under $BANDVOTE_STATE (default ~/.cache/bandvote/state).
 set -euo pipefail
@@ -149,15 +150,17 @@ status_one() { # name port
 
 cmd=${1:-status}; shift || true
 names=("$@"); [ "${#names[@]}" -gt 0 ] || names=(kafka redis mongo)
-port_for() { case $1 in kafka) echo "$KAFKA_PORT" ;; redis) echo "$REDIS_PORT" ;; mongo) echo "$MONGO_PORT" ;; *) die "unknown service $1" ;; esac; }
+port_for() { case $1 in kafka) echo "$KAFKA_PORT" ;; redis) echo "$REDIS_PORT" ;; mongo) echo "$MONGO_PORT" ;; postgres) echo "$PG_PORT" ;; *) die "unknown service $1" ;; esac; }
 status_rc=0
 for name in "${names[@]}"; do
   case $cmd in
     start) "start_$name" ;;
-    stop) stop_one "$name" "$(port_for "$name")"; [ "$name" = kafka ] && stop_postgres ;;
-    restart) stop_one "$name" "$(port_for "$name")"; "start_$name" ;;
+    stop)
+      if [ "$name" = postgres ]; then stop_postgres; else stop_one "$name" "$(port_for "$name")"; fi
+      [ "$name" = kafka ] && stop_postgres ;;
+    restart) if [ "$name" = postgres ]; then stop_postgres; else stop_one "$name" "$(port_for "$name")"; fi; "start_$name" ;;
     status) status_one "$name" "$(port_for "$name")" || status_rc=1 ;;
-    *) die "usage: $0 start|stop|status|restart [kafka|redis|mongo]..." ;;
+    *) die "usage: $0 start|stop|status|restart [kafka|redis|mongo|postgres]..." ;;
   esac
 done
 exit $status_rc

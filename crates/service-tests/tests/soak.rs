@@ -20,7 +20,7 @@ use bandvote_consumer::recount;
 use bandvote_consumer::redis::Counters;
 use bandvote_grpc::proto::bandvote::vote_service_client::VoteServiceClient;
 use bandvote_testkit as kit;
-use bandvote_testkit::process::{bin, free_addr, log_dir, wait_ready, Service};
+use bandvote_testkit::process::{bin, free_addr, http_status, log_dir, wait_ready, Service};
 use bandvote_vote::pb;
 
 const HTTP_CLIENTS: usize = 16;
@@ -203,13 +203,31 @@ async fn soak_with_kill_9_of_broker_host_consumer_and_grpc() {
     // The faults, spread over the soak.
     let at = |frac: f64| started + soak.mul_f64(frac);
     let progress = |what: &str| eprintln!("[soak {:>5.1}s] {what}; acknowledged so far {}", started.elapsed().as_secs_f64(), acked.load(Ordering::Relaxed));
-    tokio::time::sleep_until(at(0.2).into()).await;
+    tokio::time::sleep_until(at(0.15).into()).await;
     progress("kill -9 broker");
     kafka.kill_9();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A broker that stopped acknowledging is visible at once: every service's
+    // /readyz turns 503 while it is down (votes wait: stall, fetch errors).
+    let down = Instant::now();
+    let admins = [("host", host_admin), ("grpc", grpc_admin), ("consumer", consumer_admin)];
+    let mut not_ready = std::collections::BTreeMap::new();
+    while not_ready.len() < admins.len() && down.elapsed() < Duration::from_secs(15) {
+        for (name, addr) in admins {
+            if !not_ready.contains_key(name) && http_status(addr, "/readyz").await.is_some_and(|s| s == 503) {
+                not_ready.insert(name, down.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    progress(&format!("not ready while the broker is down: {not_ready:?}"));
+    assert_eq!(not_ready.len(), admins.len(), "every service reports the dead broker on /readyz: {not_ready:?}");
     kafka.start();
     wait_port(port).await;
     progress("broker restarted on the same data");
+    for (name, addr) in admins {
+        wait_ready(addr, Duration::from_secs(60)).await;
+        progress(&format!("{name} ready again"));
+    }
     tokio::time::sleep_until(at(0.45).into()).await;
     progress("kill -9 wasm host");
     host.kill_9();
