@@ -183,7 +183,8 @@ def scale_memory():
     run(["nisshi", "topic", "create", topic, "--partitions", "6", "--broker", f"tcp://{BROKERS}"])
     log(f"scale: producing {SCALE_VOTES} votes to {topic}")
     t = time.time()
-    load("kafka", BROKERS, ["--topic", topic, "--max-votes", str(SCALE_VOTES), "--duration", "3600"], concurrency=1024)
+    run([str(BIN / "bandvote-load"), "--mode", "kafka", "--target", BROKERS, "--topic", topic, "--concurrency", "1024",
+         "--duration", "3600", "--max-votes", str(SCALE_VOTES), "--quiet", "--id-prefix", topic])
     produced_s = time.time() - t
     before = redis_used_memory()
     p = start("consumer-scale", [str(BIN / "bandvote-consumer")], {
@@ -303,8 +304,17 @@ def main():
                        "stream_batches_of_50": load("grpc-stream", "http://127.0.0.1:25051", ["--batch", "50"], concurrency=8)}
 
     save(results)
-    records = int(run([str(BIN / "bandvote-consumer"), "recount"], env={**os.environ, "BANDVOTE_REDIS_PREFIX": PREFIX,
-                      "BANDVOTE_MONGO_COLLECTION": f"bench_{STAMP}"}).split("vote log: ")[1].split()[0])
+    # The live consumer may still be applying: wait until the log stops growing, then count it.
+    rc_env = {**os.environ, "BANDVOTE_REDIS_PREFIX": PREFIX, "BANDVOTE_MONGO_COLLECTION": f"bench_{STAMP}"}
+    records, previous = 0, -1
+    for _ in range(60):
+        out = subprocess.run([str(BIN / "bandvote-consumer"), "recount"], env=rc_env, capture_output=True, text=True).stdout
+        m = re.search(r"vote log: (\d+) votes", out)
+        records = int(m.group(1)) if m else 0
+        if records == previous:
+            break
+        previous = records
+        time.sleep(1)
     results["consumer"] = consumer_throughput(records)
     rc = subprocess.run([str(BIN / "bandvote-consumer"), "recount"], capture_output=True, text=True,
                         env={**os.environ, "BANDVOTE_REDIS_PREFIX": PREFIX, "BANDVOTE_MONGO_COLLECTION": f"bench_{STAMP}"})
