@@ -55,7 +55,7 @@ impl fmt::Display for FieldProblem {
             Self::Missing => f.write_str("is missing"),
             Self::Empty => f.write_str("is empty"),
             Self::TooLong { max } => write!(f, "is longer than {max} characters"),
-            Self::ControlCharacter => f.write_str("contains a control character"),
+            Self::ControlCharacter => f.write_str("contains a control or invisible format character (e.g. U+200B, U+202E)"),
             Self::NotAYear => {
                 let r = crate::limits::YEAR_RANGE;
                 write!(f, "is not a year (expected 4 digits, {}..={})", r.start(), r.end())

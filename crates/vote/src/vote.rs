@@ -162,13 +162,25 @@ impl Vote {
     }
 }
 
-/// Trim, collapse inner whitespace runs to one space, refuse control characters.
+/// Invisible format characters (Unicode category Cf: zero-width spaces and
+/// joiners, bidi controls such as U+202E, the BOM, tags): they would make one
+/// band two keys, or reverse what a dashboard shows.
+fn is_format_character(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2 | 0x180E
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB
+        | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
+}
+
+/// Trim, collapse inner whitespace runs to one space, NFC-normalise (so "é"
+/// typed either way is one band), refuse control and format characters.
 fn normalise_text(field: &'static str, value: Option<String>) -> Result<String, VoteError> {
+    use unicode_normalization::UnicodeNormalization as _;
     let value = value.ok_or_else(|| VoteError::field(field, FieldProblem::Missing))?;
-    if value.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+    if value.chars().any(|c| (c.is_control() && !c.is_whitespace()) || is_format_character(c)) {
         return Err(VoteError::field(field, FieldProblem::ControlCharacter));
     }
-    let normalised = value.split_whitespace().collect::<Vec<_>>().join(" ");
+    let normalised = value.split_whitespace().collect::<Vec<_>>().join(" ").nfc().collect::<String>();
     if normalised.is_empty() {
         return Err(VoteError::field(field, FieldProblem::Empty));
     }
@@ -270,6 +282,8 @@ mod tests {
         let cases = [
             (raw("", "b", "2000", "1"), "band", FieldProblem::Empty),
             (raw("a", "b\u{7}", "2000", "1"), "album", FieldProblem::ControlCharacter),
+            (raw("Soda\u{200B}Stereo", "b", "2000", "1"), "band", FieldProblem::ControlCharacter),
+            (raw("a", "\u{202E}oediv", "2000", "1"), "album", FieldProblem::ControlCharacter),
             (raw("a", &"x".repeat(201), "2000", "1"), "album", FieldProblem::TooLong { max: 200 }),
             (raw("a", "b", "83", "1"), "year", FieldProblem::NotAYear),
             (raw("a", "b", "0999", "1"), "year", FieldProblem::NotAYear),
@@ -296,5 +310,13 @@ mod tests {
         v.band = "a".into();
         v.rank = f64::NAN;
         assert!(v.check().is_err());
+    }
+
+    #[test]
+    fn one_band_is_one_key_however_it_was_typed() {
+        let composed = raw("Caf\u{e9} Tacvba", "Re", "1994", "1").validate(Source::Http, 0, None).unwrap();
+        let decomposed = raw("Cafe\u{301} Tacvba", "Re", "1994", "1").validate(Source::Http, 0, None).unwrap();
+        assert_eq!(composed.band, decomposed.band);
+        decomposed.check().unwrap();
     }
 }
