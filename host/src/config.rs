@@ -26,6 +26,9 @@ pub struct HostConfig {
     /// Deadline for one request, in milliseconds (epoch interruption + timer).
     #[arg(long, env = "BANDVOTE_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+    /// Open client connections at once; past it new ones are closed at once.
+    #[arg(long, env = "BANDVOTE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
     /// Linear memory limit per instance, in MiB.
     #[arg(long, env = "BANDVOTE_INSTANCE_MEMORY_MIB", default_value_t = 32)]
     pub instance_memory_mib: usize,

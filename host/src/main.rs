@@ -23,6 +23,7 @@ async fn main() -> anyhow::Result<()> {
             max_concurrent: config.max_concurrent,
             request_timeout: config.request_timeout(),
             instance_memory_bytes: config.instance_memory_mib << 20,
+            max_connections: config.max_connections,
         },
     )?;
     let listener = bandvote_telemetry::bind(config.listen, "the intake").await?;

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the host (names prefixed `bandvote_host_`).
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Every metric the host exports; registered in its own registry.
 #[derive(Clone)]
@@ -18,6 +18,8 @@ pub struct HostMetrics {
     pub instantiate_seconds: Histogram,
     /// Requests being served now.
     pub in_flight: IntGauge,
+    /// Connections closed at once because `max_connections` were open.
+    pub connections_refused: IntCounter,
 }
 
 impl HostMetrics {
@@ -31,6 +33,8 @@ impl HostMetrics {
         let request_seconds = Histogram::with_opts(HistogramOpts::new("bandvote_host_request_seconds", "Request latency").buckets(slow)).unwrap();
         let instantiate_seconds = Histogram::with_opts(HistogramOpts::new("bandvote_host_instantiate_seconds", "Component instantiation time").buckets(fast)).unwrap();
         let in_flight = IntGauge::new("bandvote_host_in_flight_requests", "Requests being served").unwrap();
+        let connections_refused =
+            IntCounter::new("bandvote_host_connections_refused_total", "Connections closed at once: max_connections were open").unwrap();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(votes.clone()),
@@ -38,10 +42,11 @@ impl HostMetrics {
             Box::new(request_seconds.clone()),
             Box::new(instantiate_seconds.clone()),
             Box::new(in_flight.clone()),
+            Box::new(connections_refused.clone()),
         ] {
             registry.register(c).unwrap();
         }
-        Self { registry, requests, votes, publish_seconds, request_seconds, instantiate_seconds, in_flight }
+        Self { registry, requests, votes, publish_seconds, request_seconds, instantiate_seconds, in_flight, connections_refused }
     }
 }
 

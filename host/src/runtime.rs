@@ -31,6 +31,9 @@ pub struct RuntimeLimits {
     pub request_timeout: Duration,
     /// Linear memory per instance.
     pub instance_memory_bytes: usize,
+    /// Open client connections at once; past it new ones are closed at once
+    /// (counted in `bandvote_host_connections_refused_total`).
+    pub max_connections: usize,
 }
 
 /// The compiled, pre-linked intake component.
@@ -87,6 +90,10 @@ impl IntakeRuntime {
         })?;
 
         Ok(Arc::new(Self { engine, pre, host, slots: Arc::new(Semaphore::new(n as usize)), limits }))
+    }
+
+    pub fn limits(&self) -> &RuntimeLimits {
+        &self.limits
     }
 
     pub fn host(&self) -> &PublisherHost {

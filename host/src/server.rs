@@ -28,6 +28,7 @@ pub async fn serve_intake(
         .header_read_timeout(Duration::from_secs(5))
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(runtime.limits().max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -36,6 +37,12 @@ pub async fn serve_intake(
                 Err(e) => { tracing::warn!(error = %e, "accept"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
             },
             () = &mut shutdown => break,
+        };
+        // Past the cap: close at once (the client sees a reset, not a hang) and count it.
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            runtime.host().metrics.connections_refused.inc();
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let runtime = runtime.clone();
@@ -49,6 +56,7 @@ pub async fn serve_intake(
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection closed with error");
             }
+            drop(permit);
         });
     }
     tracing::info!("intake: draining connections");

@@ -33,7 +33,7 @@ async fn start(publisher: PublisherConfig, limits: RuntimeLimits) -> Running {
 }
 
 fn limits() -> RuntimeLimits {
-    RuntimeLimits { max_concurrent: 16, request_timeout: Duration::from_secs(10), instance_memory_bytes: 32 << 20 }
+    RuntimeLimits { max_concurrent: 16, request_timeout: Duration::from_secs(10), instance_memory_bytes: 32 << 20, max_connections: 10_000 }
 }
 
 async fn start_on(topic: &str) -> Running {
@@ -184,3 +184,29 @@ async fn slow_headers_are_cut_off_and_the_host_keeps_serving() {
     let (status, _, _) = post(host.addr, "/", None, r#"{"name":"a","album":"b","year":"1983","rank":"1"}"#).await;
     assert_eq!(status, 201);
 }
+
+/// Past max_connections a new connection is closed at once and counted; the open ones keep working.
+#[tokio::test]
+async fn connections_past_the_cap_are_refused_fast() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let topic = kit::fresh_topic("intake-conns", 1).await;
+    let host = start(
+        PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() },
+        RuntimeLimits { max_connections: 2, ..limits() },
+    )
+    .await;
+    let a = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    let b = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut c = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf)).await.expect("refused at once, not a hang").unwrap_or(0);
+    assert_eq!(n, 0, "the third connection is closed");
+    assert_eq!(host.runtime.host().metrics.connections_refused.get(), 1);
+    drop((a, b));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ok = reqwest::get(format!("http://{}/healthz", host.addr)).await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200, "room again once connections close");
+}
+
