@@ -28,10 +28,8 @@ import subprocess
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-CACHE = pathlib.Path(os.environ.get("BANDVOTE_CACHE", pathlib.Path.home() / ".cache/bandvote"))
-TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", CACHE / "target"))
-BIN = TARGET / "release"
+from run import BIN, ROOT  # one place says where the repository and the release binaries are
+
 SECONDS = float(os.environ.get("BANDVOTE_BENCH_BROKER_SECONDS", "6"))
 REPEAT = int(os.environ.get("BANDVOTE_BENCH_REPEAT", "3"))
 IN_FLIGHT = [32, 256, 1024]

@@ -13,11 +13,8 @@ use bandvote_kafka::VotePublisher;
 use bandvote_vote::record::{self, Decoded};
 use futures::TryStreamExt as _;
 use mongodb::bson::{doc, spec::BinarySubtype, Binary, DateTime};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::batch::Poison;
 use crate::metrics::ConsumerMetrics;
@@ -136,37 +133,9 @@ pub async fn replay(brokers: &str, dlq_topic: &str, log: &VoteLog, publisher: &V
 
 /// Every record value of `topic`, from the beginning to the high watermarks now.
 fn read_all(brokers: &str, topic: &str) -> Result<Vec<Vec<u8>>, rdkafka::error::KafkaError> {
-    let timeout = Duration::from_secs(10);
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "bandvote-dlq-replay")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let meta = c.fetch_metadata(Some(topic), timeout)?;
-    let mut tpl = TopicPartitionList::new();
-    let mut end = std::collections::HashMap::new();
-    for p in meta.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions()) {
-        let (low, high) = c.fetch_watermarks(topic, p.id(), timeout)?;
-        if high > low {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-            end.insert(p.id(), high);
-        }
-    }
     let mut out = Vec::new();
-    if end.is_empty() {
-        return Ok(out);
-    }
-    c.assign(&tpl)?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    while !end.is_empty() && std::time::Instant::now() < deadline {
-        let Some(m) = c.poll(Duration::from_millis(500)) else { continue };
-        let m = m?;
-        if end.get(&m.partition()).is_some_and(|h| m.offset() < *h) {
-            out.push(m.payload().unwrap_or_default().to_vec());
-        }
-        if end.get(&m.partition()).is_some_and(|h| m.offset() + 1 >= *h) {
-            end.remove(&m.partition());
-        }
-    }
+    bandvote_kafka::scan_topic(brokers, topic, Duration::from_secs(10), Duration::from_secs(300), |m| {
+        out.push(m.payload().unwrap_or_default().to_vec());
+    })?;
     Ok(out)
 }

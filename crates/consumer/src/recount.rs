@@ -6,10 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use bandvote_vote::record;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::mongo::VoteLog;
 use crate::redis::{Counters, Totals};
@@ -70,40 +67,9 @@ pub struct TopicScan {
 /// (assigned partitions, no consumer group, nothing committed) and count
 /// distinct vote ids. Blocking; holds every vote id in memory (an audit tool).
 pub fn totals_from_kafka(brokers: &str, topic: &str, timeout: Duration) -> Result<TopicScan, rdkafka::error::KafkaError> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "bandvote-recount")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()?;
-    let meta = c.fetch_metadata(Some(topic), timeout)?;
-    let mut tpl = TopicPartitionList::new();
-    let mut end: HashMap<i32, i64> = HashMap::new();
-    for p in meta.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions()) {
-        let (low, high) = c.fetch_watermarks(topic, p.id(), timeout)?;
-        if high > low {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-            end.insert(p.id(), high);
-        }
-    }
     let mut scan = TopicScan::default();
-    if end.is_empty() {
-        return Ok(scan);
-    }
-    c.assign(&tpl)?;
     let mut seen: HashSet<String> = HashSet::new();
-    let deadline = std::time::Instant::now() + timeout * 30;
-    while !end.is_empty() {
-        if std::time::Instant::now() > deadline {
-            return Err(rdkafka::error::KafkaError::MessageConsumption(rdkafka::types::RDKafkaErrorCode::RequestTimedOut));
-        }
-        let Some(m) = c.poll(Duration::from_millis(500)) else { continue };
-        let m = m?;
-        let (p, o) = (m.partition(), m.offset());
-        if end.get(&p).is_some_and(|h| o >= *h) {
-            end.remove(&p);
-            continue;
-        }
+    bandvote_kafka::scan_topic(brokers, topic, timeout, timeout * 30, |m| {
         scan.records += 1;
         match record::decode(m.payload().unwrap_or_default()) {
             Ok(v) if seen.insert(v.vote_id.clone()) => {
@@ -114,10 +80,7 @@ pub fn totals_from_kafka(brokers: &str, topic: &str, timeout: Duration) -> Resul
             Ok(_) => scan.repeats += 1,
             Err(_) => scan.undecodable += 1,
         }
-        if end.get(&p).is_some_and(|h| o + 1 >= *h) {
-            end.remove(&p);
-        }
-    }
+    })?;
     Ok(scan)
 }
 

@@ -180,7 +180,7 @@ impl Counters {
         for k in ["votos_banda", "votos_album", "leaderboard:bands", "leaderboard:albums", "votes:total", "seen_votes"] {
             pipe.del(self.key(k)).ignore();
         }
-        pipe.del(self.key(&format!("offsets:{topic}"))).ignore();
+        pipe.del(self.offsets_key(topic)).ignore();
         pipe.set(self.key("votes:total"), totals.total).ignore();
         for (band, n) in &totals.by_band {
             pipe.hset(self.key("votos_banda"), band, n).ignore();
@@ -191,7 +191,7 @@ impl Counters {
             pipe.zadd(self.key("leaderboard:albums"), album, n).ignore();
         }
         for (p, o) in offsets {
-            pipe.hset(self.key(&format!("offsets:{topic}")), p, o).ignore();
+            pipe.hset(self.offsets_key(topic), p, o).ignore();
         }
         pipe.del(self.key("rebuilding")).ignore();
         let mut con = self.con.clone();
@@ -202,7 +202,7 @@ impl Counters {
     pub async fn is_empty(&self, topic: &str) -> Result<bool, redis::RedisError> {
         let mut con = self.con.clone();
         let exists: u64 =
-            redis::cmd("EXISTS").arg(self.key("votes:total")).arg(self.key(&format!("offsets:{topic}"))).query_async(&mut con).await?;
+            redis::cmd("EXISTS").arg(self.key("votes:total")).arg(self.offsets_key(topic)).query_async(&mut con).await?;
         Ok(exists == 0)
     }
 

@@ -59,10 +59,13 @@ impl GrpcIntake {
 
     /// Validate one raw vote; `fallback_id` is the request's idempotency key.
     pub fn validate(&self, raw: RawVote, fallback_id: Option<String>) -> Result<Vote, Status> {
-        raw.validate(Source::Grpc, now_ms(), fallback_id).map_err(|e| {
-            self.metrics.votes.with_label_values(&["invalid"]).inc();
-            invalid(&e)
-        })
+        raw.validate(Source::Grpc, now_ms(), fallback_id).map_err(|e| self.refuse(&e))
+    }
+
+    /// Count an invalid vote and answer INVALID_ARGUMENT.
+    fn refuse(&self, e: &VoteError) -> Status {
+        self.metrics.votes.with_label_values(&["invalid"]).inc();
+        invalid(e)
     }
 
     /// Publish one validated vote; OK only after Kafka's acknowledgement.
@@ -84,10 +87,7 @@ impl GrpcIntake {
     }
 
     async fn cast_one(&self, raw: RawVote, key: Option<String>) -> Result<pb::Receipt, Status> {
-        let id = bandvote_vote::resolve_single_id(&raw, key.as_deref()).map_err(|e| {
-            self.metrics.votes.with_label_values(&["invalid"]).inc();
-            invalid(&e)
-        })?;
+        let id = bandvote_vote::resolve_single_id(&raw, key.as_deref()).map_err(|e| self.refuse(&e))?;
         let vote = self.validate(raw, id)?;
         let ack = self.publish(&vote).await?;
         Ok(pb::Receipt { vote_id: vote.vote_id, partition: ack.partition, offset: ack.offset })
@@ -117,10 +117,7 @@ impl VoteService for GrpcIntake {
             if raws.is_empty() {
                 return Err(Status::invalid_argument("batch is empty"));
             }
-            let votes = bandvote_vote::assemble_batch(raws, key.as_deref(), Source::Grpc, now_ms()).map_err(|e| {
-                self.metrics.votes.with_label_values(&["invalid"]).inc();
-                invalid(&e)
-            })?;
+            let votes = bandvote_vote::assemble_batch(raws, key.as_deref(), Source::Grpc, now_ms()).map_err(|e| self.refuse(&e))?;
             let started = Instant::now();
             let results = self.publisher.publish_batch(&votes).await.map_err(|e| unavailable(&e))?;
             self.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());

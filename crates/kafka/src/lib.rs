@@ -20,6 +20,7 @@ mod progress;
 pub use args::PublisherArgs;
 pub use progress::Progress;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,9 @@ use bandvote_vote::{record, Vote};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -233,19 +237,72 @@ fn overloaded() -> PublishError {
     PublishError::Overloaded { retry_after: Duration::from_secs(1) }
 }
 
+/// Low and high watermark of each partition of `topic`.
+fn watermarks(c: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+    let meta = c.fetch_metadata(Some(topic), timeout)?;
+    let mut out = Vec::new();
+    for p in meta.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions()) {
+        let (low, high) = c.fetch_watermarks(topic, p.id(), timeout)?;
+        out.push((p.id(), low, high));
+    }
+    Ok(out)
+}
+
+fn plain_consumer(brokers: &str) -> Result<BaseConsumer, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bandvote-scan")
+        .set("enable.auto.commit", "false")
+        .create()
+}
+
 /// Records held by `topic` now: the sum over its partitions of high − low watermark.
 pub fn topic_record_count(brokers: &str, topic: &str, timeout: Duration) -> Result<i64, KafkaError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
-    let meta = c.fetch_metadata(Some(topic), timeout)?;
-    let mut total = 0;
-    for t in meta.topics().iter().filter(|t| t.name() == topic) {
-        for p in t.partitions() {
-            let (low, high) = c.fetch_watermarks(topic, p.id(), timeout)?;
-            total += (high - low).max(0);
+    let c = plain_consumer(brokers)?;
+    Ok(watermarks(&c, topic, timeout)?.into_iter().map(|(_, low, high)| (high - low).max(0)).sum())
+}
+
+/// Read every record of `topic` from the beginning up to the high watermarks
+/// taken at the start, handing each to `f` (assigned partitions, no consumer
+/// group joined, nothing committed). Blocking. Fails with `RequestTimedOut`
+/// if the end is not reached `within`.
+pub fn scan_topic(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+    within: Duration,
+    mut f: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<(), KafkaError> {
+    let c = plain_consumer(brokers)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut end: HashMap<i32, i64> = HashMap::new();
+    for (p, low, high) in watermarks(&c, topic, timeout)? {
+        if high > low {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+            end.insert(p, high);
         }
     }
-    Ok(total)
+    if end.is_empty() {
+        return Ok(());
+    }
+    c.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + within;
+    while !end.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut));
+        }
+        let Some(m) = c.poll(Duration::from_millis(500)) else { continue };
+        let m = m?;
+        let (p, o) = (m.partition(), m.offset());
+        let Some(&high) = end.get(&p) else { continue };
+        if o < high {
+            f(&m);
+        }
+        if o + 1 >= high {
+            end.remove(&p);
+        }
+    }
+    Ok(())
 }
 
 /// Create `topic` with `partitions` partitions unless it exists.
