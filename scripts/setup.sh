@@ -10,6 +10,7 @@ NISSHI_MIN_RUSTC=1.96
 SECANTUS_VERSION=0.5.3-beta.196
 WAC_VERSION=0.12.0
 WASMTIME_VERSION=48.0.8
+MACHETE_VERSION=0.9.2
 
 need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
@@ -82,6 +83,8 @@ install_crate secantus-mdb "$SECANTUS_VERSION" secantusd-rs --ignore-rust-versio
 install_crate wac-cli "$WAC_VERSION" wac --no-default-features
 install_crate wasmtime-cli "$WASMTIME_VERSION" wasmtime --no-default-features \
   --features run,serve,wasi-config,cranelift,component-model,component-model-async,cache,parallel-compilation
+# Unused dependencies fail scripts/test.sh (cargo machete).
+install_crate cargo-machete "$MACHETE_VERSION" cargo-machete
 # Python test tools, pinned, in a venv of our own.
 VENV="$CACHE/venv"
 REQS="$(dirname "$0")/../tests/requirements.txt"

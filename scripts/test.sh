@@ -10,6 +10,8 @@ source scripts/lib.sh
 use_fresh_services test 19092 16379 17017
 
 bash scripts/setup.sh
+log "unused dependencies (cargo machete)"
+"$TOOLS/bin/cargo-machete" --with-metadata . >/dev/null || { "$TOOLS/bin/cargo-machete" --with-metadata .; die "unused dependencies: remove them (or list generated-code users under [package.metadata.cargo-machete])"; }
 BANDVOTE_INTAKE_WASM=$(bash scripts/build-wasm.sh)
 export BANDVOTE_INTAKE_WASM
 BANDVOTE_SPIN_WASM=$(bash scripts/build-spin.sh)

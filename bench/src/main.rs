@@ -199,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
     let e2e_hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?));
     let e2e_done = Arc::new(AtomicU64::new(0));
     let poller = args.e2e_redis.clone().map(|url| {
-        let key = format!("{}offsets:{}", args.e2e_prefix, args.e2e_topic);
+        let key = format!("{}{}", args.e2e_prefix, bandvote_store::keys::offsets(&args.e2e_topic));
         tokio::spawn(e2e_poller(url, key, pending.clone(), e2e_hist.clone(), e2e_done.clone()))
     });
 

@@ -2,16 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use bandvote_store::{Located, PartitionBatch};
 use bandvote_vote::record::{self, Decoded};
-use bandvote_vote::Vote;
-
-/// A vote with where it sits in Kafka.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Located {
-    pub partition: i32,
-    pub offset: i64,
-    pub vote: Vote,
-}
 
 /// A record that could not be decoded (a poison record): it goes to the DLQ.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,15 +13,6 @@ pub struct Poison {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
     pub reason: String,
-}
-
-/// One partition's share of a batch, in offset order.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct PartitionBatch {
-    pub votes: Vec<Located>,
-    /// Highest offset in the batch, poison records included: the batch is
-    /// applied up to here.
-    pub last_offset: i64,
 }
 
 /// A record of a schema this build does not read: the consumer stops on it.

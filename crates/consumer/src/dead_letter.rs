@@ -18,7 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::batch::Poison;
 use crate::metrics::ConsumerMetrics;
-use crate::mongo::VoteLog;
+use bandvote_store::VoteLog;
 use crate::SinkError;
 
 /// Where poison records go.

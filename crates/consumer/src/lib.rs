@@ -6,11 +6,11 @@
 //!
 //! 1. [`pipeline`] reads a batch, decodes it ([`batch`]); undecodable records go
 //!    to the dead-letter topic.
-//! 2. [`mongo::VoteLog::store`] inserts one document per vote with `_id` =
+//! 2. [`bandvote_store::VoteLog::store`] inserts one document per vote with `_id` =
 //!    vote_id (unordered; E11000 = already stored).
-//! 3. [`redis::Counters::apply`] runs one Lua script per partition that skips
+//! 3. [`bandvote_store::Counters::apply`] runs one Lua script per partition that skips
 //!    offsets at or below the partition's last applied offset (stored in the
-//!    same script) and vote ids already seen, then bumps the counters.
+//!    same script) and repeats MongoDB found, then bumps the counters.
 //! 4. Only then are the Kafka offsets committed. A crash anywhere replays
 //!    the batch, and replays change nothing.
 
@@ -19,10 +19,8 @@ pub mod config;
 pub mod dead_letter;
 pub mod health;
 pub mod metrics;
-pub mod mongo;
 pub mod pipeline;
 pub mod recount;
-pub mod redis;
 
 /// A sink failed; the batch is retried with backoff and no offset is committed.
 #[derive(Debug, thiserror::Error)]

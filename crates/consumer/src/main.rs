@@ -8,10 +8,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use bandvote_consumer::config::ConsumerConfig;
 use bandvote_consumer::metrics::ConsumerMetrics;
-use bandvote_consumer::mongo::VoteLog;
+use bandvote_store::VoteLog;
 use bandvote_consumer::pipeline::Pipeline;
 use bandvote_consumer::recount;
-use bandvote_consumer::redis::Counters;
+use bandvote_store::Counters;
 use clap::Parser as _;
 
 #[derive(clap::Parser)]

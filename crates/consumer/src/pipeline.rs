@@ -18,8 +18,8 @@ use crate::config::ConsumerConfig;
 use crate::dead_letter::DeadLetters;
 use crate::health::KafkaHealth;
 use crate::metrics::ConsumerMetrics;
-use crate::mongo::VoteLog;
-use crate::redis::Counters;
+use bandvote_store::VoteLog;
+use bandvote_store::Counters;
 use crate::{recount, SinkError};
 
 /// Hears librdkafka's events: logs rebalances (and drops the lag gauges of
@@ -80,7 +80,7 @@ impl ResumeFromSinks {
 }
 
 fn redis_applied(client: &::redis::Client, key: &str) -> Result<std::collections::HashMap<i32, i64>, ::redis::RedisError> {
-    crate::redis::applied_offsets_blocking(client, key, Duration::from_secs(5))
+    bandvote_store::counters::applied_offsets_blocking(client, key, Duration::from_secs(5))
 }
 
 impl ClientContext for ConsumerEvents {

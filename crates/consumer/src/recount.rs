@@ -8,8 +8,8 @@ use std::time::Duration;
 use bandvote_vote::record;
 use rdkafka::message::Message;
 
-use crate::mongo::VoteLog;
-use crate::redis::{Counters, Totals};
+use bandvote_store::VoteLog;
+use bandvote_store::{Counters, Totals};
 use crate::SinkError;
 
 /// One difference between the log and the counters.

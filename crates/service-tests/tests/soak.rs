@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bandvote_consumer::mongo::VoteLog;
+use bandvote_store::VoteLog;
 use bandvote_consumer::recount;
-use bandvote_consumer::redis::Counters;
+use bandvote_store::Counters;
 use bandvote_grpc::proto::bandvote::vote_service_client::VoteServiceClient;
 use bandvote_testkit as kit;
 use bandvote_testkit::process::{bin, free_addr, http_status, log_dir, wait_ready, Service};

@@ -1,13 +1,14 @@
 //! Helpers for integration tests against the real services that
 //! `scripts/services.sh start` runs (addresses from the same env vars).
+//! The Kafka helpers are behind the default `kafka` feature, so crates that
+//! never touch Kafka (the store, the web app) test without librdkafka.
 
 pub mod process;
 
-use std::time::{Duration, Instant};
-
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+#[cfg(feature = "kafka")]
+mod kafka;
+#[cfg(feature = "kafka")]
+pub use kafka::{fresh_topic, read_topic, ReadRecord};
 
 /// Kafka bootstrap servers (`BANDVOTE_KAFKA_BROKERS`, default `127.0.0.1:9092`).
 pub fn kafka_brokers() -> String {
@@ -27,59 +28,6 @@ pub fn mongo_url() -> String {
 /// A name no other test run uses: `prefix-<uuid>`.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
-}
-
-/// Create a fresh topic for one test.
-pub async fn fresh_topic(prefix: &str, partitions: i32) -> String {
-    let topic = unique(prefix);
-    bandvote_kafka::ensure_topic(&kafka_brokers(), &topic, partitions).await.expect("create topic");
-    topic
-}
-
-/// One record read back from Kafka.
-#[derive(Debug, Clone)]
-pub struct ReadRecord {
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
-/// Read every record of `topic` from the beginning until `want` records are
-/// seen or `within` passes (then return what was read).
-pub async fn read_topic(topic: &str, want: usize, within: Duration) -> Vec<ReadRecord> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let deadline = Instant::now() + within;
-    let mut out = Vec::new();
-    while out.len() < want {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        match tokio::time::timeout(left, consumer.recv()).await {
-            Ok(Ok(m)) => out.push(ReadRecord {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().unwrap_or_default().to_vec(),
-                value: m.payload().unwrap_or_default().to_vec(),
-                headers: m
-                    .headers()
-                    .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
-                    .unwrap_or_default(),
-            }),
-            Ok(Err(e)) => eprintln!("read_topic: {e}"),
-            Err(_) => break,
-        }
-    }
-    out
 }
 
 /// A valid vote for tests.

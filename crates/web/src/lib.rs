@@ -20,8 +20,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use bandvote_consumer::mongo::VoteLog;
-use bandvote_consumer::redis::Counters;
+use bandvote_store::VoteLog;
+use bandvote_store::keys::Board;
+use bandvote_store::Counters;
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -123,8 +124,8 @@ impl AppState {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         let read = async {
             let total = c.total().await?;
-            let bands = c.top("bands", 20).await?;
-            let albums = c.top("albums", 20).await?;
+            let bands = c.top(Board::Bands, 20).await?;
+            let albums = c.top(Board::Albums, 20).await?;
             // The current second is still filling: show the 60 before it.
             let per_second = c.per_second(now - 1, 60).await?;
             Ok::<_, redis::RedisError>((total, bands, albums, per_second))

@@ -1,8 +1,8 @@
 //! The web app against real Redis and MongoDB.
 
-use bandvote_consumer::batch::Batch;
-use bandvote_consumer::mongo::VoteLog;
-use bandvote_consumer::redis::Counters;
+use bandvote_store::{Located, PartitionBatch};
+use bandvote_store::VoteLog;
+use bandvote_store::Counters;
 use bandvote_testkit as kit;
 use bandvote_web::{router, AppState, Sources};
 use serde_json::Value;
@@ -29,15 +29,16 @@ async fn results_and_log_pages() {
     let (prefix, coll) = (format!("{}:", kit::unique("web")), kit::unique("weblog"));
     let counters = Counters::connect(&kit::redis_url(), &prefix).await.unwrap();
     let log = VoteLog::connect(&kit::mongo_url(), "bandvote_test", &coll).await.unwrap();
-    let mut batch = Batch::default();
-    for i in 0..25 {
-        let v = kit::vote(if i < 15 { "Alux Nahual" } else { "Caifanes" }, Some(&format!("w-{i}")));
-        let rec = bandvote_vote::record::encode(&v);
-        batch.push(0, i, &rec.key, &rec.value);
-    }
-    let votes: Vec<_> = batch.votes().collect();
-    let stored = log.store("votes", &votes).await.unwrap();
-    counters.apply("votes", 0, &batch.partitions[&0], &stored.repeats, 1_700_000_000).await.unwrap();
+    let votes: Vec<Located> = (0..25)
+        .map(|i| Located {
+            partition: 0,
+            offset: i,
+            vote: kit::vote(if i < 15 { "Alux Nahual" } else { "Caifanes" }, Some(&format!("w-{i}"))),
+        })
+        .collect();
+    let stored = log.store("votes", &votes.iter().collect::<Vec<_>>()).await.unwrap();
+    let batch = PartitionBatch { last_offset: 24, votes };
+    counters.apply("votes", 0, &batch, &stored.repeats, 1_700_000_000).await.unwrap();
 
     let base = serve(sources(&prefix, &coll)).await;
     let http = reqwest::Client::new();

@@ -1,20 +1,21 @@
-//! Live counters in Redis, applied exactly once per partition offset and per vote id.
+//! Live counters in Redis, applied exactly once per partition offset.
 //!
-//! Keys (with an optional prefix, empty in production so dashboards read the
-//! names they already know):
-//! `votos_banda` / `votos_album` (hash name → count), `leaderboard:bands` /
-//! `leaderboard:albums` (sorted sets), `votes:total`, `votes:sec:<unix second>`
-//! (expires after an hour), `offsets:<topic>` (hash partition → last applied
-//! offset). Nothing is kept per vote: which vote ids exist is MongoDB's `_id`
-//! (see [`crate::mongo::Stored::repeats`]), so Redis memory does not grow
-//! with the number of votes.
+//! Keys are in [`crate::keys`] (with an optional prefix, empty in production so
+//! dashboards read the names they already know): `votos_banda` / `votos_album`
+//! (hash name → count), `leaderboard:bands` / `leaderboard:albums` (sorted
+//! sets), `votes:total`, `votes:sec:<unix second>` (expires after an hour),
+//! `offsets:<topic>` (hash partition → last applied offset). Nothing is kept
+//! per vote: which vote ids exist is MongoDB's `_id` (see
+//! [`crate::vote_log::Stored::repeats`]), so Redis memory does not grow with
+//! the number of votes.
 
 use std::collections::{HashMap, HashSet};
 
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-use crate::batch::PartitionBatch;
+use crate::keys::{self, Board};
+use crate::{PartitionBatch, Totals};
 
 static APPLY_LUA: &str = include_str!("apply.lua");
 
@@ -44,14 +45,6 @@ pub struct Counters {
     prefix: String,
     script: Script,
     begin: Script,
-}
-
-/// A snapshot of the totals (for the recount and the demo summary).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Totals {
-    pub total: u64,
-    pub by_band: HashMap<String, u64>,
-    pub by_album: HashMap<String, u64>,
 }
 
 impl Counters {
@@ -92,7 +85,7 @@ impl Counters {
 
     /// The hash of last applied offsets per partition for `topic`.
     pub fn offsets_key(&self, topic: &str) -> String {
-        self.key(&format!("offsets:{topic}"))
+        self.key(&keys::offsets(topic))
     }
 
     /// Last applied offset per partition for `topic`.
@@ -104,16 +97,16 @@ impl Counters {
     /// The running total only (what the live page shows; no hash read).
     pub async fn total(&self) -> Result<u64, redis::RedisError> {
         let mut con = self.con.clone();
-        let total: Option<u64> = redis::cmd("GET").arg(self.key("votes:total")).query_async(&mut con).await?;
+        let total: Option<u64> = redis::cmd("GET").arg(self.key(keys::TOTAL)).query_async(&mut con).await?;
         Ok(total.unwrap_or(0))
     }
 
     pub async fn totals(&self) -> Result<Totals, redis::RedisError> {
         let mut con = self.con.clone();
         let (total, by_band, by_album): (Option<u64>, HashMap<String, u64>, HashMap<String, u64>) = redis::pipe()
-            .get(self.key("votes:total"))
-            .hgetall(self.key("votos_banda"))
-            .hgetall(self.key("votos_album"))
+            .get(self.key(keys::TOTAL))
+            .hgetall(self.key(keys::BANDS))
+            .hgetall(self.key(keys::ALBUMS))
             .query_async(&mut con)
             .await?;
         Ok(Totals { total: total.unwrap_or(0), by_band, by_album })
@@ -126,8 +119,8 @@ impl Counters {
         let mut con = self.con.clone();
         let ok: i64 = self
             .begin
-            .key(self.key("rebuilding"))
-            .key(self.key(&format!("applying:{applier}")))
+            .key(self.key(keys::REBUILDING))
+            .key(self.key(&format!("{}{applier}", keys::APPLYING)))
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
             .invoke_async(&mut con)
             .await?;
@@ -137,13 +130,13 @@ impl Counters {
     /// The batch announced by [`Self::begin_apply`] is written (or failed).
     pub async fn end_apply(&self, applier: &str) -> Result<(), redis::RedisError> {
         let mut con = self.con.clone();
-        redis::cmd("DEL").arg(self.key(&format!("applying:{applier}"))).query_async(&mut con).await
+        redis::cmd("DEL").arg(self.key(&format!("{}{applier}", keys::APPLYING))).query_async(&mut con).await
     }
 
     /// Appliers that announced a batch and have not finished it.
     pub async fn appliers_writing(&self) -> Result<usize, redis::RedisError> {
         let mut con = self.con.clone();
-        let keys: Vec<String> = redis::cmd("KEYS").arg(self.key("applying:*")).query_async(&mut con).await?;
+        let keys: Vec<String> = redis::cmd("KEYS").arg(self.key(&format!("{}*", keys::APPLYING))).query_async(&mut con).await?;
         Ok(keys.len())
     }
 
@@ -154,7 +147,7 @@ impl Counters {
     pub async fn begin_rebuild(&self, token: &str, ttl: std::time::Duration) -> Result<bool, redis::RedisError> {
         let mut con = self.con.clone();
         let set: Option<String> = redis::cmd("SET")
-            .arg(self.key("rebuilding"))
+            .arg(self.key(keys::REBUILDING))
             .arg(token)
             .arg("NX")
             .arg("PX")
@@ -167,7 +160,7 @@ impl Counters {
     /// Drop the rebuild marker (after a failed rebuild; [`Self::replace_all`] drops it itself).
     pub async fn end_rebuild(&self) -> Result<(), redis::RedisError> {
         let mut con = self.con.clone();
-        redis::cmd("DEL").arg(self.key("rebuilding")).query_async(&mut con).await
+        redis::cmd("DEL").arg(self.key(keys::REBUILDING)).query_async(&mut con).await
     }
 
     /// Replace every counter with `totals` and the offsets with `offsets`
@@ -176,24 +169,23 @@ impl Counters {
     pub async fn replace_all(&self, topic: &str, totals: &Totals, offsets: &HashMap<i32, i64>) -> Result<(), redis::RedisError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
-        // `seen_votes` is the per-vote set of earlier versions: dropped for good.
-        for k in ["votos_banda", "votos_album", "leaderboard:bands", "leaderboard:albums", "votes:total", "seen_votes"] {
+        for k in [keys::BANDS, keys::ALBUMS, keys::BANDS_BOARD, keys::ALBUMS_BOARD, keys::TOTAL, keys::LEGACY_SEEN_VOTES] {
             pipe.del(self.key(k)).ignore();
         }
         pipe.del(self.offsets_key(topic)).ignore();
-        pipe.set(self.key("votes:total"), totals.total).ignore();
+        pipe.set(self.key(keys::TOTAL), totals.total).ignore();
         for (band, n) in &totals.by_band {
-            pipe.hset(self.key("votos_banda"), band, n).ignore();
-            pipe.zadd(self.key("leaderboard:bands"), band, n).ignore();
+            pipe.hset(self.key(keys::BANDS), band, n).ignore();
+            pipe.zadd(self.key(keys::BANDS_BOARD), band, n).ignore();
         }
         for (album, n) in &totals.by_album {
-            pipe.hset(self.key("votos_album"), album, n).ignore();
-            pipe.zadd(self.key("leaderboard:albums"), album, n).ignore();
+            pipe.hset(self.key(keys::ALBUMS), album, n).ignore();
+            pipe.zadd(self.key(keys::ALBUMS_BOARD), album, n).ignore();
         }
         for (p, o) in offsets {
             pipe.hset(self.offsets_key(topic), p, o).ignore();
         }
-        pipe.del(self.key("rebuilding")).ignore();
+        pipe.del(self.key(keys::REBUILDING)).ignore();
         let mut con = self.con.clone();
         pipe.query_async::<()>(&mut con).await
     }
@@ -202,7 +194,7 @@ impl Counters {
     pub async fn is_empty(&self, topic: &str) -> Result<bool, redis::RedisError> {
         let mut con = self.con.clone();
         let exists: u64 =
-            redis::cmd("EXISTS").arg(self.key("votes:total")).arg(self.offsets_key(topic)).query_async(&mut con).await?;
+            redis::cmd("EXISTS").arg(self.key(keys::TOTAL)).arg(self.offsets_key(topic)).query_async(&mut con).await?;
         Ok(exists == 0)
     }
 
@@ -212,12 +204,12 @@ impl Counters {
         let mut con = self.con.clone();
         let (bands, albums): (Vec<(String, f64)>, Vec<(String, f64)>) = redis::pipe()
             .cmd("ZRANGE")
-            .arg(self.key("leaderboard:bands"))
+            .arg(self.key(keys::BANDS_BOARD))
             .arg(0)
             .arg(-1)
             .arg("WITHSCORES")
             .cmd("ZRANGE")
-            .arg(self.key("leaderboard:albums"))
+            .arg(self.key(keys::ALBUMS_BOARD))
             .arg(0)
             .arg(-1)
             .arg("WITHSCORES")
@@ -228,11 +220,11 @@ impl Counters {
         Ok(Totals { total: by_band.values().sum(), by_band, by_album: as_map(albums) })
     }
 
-    /// The `n` highest entries of a leaderboard (`bands` or `albums`), highest first.
-    pub async fn top(&self, board: &str, n: isize) -> Result<Vec<(String, u64)>, redis::RedisError> {
+    /// The `n` highest entries of a leaderboard, highest first.
+    pub async fn top(&self, board: Board, n: isize) -> Result<Vec<(String, u64)>, redis::RedisError> {
         let mut con = self.con.clone();
         let rows: Vec<(String, f64)> = redis::cmd("ZREVRANGE")
-            .arg(self.key(&format!("leaderboard:{board}")))
+            .arg(self.key(board.key()))
             .arg(0)
             .arg(n - 1)
             .arg("WITHSCORES")
@@ -244,9 +236,9 @@ impl Counters {
     /// Votes counted in each of the last `seconds` seconds before `now_secs`, oldest first.
     pub async fn per_second(&self, now_secs: i64, seconds: i64) -> Result<Vec<(i64, u64)>, redis::RedisError> {
         let secs: Vec<i64> = (now_secs - seconds + 1..=now_secs).collect();
-        let keys: Vec<String> = secs.iter().map(|s| self.key(&format!("votes:sec:{s}"))).collect();
+        let names: Vec<String> = secs.iter().map(|s| self.key(&format!("{}{s}", keys::PER_SECOND))).collect();
         let mut con = self.con.clone();
-        let vals: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(&mut con).await?;
+        let vals: Vec<Option<u64>> = redis::cmd("MGET").arg(&names).query_async(&mut con).await?;
         Ok(secs.into_iter().zip(vals).map(|(s, v)| (s, v.unwrap_or(0))).collect())
     }
 

@@ -4,11 +4,12 @@
 -- The partition's last applied offset is stored in the same script, so a
 -- replayed batch (consumer crash before the Kafka commit, rebalance) is
 -- skipped. Client retries (the same vote id in another record) never reach
--- this script: MongoDB's _id found them (mongo.rs, Stored::repeats).
+-- this script: MongoDB's _id found them (vote_log.rs, Stored::repeats).
+-- Key names: keys.rs (a unit test checks this script spells them).
 -- Nothing is stored per vote. Returns {counted, skipped_replayed}.
 local p, topic, partition = ARGV[1], ARGV[2], ARGV[3]
 -- A rebuild from MongoDB is replacing the counters: refuse; the consumer
--- retries the batch after it (recount.rs, Counters::begin_rebuild).
+-- retries the batch after it (counters.rs, Counters::begin_rebuild).
 if redis.call('EXISTS', p .. 'rebuilding') == 1 then
   return redis.error_reply('REBUILDING counters are being rebuilt from MongoDB')
 end

@@ -7,8 +7,7 @@ use mongodb::bson::{doc, DateTime, Document};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
 
-use crate::batch::Located;
-use crate::redis::Totals;
+use crate::{Located, Totals};
 
 /// MongoDB's duplicate-key error code.
 const DUPLICATE_KEY: i32 = 11000;

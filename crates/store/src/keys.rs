@@ -1,0 +1,56 @@
+//! Redis key names (before the prefix). `apply.lua` spells the same names;
+//! a unit test keeps the two in step.
+
+/// Hash band → votes (the name the original system's dashboards read).
+pub const BANDS: &str = "votos_banda";
+/// Hash album → votes.
+pub const ALBUMS: &str = "votos_album";
+/// Sorted set band → votes (leaderboards).
+pub const BANDS_BOARD: &str = "leaderboard:bands";
+/// Sorted set album → votes.
+pub const ALBUMS_BOARD: &str = "leaderboard:albums";
+/// Every vote counted.
+pub const TOTAL: &str = "votes:total";
+/// Votes counted in one unix second (`votes:sec:<second>`), expiring after an hour.
+pub const PER_SECOND: &str = "votes:sec:";
+/// Hash partition → last applied offset (`offsets:<topic>`).
+pub const OFFSETS: &str = "offsets:";
+/// Marker held while a rebuild replaces the counters.
+pub const REBUILDING: &str = "rebuilding";
+/// An applier's announcement of a batch being written (`applying:<applier>`).
+pub const APPLYING: &str = "applying:";
+/// The per-vote set of early versions; deleted by a rebuild, never written.
+pub const LEGACY_SEEN_VOTES: &str = "seen_votes";
+
+/// The applied-offsets hash of `topic` (before the prefix).
+pub fn offsets(topic: &str) -> String {
+    format!("{OFFSETS}{topic}")
+}
+
+/// A leaderboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Board {
+    Bands,
+    Albums,
+}
+
+impl Board {
+    /// Its sorted set.
+    pub fn key(self) -> &'static str {
+        match self {
+            Board::Bands => BANDS_BOARD,
+            Board::Albums => ALBUMS_BOARD,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_apply_script_spells_the_same_keys() {
+        let lua = include_str!("apply.lua");
+        for key in [super::BANDS, super::ALBUMS, super::BANDS_BOARD, super::ALBUMS_BOARD, super::TOTAL, super::PER_SECOND, super::OFFSETS, super::REBUILDING] {
+            assert!(lua.contains(&format!("'{key}'")), "apply.lua does not use {key:?}");
+        }
+    }
+}

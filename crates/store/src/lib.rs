@@ -1,0 +1,47 @@
+//! The stores' schema, owned in one place and used by the writer (the
+//! consumer) and every reader (the web app, `recount`, the tests).
+//!
+//! * [`counters`]: the live counters in Redis. Key names are in [`keys`]
+//!   (optionally prefixed; empty prefix in production so dashboards read the
+//!   names they already know), the apply script in `apply.lua`.
+//! * [`vote_log`]: the vote log in MongoDB, one document per vote with
+//!   `_id` = vote id; its indexes and the dead-letter fallback collection.
+//!
+//! Nothing here knows Kafka beyond a vote's position ([`Located`]), so readers
+//! build without librdkafka.
+
+pub mod counters;
+pub mod keys;
+pub mod vote_log;
+
+use std::collections::HashMap;
+
+use bandvote_vote::Vote;
+
+pub use counters::{Applied, Counters};
+pub use vote_log::{Stored, VoteLog};
+
+/// A vote with where it sits in Kafka.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located {
+    pub partition: i32,
+    pub offset: i64,
+    pub vote: Vote,
+}
+
+/// One partition's share of a batch, in offset order: what the sinks apply.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PartitionBatch {
+    pub votes: Vec<Located>,
+    /// Highest offset in the batch, records that are not votes included: the
+    /// batch is applied up to here.
+    pub last_offset: i64,
+}
+
+/// A snapshot of the totals (counters, the log's recount, the leaderboards).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    pub total: u64,
+    pub by_band: HashMap<String, u64>,
+    pub by_album: HashMap<String, u64>,
+}

@@ -1,0 +1,78 @@
+//! The stores' writers and readers against the real redis-server and
+//! secantusd-rs (`scripts/services.sh start`): what the consumer writes is
+//! what the web app and `recount` read.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use bandvote_store::keys::Board;
+use bandvote_store::{Counters, Located, PartitionBatch, VoteLog};
+use bandvote_testkit as kit;
+
+fn located(partition: i32, offset: i64, band: &str, id: &str) -> Located {
+    Located { partition, offset, vote: kit::vote(band, Some(id)) }
+}
+
+#[tokio::test]
+async fn counters_apply_once_per_offset_and_read_back() {
+    let prefix = format!("{}:", kit::unique("store"));
+    let c = Counters::connect(&kit::redis_url(), &prefix).await.unwrap();
+    assert!(c.is_empty("votes").await.unwrap());
+    let votes = vec![located(0, 5, "Caifanes", "a"), located(0, 6, "Caifanes", "b"), located(0, 7, "Maná", "c")];
+    let batch = PartitionBatch { last_offset: 8, votes };
+    let now = 1_700_000_000;
+
+    let first = c.apply("votes", 0, &batch, &HashSet::new(), now).await.unwrap();
+    assert_eq!((first.counted, first.replayed), (3, 0));
+    let again = c.apply("votes", 0, &batch, &HashSet::new(), now).await.unwrap();
+    assert_eq!((again.counted, again.replayed), (0, 3), "a replayed batch changes nothing");
+
+    let more = PartitionBatch { last_offset: 10, votes: vec![located(0, 9, "Maná", "d"), located(0, 10, "Maná", "a")] };
+    let repeat = c.apply("votes", 0, &more, &HashSet::from([(0, 10)]), now).await.unwrap();
+    assert_eq!((repeat.counted, repeat.duplicates), (1, 1), "a repeat MongoDB found is not counted");
+
+    let t = c.totals().await.unwrap();
+    assert_eq!(t.total, 4);
+    assert_eq!(t.by_band, HashMap::from([("Caifanes".into(), 2), ("Maná".into(), 2)]));
+    assert_eq!(c.leaderboard_totals().await.unwrap().by_band, t.by_band);
+    assert_eq!(c.total().await.unwrap(), 4);
+    assert_eq!(c.applied_offsets("votes").await.unwrap(), HashMap::from([(0, 10)]));
+    assert_eq!(c.top(Board::Bands, 1).await.unwrap().len(), 1);
+    let secs = c.per_second(now, 3).await.unwrap();
+    assert_eq!(secs.last(), Some(&(now, 4)));
+
+    // A rebuild holds the marker: applies are refused until it replaces everything.
+    assert!(c.begin_rebuild("me", Duration::from_secs(30)).await.unwrap());
+    assert!(!c.begin_apply("applier", Duration::from_secs(30)).await.unwrap());
+    let late = PartitionBatch { last_offset: 11, votes: vec![located(0, 11, "Maná", "e")] };
+    assert!(c.apply("votes", 0, &late, &HashSet::new(), now).await.is_err(), "the apply script refuses while a rebuild runs");
+    c.replace_all("votes", &t, &HashMap::from([(0, 10)])).await.unwrap();
+    assert!(c.begin_apply("applier", Duration::from_secs(30)).await.unwrap());
+    assert_eq!(c.appliers_writing().await.unwrap(), 1);
+    c.end_apply("applier").await.unwrap();
+    assert_eq!(c.totals().await.unwrap(), t);
+}
+
+#[tokio::test]
+async fn vote_log_stores_each_vote_once_and_finds_repeats() {
+    let coll = kit::unique("storelog");
+    let log = VoteLog::connect(&kit::mongo_url(), "bandvote_test", &coll).await.unwrap();
+    let first = [located(0, 1, "Caifanes", "x"), located(1, 1, "Maná", "y")];
+    let s = log.store("votes", &first.iter().collect::<Vec<_>>()).await.unwrap();
+    assert_eq!((s.inserted, s.already_stored), (2, 0));
+
+    // The same record again (a replay) is stored already but no repeat; the
+    // same vote id from another record (a client retry) is a repeat.
+    let retry = located(1, 7, "Maná", "y");
+    let s = log.store("votes", &[&first[0], &retry]).await.unwrap();
+    assert_eq!((s.inserted, s.already_stored), (0, 2));
+    assert_eq!(s.repeats, HashSet::from([(1, 7)]));
+
+    let t = log.totals().await.unwrap();
+    assert_eq!(t.total, 2);
+    assert_eq!(t.by_band.get("Maná"), Some(&1));
+    assert_eq!(log.stored_offsets("votes").await.unwrap(), HashMap::from([(0, 1), (1, 1)]));
+    let (docs, total) = log.page(Some("Caifanes"), 0, 10).await.unwrap();
+    assert_eq!((docs.len(), total), (1, 1));
+    log.collection().drop().await.unwrap();
+}
