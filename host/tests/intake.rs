@@ -210,3 +210,27 @@ async fn connections_past_the_cap_are_refused_fast() {
     assert_eq!(ok.status().as_u16(), 200, "room again once connections close");
 }
 
+
+/// The instance names a component imports.
+fn imports(path: &std::path::Path) -> Vec<String> {
+    let engine = wasmtime::Engine::default();
+    let component = wasmtime::component::Component::from_file(&engine, path).expect("a component");
+    component.component_type().imports(&engine).map(|(name, _)| name.to_owned()).collect()
+}
+
+#[test]
+fn the_intake_imports_only_wasi_and_the_publisher() {
+    let names = imports(&component());
+    eprintln!("intake imports: {names:?}");
+    assert!(names.iter().any(|n| n.starts_with("bandvote:publisher/publisher")), "{names:?}");
+    for n in &names {
+        assert!(n.starts_with("wasi:") || n.starts_with("bandvote:publisher/"), "unexpected import {n}");
+        assert!(!n.starts_with("wasi:http/outgoing-handler"), "the intake makes no outbound calls: {n}");
+    }
+    // The composed Spin artifact (scripts/build-spin.sh) imports standard WASI only.
+    if let Ok(spin) = std::env::var("BANDVOTE_SPIN_WASM") {
+        let names = imports(std::path::Path::new(&spin));
+        eprintln!("spin artifact imports: {names:?}");
+        assert!(names.iter().all(|n| n.starts_with("wasi:")), "{names:?}");
+    }
+}

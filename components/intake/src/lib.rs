@@ -1,15 +1,21 @@
-//! The HTTP vote intake as a WASI component.
+//! The HTTP vote intake as a WASI component, written in Spin's idiom.
 //!
-//! Exports `wasi:http/incoming-handler` (through the `wasip2` crate) and imports
-//! `bandvote:publisher/publisher` (wit-bindgen, `wit/publisher.wit`). All
-//! request logic lives in `bandvote-intake-core`; this file only moves bytes
-//! between wasi:http and that logic, and votes to the publisher import.
+//! `#[http_component]` (spin-sdk) exports `wasi:http/incoming-handler@0.2`;
+//! `bandvote:publisher/publisher` is imported through wit-bindgen
+//! (`wit/publisher.wit`). Nothing else from Spin is used, so the component
+//! runs on our wasmtime host, on `wasmtime serve` and, composed with the REST
+//! adapter, on Spin / SpinKube, importing only standard WASI and our publisher.
+//!
+//! All request logic lives in `bandvote-intake-core`; this file only moves
+//! bytes between the request and that logic, and votes to the publisher import.
 
-use std::io::{Read as _, Write as _};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bandvote_intake_core::{self as core, Ack, PublishFailure, Published, Reply, RequestMeta, Route};
 use bandvote_vote::{limits, Source, Vote};
-use wasip2::http::types::{Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use futures::StreamExt as _;
+use spin_sdk::http::{Fields, IncomingRequest, Method, Response};
+use spin_sdk::http_component;
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -19,18 +25,13 @@ wit_bindgen::generate!({
 
 use bandvote::publisher::publisher as wit;
 
-wasip2::http::proxy::export!(Intake);
-
-struct Intake;
-
-impl wasip2::exports::http::incoming_handler::Guest for Intake {
-    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
-        let reply = handle(&request);
-        send(response_out, reply);
-    }
+/// The entry point: one request in, one response out.
+#[http_component]
+async fn handle_intake(request: IncomingRequest) -> Response {
+    into_response(route(request).await)
 }
 
-fn handle(request: &IncomingRequest) -> Reply {
+async fn route(request: IncomingRequest) -> Reply {
     let method = match request.method() {
         Method::Get => "GET",
         Method::Head => "HEAD",
@@ -43,7 +44,7 @@ fn handle(request: &IncomingRequest) -> Reply {
         Route::Status => Reply::status(),
         Route::NotFound => Reply::not_found(),
         Route::MethodNotAllowed => Reply::method_not_allowed(),
-        Route::Vote => handle_vote(request),
+        Route::Vote => handle_vote(request).await,
     }
 }
 
@@ -51,7 +52,7 @@ fn header(headers: &Fields, name: &str) -> Option<String> {
     headers.get(name).into_iter().next().and_then(|v| String::from_utf8(v).ok())
 }
 
-fn handle_vote(request: &IncomingRequest) -> Reply {
+async fn handle_vote(request: IncomingRequest) -> Reply {
     let headers = request.headers();
     let content_type = header(&headers, "content-type");
     let idempotency_key = header(&headers, "idempotency-key");
@@ -63,12 +64,11 @@ fn handle_vote(request: &IncomingRequest) -> Reply {
     if let Err(reply) = core::check_declared_length(&meta) {
         return reply;
     }
-    let body = match read_body(request) {
+    let body = match read_body(request).await {
         Ok(b) => b,
         Err(reply) => return reply,
     };
-    let now = wasip2::clocks::wall_clock::now();
-    let now_ms = now.seconds as i64 * 1000 + i64::from(now.nanoseconds / 1_000_000);
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let submission = match core::admit(&meta, &body, Source::Http, now_ms) {
         Ok(s) => s,
         Err(reply) => return reply,
@@ -85,14 +85,27 @@ fn handle_vote(request: &IncomingRequest) -> Reply {
 }
 
 /// Read at most MAX_BODY_BYTES + 1 bytes: one more than allowed is enough to answer 413.
-fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Reply> {
-    let internal = |what: &str| Reply::internal(&format!("reading the request body: {what}"));
-    let incoming = request.consume().map_err(|()| internal("body already taken"))?;
-    let mut stream = incoming.stream().map_err(|()| internal("no body stream"))?;
+async fn read_body(request: IncomingRequest) -> Result<Vec<u8>, Reply> {
+    let mut stream = std::pin::pin!(request.into_body_stream());
     let mut body = Vec::new();
-    let mut limited = stream.by_ref().take(limits::MAX_BODY_BYTES as u64 + 1);
-    limited.read_to_end(&mut body).map_err(|e| internal(&e.to_string()))?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Reply::internal(&format!("reading the request body: {e:?}")))?;
+        body.extend_from_slice(&chunk);
+        if body.len() > limits::MAX_BODY_BYTES {
+            body.truncate(limits::MAX_BODY_BYTES + 1);
+            break;
+        }
+    }
     Ok(body)
+}
+
+fn into_response(reply: Reply) -> Response {
+    let mut response = Response::builder();
+    response.status(reply.status).header("content-type", "application/json");
+    if let Some(secs) = reply.retry_after {
+        response.header("retry-after", secs.to_string());
+    }
+    response.body(reply.body).build()
 }
 
 fn to_wit(v: &Vote) -> wit::Vote {
@@ -120,26 +133,4 @@ fn failure(e: wit::PublishError) -> PublishFailure {
         wit::PublishError::Overloaded(ms) => PublishFailure::Overloaded { retry_after_secs: u64::from(ms).div_ceil(1000) },
         wit::PublishError::Unavailable(m) => PublishFailure::Unavailable(m),
     }
-}
-
-fn send(out: ResponseOutparam, reply: Reply) {
-    let headers = Fields::new();
-    let _ = headers.append("content-type", b"application/json");
-    if let Some(secs) = reply.retry_after {
-        let _ = headers.append("retry-after", secs.to_string().as_bytes());
-    }
-    let response = OutgoingResponse::new(headers);
-    let _ = response.set_status_code(reply.status);
-    let Ok(body) = response.body() else { return };
-    ResponseOutparam::set(out, Ok(response));
-    if let Ok(mut stream) = body.write() {
-        // blocking_write_and_flush takes at most 4096 bytes per call.
-        for chunk in reply.body.chunks(4096) {
-            if stream.write_all(chunk).is_err() {
-                break;
-            }
-        }
-        let _ = stream.flush();
-    }
-    let _ = OutgoingBody::finish(body, None);
 }
