@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use bandvote_intake_core::{check_declared_length, PublishFailure, Reply, RequestMeta};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttp, WasiHttpCtx, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use crate::publisher::{IntakeImports, PublisherHost};
 use crate::state::RequestState;
@@ -71,10 +71,8 @@ impl IntakeRuntime {
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "component compiled");
 
         let mut linker = Linker::<RequestState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        // Only wasi:http types: the intake gets no outgoing-handler at all.
-        let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
-        wasmtime_wasi_http::p2::bindings::http::types::add_to_linker::<_, WasiHttp>(&mut linker, &options.into(), RequestState::http)?;
+        // Only the WASI an intake needs (no filesystem, sockets or outgoing HTTP).
+        crate::state::link_wasi(&mut linker)?;
         IntakeImports::add_to_linker::<_, HasSelf<PublisherHost>>(&mut linker, |s: &mut RequestState| &mut s.publisher)?;
         let pre = linker.instantiate_pre(&component).map_err(|e| anyhow::Error::from(e).context("linking the intake component"))?;
         let pre = ProxyPre::new(pre)?;
@@ -107,11 +105,9 @@ impl IntakeRuntime {
         let started = Instant::now();
         metrics.in_flight.inc();
         let response = match self.slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let r = self.run(req).await;
-                drop(permit);
-                r
-            }
+            // The slot moves into the instance's task: it is released when the
+            // instance ends, not when the client goes away.
+            Ok(slot) => self.run(req, slot).await,
             Err(_) => reply(Reply::unavailable(&PublishFailure::Overloaded { retry_after_secs: 1 })),
         };
         metrics.in_flight.dec();
@@ -120,7 +116,12 @@ impl IntakeRuntime {
         response
     }
 
-    async fn run(&self, req: hyper::Request<Incoming>) -> HostResponse {
+    /// Instances alive now (each holds one slot of the pool until it ends).
+    pub fn instances_running(&self) -> usize {
+        self.limits.max_concurrent.max(1) as usize - self.slots.available_permits()
+    }
+
+    async fn run(&self, req: hyper::Request<Incoming>, slot: OwnedSemaphorePermit) -> HostResponse {
         let req = match refuse_oversized(req) {
             Ok(req) => req,
             Err(early) => return early,
@@ -154,11 +155,19 @@ impl IntakeRuntime {
         };
         let pre = self.pre.clone();
         let metrics = self.host.metrics.clone();
+        let deadline = self.limits.request_timeout;
         let task = tokio::spawn(async move {
-            let started = Instant::now();
-            let proxy = pre.instantiate_async(&mut store).await?;
-            metrics.instantiate_seconds.observe(started.elapsed().as_secs_f64());
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            let _slot = slot;
+            // The epoch deadline stops guest code; this also bounds time spent
+            // in host calls, so the instance (and its slot) never outlive it.
+            tokio::time::timeout(deadline, async move {
+                let started = Instant::now();
+                let proxy = pre.instantiate_async(&mut store).await?;
+                metrics.instantiate_seconds.observe(started.elapsed().as_secs_f64());
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            })
+            .await
+            .unwrap_or_else(|_| Err(wasmtime::format_err!("request deadline")))
         });
         let abort = task.abort_handle();
         match tokio::time::timeout(self.limits.request_timeout, receiver).await {
@@ -184,7 +193,8 @@ impl IntakeRuntime {
 }
 
 /// Bodies declared larger than the limit are answered 413 by the host without
-/// instantiating the component. The body is drained (up to [`DRAIN_LIMIT`]) in
+/// instantiating the component. The body is drained (up to [`DRAIN_LIMIT`] bytes
+/// and [`DRAIN_TIME`]) in
 /// the background so the client finishes sending and reads the answer instead
 /// of a connection reset.
 fn refuse_oversized(req: hyper::Request<Incoming>) -> Result<hyper::Request<Incoming>, HostResponse> {
@@ -197,7 +207,7 @@ fn refuse_oversized(req: hyper::Request<Incoming>) -> Result<hyper::Request<Inco
         return Ok(req);
     };
     let mut body = req.into_body();
-    tokio::spawn(async move {
+    tokio::spawn(tokio::time::timeout(DRAIN_TIME, async move {
         let mut drained = 0usize;
         while let Some(Ok(frame)) = body.frame().await {
             drained += frame.data_ref().map_or(0, |d| d.len());
@@ -205,12 +215,14 @@ fn refuse_oversized(req: hyper::Request<Incoming>) -> Result<hyper::Request<Inco
                 break;
             }
         }
-    });
+    }));
     Err(reply(refusal))
 }
 
 /// Most bytes of an oversized body read and discarded before closing the connection.
 const DRAIN_LIMIT: usize = 64 << 20;
+/// Longest time spent draining one oversized body (a slow sender cannot hold the task).
+const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// A host-generated JSON reply in the same body type the component produces.
 pub fn reply(r: Reply) -> HostResponse {

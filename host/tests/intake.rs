@@ -234,3 +234,34 @@ fn the_intake_imports_only_wasi_and_the_publisher() {
         assert!(names.iter().all(|n| n.starts_with("wasi:")), "{names:?}");
     }
 }
+
+/// A client that gives up does not free the instance's slot: the slot is held
+/// until the instance ends (here: the publish fails after the delivery timeout).
+#[tokio::test]
+async fn a_slot_is_held_until_the_instance_ends() {
+    let publisher = PublisherConfig { brokers: "127.0.0.1:1".into(), delivery_timeout: Duration::from_secs(2), ..Default::default() };
+    let host = start(publisher, RuntimeLimits { max_concurrent: 2, ..limits() }).await;
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let gone = impatient.post(format!("http://{}/", host.addr)).body(r#"{"name":"a","album":"b","year":"1983","rank":"1"}"#).send().await;
+    assert!(gone.is_err(), "the client gave up first");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(host.runtime.instances_running(), 1, "the instance still runs, and holds its slot");
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while host.runtime.instances_running() > 0 {
+        assert!(Instant::now() < deadline, "the instance never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The host links only the WASI an intake needs: a component importing more
+/// (the composed Spin artifact wants wasi:http/outgoing-handler) fails at startup.
+#[tokio::test]
+async fn a_component_asking_for_more_fails_to_link() {
+    let Ok(spin) = std::env::var("BANDVOTE_SPIN_WASM") else {
+        panic!("BANDVOTE_SPIN_WASM: run through scripts/test.sh (builds the Spin artifact)");
+    };
+    let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), ..Default::default() }).unwrap();
+    let linked = IntakeRuntime::new(std::path::Path::new(&spin), PublisherHost { publisher, metrics: HostMetrics::new() }, limits());
+    let err = format!("{:#}", linked.err().expect("linking must fail"));
+    assert!(err.contains("outgoing-handler"), "{err}");
+}
