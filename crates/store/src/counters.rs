@@ -220,6 +220,13 @@ impl Counters {
         Ok(Totals { total: by_band.values().sum(), by_band, by_album: as_map(albums) })
     }
 
+    /// Votes counted for one band (0 when none).
+    pub async fn band_total(&self, band: &str) -> Result<u64, redis::RedisError> {
+        let mut con = self.con.clone();
+        let n: Option<u64> = redis::cmd("HGET").arg(self.key(keys::BANDS)).arg(band).query_async(&mut con).await?;
+        Ok(n.unwrap_or(0))
+    }
+
     /// The `n` highest entries of a leaderboard, highest first.
     pub async fn top(&self, board: Board, n: isize) -> Result<Vec<(String, u64)>, redis::RedisError> {
         let mut con = self.con.clone();

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use bandvote_vote::Vote;
 
 pub use counters::{Applied, Counters};
-pub use vote_log::{Stored, VoteLog};
+pub use vote_log::{LogCursor, Stored, VoteLog};
 
 /// A vote with where it sits in Kafka.
 #[derive(Debug, Clone, PartialEq)]

@@ -32,6 +32,45 @@ pub struct VoteLog {
     dead_letters: Collection<Document>,
 }
 
+/// Where a page of the log starts: strictly older than this vote in the
+/// log's order (received_at, partition, offset; all descending). Written
+/// `<received_at_ms>.<partition>.<offset>`: nothing a public page does not show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogCursor {
+    pub received_at_ms: i64,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl LogCursor {
+    /// The cursor of a stored document.
+    pub fn of(d: &Document) -> Option<Self> {
+        let kafka = d.get_document("kafka").ok()?;
+        Some(Self {
+            received_at_ms: d.get_datetime("received_at").ok()?.timestamp_millis(),
+            partition: kafka.get_i32("partition").ok()?,
+            offset: kafka.get_i64("offset").or_else(|_| kafka.get_i32("offset").map(i64::from)).ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for LogCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.received_at_ms, self.partition, self.offset)
+    }
+}
+
+impl std::str::FromStr for LogCursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a log cursor (<received_at_ms>.<partition>.<offset>)");
+        let mut parts = s.split('.');
+        let (Some(t), Some(p), Some(o), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else { return Err(bad()) };
+        Ok(Self { received_at_ms: t.parse().map_err(|_| bad())?, partition: p.parse().map_err(|_| bad())?, offset: o.parse().map_err(|_| bad())? })
+    }
+}
+
 /// The document stored for one vote.
 pub fn document(topic: &str, v: &Located) -> Document {
     doc! {
@@ -47,11 +86,16 @@ pub fn document(topic: &str, v: &Located) -> Document {
 }
 
 impl VoteLog {
-    /// Connect and make sure the log page's indexes exist (by time, by band).
+    /// Connect and make sure the log page's indexes exist: one per page
+    /// order, all votes and per band ([`Self::page`] sorts and filters on
+    /// exactly these keys, so no page sorts in memory or skips documents).
     pub async fn connect(url: &str, database: &str, collection: &str) -> Result<Self, mongodb::error::Error> {
         let log = Self::open(url, database, collection).await?;
         let votes = &log.votes;
-        for keys in [doc! { "received_at": -1 }, doc! { "band": 1, "received_at": -1 }] {
+        for keys in [
+            doc! { "received_at": -1, "kafka.partition": -1, "kafka.offset": -1 },
+            doc! { "band": 1, "received_at": -1, "kafka.partition": -1, "kafka.offset": -1 },
+        ] {
             let model = IndexModel::builder().keys(keys).options(IndexOptions::builder().build()).build();
             votes.create_index(model).await?;
         }
@@ -162,26 +206,63 @@ impl VoteLog {
         Ok(offsets)
     }
 
-    /// One page of the log, newest first, optionally for one band.
-    pub async fn page(&self, band: Option<&str>, skip: u64, limit: i64) -> Result<(Vec<Document>, u64), mongodb::error::Error> {
-        let filter = match band {
+    /// One page of the log, newest first, optionally for one band, starting
+    /// after `before` (keyset pagination: the cost of a page does not grow
+    /// with its depth). Returns the votes and, when more follow, the cursor of
+    /// the next page.
+    pub async fn page(&self, band: Option<&str>, before: Option<&LogCursor>, limit: i64) -> Result<(Vec<Document>, Option<LogCursor>), mongodb::error::Error> {
+        let mut filter = match band {
             Some(b) => doc! { "band": b },
             None => doc! {},
         };
-        let total = self.votes.count_documents(filter.clone()).await?;
-        let docs = self
+        if let Some(c) = before {
+            let t = DateTime::from_millis(c.received_at_ms);
+            filter.insert(
+                "$or",
+                vec![
+                    doc! { "received_at": { "$lt": t } },
+                    doc! { "received_at": t, "kafka.partition": { "$lt": c.partition } },
+                    doc! { "received_at": t, "kafka.partition": c.partition, "kafka.offset": { "$lt": c.offset } },
+                ],
+            );
+        }
+        let mut docs: Vec<Document> = self
             .votes
             .find(filter)
-            .sort(doc! { "received_at": -1, "_id": -1 })
-            .skip(skip)
-            .limit(limit)
+            .sort(doc! { "received_at": -1, "kafka.partition": -1, "kafka.offset": -1 })
+            .limit(limit + 1)
             .await?
             .try_collect()
             .await?;
-        Ok((docs, total))
+        let next = if docs.len() as i64 > limit {
+            docs.truncate(limit as usize);
+            docs.last().and_then(LogCursor::of)
+        } else {
+            None
+        };
+        Ok((docs, next))
+    }
+
+    /// Votes in the log, from the collection's metadata (no scan).
+    pub async fn estimated_count(&self) -> Result<u64, mongodb::error::Error> {
+        self.votes.estimated_document_count().await
     }
 
     pub async fn ping(&self) -> Result<(), mongodb::error::Error> {
         self.votes.estimated_document_count().await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogCursor;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let c = LogCursor { received_at_ms: 1_700_000_000_123, partition: 4, offset: 99 };
+        assert_eq!(c.to_string().parse::<LogCursor>(), Ok(c));
+        for bad in ["", "1.2", "1.2.3.4", "a.b.c", "1.2.x"] {
+            assert!(bad.parse::<LogCursor>().is_err(), "{bad}");
+        }
     }
 }

@@ -72,7 +72,40 @@ async fn vote_log_stores_each_vote_once_and_finds_repeats() {
     assert_eq!(t.total, 2);
     assert_eq!(t.by_band.get("Maná"), Some(&1));
     assert_eq!(log.stored_offsets("votes").await.unwrap(), HashMap::from([(0, 1), (1, 1)]));
-    let (docs, total) = log.page(Some("Caifanes"), 0, 10).await.unwrap();
-    assert_eq!((docs.len(), total), (1, 1));
+    let (docs, next) = log.page(Some("Caifanes"), None, 10).await.unwrap();
+    assert_eq!((docs.len(), next), (1, None));
+    assert_eq!(log.estimated_count().await.unwrap(), 2);
+    log.collection().drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn log_pages_follow_their_cursors_newest_first() {
+    let coll = kit::unique("storepages");
+    let log = VoteLog::connect(&kit::mongo_url(), "bandvote_test", &coll).await.unwrap();
+    // 25 votes, several sharing a received_at (the cursor breaks ties by partition and offset).
+    let votes: Vec<Located> = (0..25)
+        .map(|i| {
+            let mut v = located(i % 3, i64::from(i), if i % 2 == 0 { "Even" } else { "Odd" }, &format!("p-{i}"));
+            v.vote.received_at_ms = 1_700_000_000_000 + i64::from(i / 4);
+            v
+        })
+        .collect();
+    log.store("votes", &votes.iter().collect::<Vec<_>>()).await.unwrap();
+    let (mut seen, mut cursor, mut pages) = (Vec::new(), None, 0);
+    loop {
+        let (docs, next) = log.page(None, cursor.as_ref(), 10).await.unwrap();
+        pages += 1;
+        seen.extend(docs.iter().map(|d| bandvote_store::LogCursor::of(d).unwrap()));
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!((pages, seen.len()), (3, 25));
+    let mut sorted = seen.clone();
+    sorted.sort_by_key(|c| std::cmp::Reverse((c.received_at_ms, c.partition, c.offset)));
+    assert_eq!(seen, sorted, "newest first, no vote twice, none skipped");
+    let (odd, next) = log.page(Some("Odd"), None, 100).await.unwrap();
+    assert_eq!((odd.len(), next), (12, None));
     log.collection().drop().await.unwrap();
 }

@@ -4,7 +4,8 @@
 //! * `GET /api/stream`: the same as Server-Sent Events, every 500 ms (`results` or `error` events).
 //!   One poller per process reads Redis and fans the result out to every
 //!   open stream (`tokio::sync::watch`): Redis load does not grow with viewers.
-//! * `GET /api/log?page=1&size=20&band=…`: the vote log from MongoDB, newest first.
+//! * `GET /api/log?size=20&band=…&before=<cursor>`: the vote log from MongoDB, newest
+//!   first, keyset-paginated (`next` is the following page's cursor); estimated totals.
 //! * `GET /healthz`, `GET /readyz`.
 //!
 //! Redis and MongoDB are connected lazily and reconnected on failure, so the
@@ -22,7 +23,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bandvote_store::VoteLog;
 use bandvote_store::keys::Board;
-use bandvote_store::Counters;
+use bandvote_store::{Counters, LogCursor};
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -191,42 +192,58 @@ async fn stream(State(s): State<Arc<AppState>>) -> Sse<impl Stream<Item = Result
 
 #[derive(Deserialize)]
 struct LogQuery {
-    page: Option<u64>,
     size: Option<i64>,
     band: Option<String>,
+    /// Cursor of the page: votes strictly older than it (from the previous page's `next`).
+    before: Option<String>,
 }
 
 async fn log_page(State(s): State<Arc<AppState>>, Query(q): Query<LogQuery>) -> Response {
-    let page = q.page.unwrap_or(1).max(1);
     let size = q.size.unwrap_or(20).clamp(1, 200);
     let band = q.band.filter(|b| !b.trim().is_empty());
+    let before = match q.before.as_deref().filter(|c| !c.is_empty()).map(str::parse::<LogCursor>).transpose() {
+        Ok(c) => c,
+        Err(problem) => {
+            let body = json!({ "error": { "code": "invalid_cursor", "field": "before", "message": problem } });
+            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        }
+    };
     let log = match s.log().await {
         Ok(l) => l,
         Err(e) => return unavailable(e),
     };
-    match log.page(band.as_deref(), (page - 1) * size as u64, size).await {
-        Ok((docs, total)) => {
-            let votes: Vec<Value> = docs
-                .into_iter()
-                .map(|d| {
-                    let kafka = d.get_document("kafka").ok();
-                    // Vote ids are the clients' idempotency keys: never on a public page.
-                    json!({
-                        "band": d.get_str("band").unwrap_or_default(),
-                        "album": d.get_str("album").unwrap_or_default(),
-                        "year": d.get_i32("year").unwrap_or_default(),
-                        "rank": d.get_f64("rank").unwrap_or_default(),
-                        "source": d.get_str("source").unwrap_or_default(),
-                        "received_at_ms": d.get_datetime("received_at").map(|t| t.timestamp_millis()).unwrap_or_default(),
-                        "partition": kafka.and_then(|k| k.get_i32("partition").ok()),
-                        "offset": kafka.and_then(|k| k.get_i64("offset").ok()),
-                    })
-                })
-                .collect();
-            Json(json!({ "page": page, "size": size, "total": total, "band": band, "votes": votes })).into_response()
-        }
-        Err(e) => unavailable(format!("mongodb: {e}")),
-    }
+    let (docs, next) = match log.page(band.as_deref(), before.as_ref(), size).await {
+        Ok(page) => page,
+        Err(e) => return unavailable(format!("mongodb: {e}")),
+    };
+    // Totals are estimates: the collection's metadata, or the band's live
+    // counter in Redis; counting documents would scan.
+    let total = match &band {
+        None => log.estimated_count().await.ok(),
+        Some(b) => match s.counters().await {
+            Ok(c) => c.band_total(b).await.ok(),
+            Err(_) => None,
+        },
+    };
+    let votes: Vec<Value> = docs
+        .into_iter()
+        .map(|d| {
+            let kafka = d.get_document("kafka").ok();
+            // Vote ids are the clients' idempotency keys: never on a public page.
+            json!({
+                "band": d.get_str("band").unwrap_or_default(),
+                "album": d.get_str("album").unwrap_or_default(),
+                "year": d.get_i32("year").unwrap_or_default(),
+                "rank": d.get_f64("rank").unwrap_or_default(),
+                "source": d.get_str("source").unwrap_or_default(),
+                "received_at_ms": d.get_datetime("received_at").map(|t| t.timestamp_millis()).unwrap_or_default(),
+                "partition": kafka.and_then(|k| k.get_i32("partition").ok()),
+                "offset": kafka.and_then(|k| k.get_i64("offset").ok()),
+            })
+        })
+        .collect();
+    let next = next.map(|c| c.to_string());
+    Json(json!({ "size": size, "band": band, "total": total, "total_is_estimate": true, "next": next, "votes": votes })).into_response()
 }
 
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {

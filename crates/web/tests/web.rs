@@ -48,14 +48,21 @@ async fn results_and_log_pages() {
     assert_eq!(r["bands"][0]["votes"], 15);
     assert_eq!(r["per_second"].as_array().unwrap().len(), 60);
 
-    let p1: Value = http.get(format!("{base}/api/log?page=1&size=10")).send().await.unwrap().json().await.unwrap();
+    let p1: Value = http.get(format!("{base}/api/log?size=10")).send().await.unwrap().json().await.unwrap();
     assert_eq!((p1["total"].as_u64(), p1["votes"].as_array().unwrap().len()), (Some(25), 10));
     assert!(p1["votes"][0].get("vote_id").is_none(), "vote ids (idempotency keys) stay off public pages");
     assert!(p1["votes"][0]["offset"].is_i64());
-    let p3: Value = http.get(format!("{base}/api/log?page=3&size=10")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(p3["votes"].as_array().unwrap().len(), 5);
+    let mut cursor = p1["next"].as_str().expect("a next page").to_owned();
+    let p2: Value = http.get(format!("{base}/api/log?size=10&before={cursor}")).send().await.unwrap().json().await.unwrap();
+    cursor = p2["next"].as_str().expect("a third page").to_owned();
+    let p3: Value = http.get(format!("{base}/api/log?size=10&before={cursor}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((p3["votes"].as_array().unwrap().len(), p3["next"].is_null()), (5, true));
     let f: Value = http.get(format!("{base}/api/log?band=Caifanes")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(f["total"], 10);
+    assert_eq!((f["total"].as_u64(), f["votes"].as_array().unwrap().len()), (Some(10), 10));
+    let bad = http.get(format!("{base}/api/log?before=yesterday")).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let bad: Value = bad.json().await.unwrap();
+    assert_eq!(bad["error"]["field"], "before");
 
     let page = http.get(format!("{base}/")).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("bandvote · live results"));
