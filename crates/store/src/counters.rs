@@ -136,8 +136,18 @@ impl Counters {
     /// Appliers that announced a batch and have not finished it.
     pub async fn appliers_writing(&self) -> Result<usize, redis::RedisError> {
         let mut con = self.con.clone();
-        let keys: Vec<String> = redis::cmd("KEYS").arg(self.key(&format!("{}*", keys::APPLYING))).query_async(&mut con).await?;
-        Ok(keys.len())
+        // SCAN, not KEYS: KEYS blocks the server and is outside the consumer's ACL (@dangerous).
+        let pattern = self.key(&format!("{}*", keys::APPLYING));
+        let (mut cursor, mut found) = (0u64, 0usize);
+        loop {
+            let (next, batch): (u64, Vec<String>) =
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query_async(&mut con).await?;
+            found += batch.len();
+            if next == 0 {
+                return Ok(found);
+            }
+            cursor = next;
+        }
     }
 
     /// Take the rebuild marker (`rebuilding`, expiring after `ttl`): while it
