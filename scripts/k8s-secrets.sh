@@ -3,7 +3,7 @@
 # an existing Secret is left alone). Nothing secret is ever in the repository.
 #   bandvote-mongo:   root-username, root-password, consumer-password, web-password,
 #                     consumer-url (readWrite on bandvote), web-url (read only)
-#   bandvote-redis:   consumer/web/grafana passwords and URLs (ACL users of k8s/base/redis/users.acl)
+#   bandvote-redis:   consumer/web/grafana/intake passwords and URLs (ACL users of k8s/base/redis/users.acl)
 #   bandvote-grafana: admin-user, admin-password
 # Usage: scripts/k8s-secrets.sh [namespace]   (default bandvote; needs kubectl and openssl)
 set -euo pipefail
@@ -25,8 +25,9 @@ create bandvote-mongo root-username=bandvote root-password="$ROOT_PW" \
   consumer-url="mongodb://consumer:$MC@mongo:27017/bandvote?authSource=bandvote" \
   web-url="mongodb://web:$MW@mongo:27017/bandvote?authSource=bandvote"
 
-RC=$(pw) RW=$(pw) RG=$(pw)
-create bandvote-redis consumer-password="$RC" web-password="$RW" grafana-password="$RG" \
-  consumer-url="redis://consumer:$RC@redis:6379/" web-url="redis://web:$RW@redis:6379/"
+RC=$(pw) RW=$(pw) RG=$(pw) RI=$(pw)
+create bandvote-redis consumer-password="$RC" web-password="$RW" grafana-password="$RG" intake-password="$RI" \
+  consumer-url="redis://consumer:$RC@redis:6379/" web-url="redis://web:$RW@redis:6379/" \
+  intake-url="redis://intake:$RI@redis:6379/"
 
 create bandvote-grafana admin-user=admin admin-password="$(pw)"

@@ -7,14 +7,13 @@ use bandvote_host::metrics::HostMetrics;
 use bandvote_host::publisher::PublisherHost;
 use bandvote_host::runtime::{IntakeRuntime, RuntimeLimits};
 use bandvote_host::{server, HostConfig};
-use bandvote_kafka::VotePublisher;
 use clap::Parser as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     bandvote_telemetry::init_tracing();
     let config = HostConfig::parse();
-    let publisher = VotePublisher::new(config.kafka.publisher()).context("creating the Kafka producer")?;
+    let publisher = config.kafka.connect().context("creating the Kafka producer")?;
     let host = PublisherHost { publisher: publisher.clone(), metrics: HostMetrics::new() };
     let runtime = IntakeRuntime::new(
         &config.component,

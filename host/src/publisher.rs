@@ -46,6 +46,7 @@ fn to_wit_error(e: PublishError) -> wit::PublishError {
             wit::PublishError::Overloaded(u32::try_from(retry_after.as_millis()).unwrap_or(u32::MAX))
         }
         PublishError::Unavailable(m) | PublishError::Config(m) => wit::PublishError::Unavailable(m),
+        PublishError::Conflict { vote_id } => wit::PublishError::Conflict(vote_id),
     }
 }
 
@@ -56,6 +57,7 @@ impl PublisherHost {
             Err(wit::PublishError::Overloaded(_)) => "overloaded",
             Err(wit::PublishError::Unavailable(_)) => "unavailable",
             Err(wit::PublishError::Invalid(_)) => "invalid",
+            Err(wit::PublishError::Conflict(_)) => "conflict",
         };
         self.metrics.votes.with_label_values(&[outcome]).inc();
     }

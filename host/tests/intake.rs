@@ -265,3 +265,34 @@ async fn a_component_asking_for_more_fails_to_link() {
     let err = format!("{:#}", linked.err().expect("linking must fail"));
     assert!(err.contains("outgoing-handler"), "{err}");
 }
+
+/// A key reused for a different vote: 409 naming the key; a retry of the same vote: 201.
+#[tokio::test]
+async fn a_key_reused_for_a_different_vote_is_409() {
+    let topic = kit::fresh_topic("intake-claims", 1).await;
+    let claims = bandvote_store::KeyClaims::new(&kit::redis_url(), &format!("{}:", kit::unique("claims")), Duration::from_secs(60)).unwrap();
+    let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() })
+        .unwrap()
+        .with_key_claims(claims);
+    let runtime = IntakeRuntime::new(&component(), PublisherHost { publisher, metrics: HostMetrics::new() }, limits()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(bandvote_host::server::serve_intake(listener, runtime, std::future::pending(), Duration::from_secs(1)));
+    let send = |band: &'static str| async move {
+        let r = reqwest::Client::new()
+            .post(format!("http://{addr}/"))
+            .header("idempotency-key", "k-dup")
+            .body(format!(r#"{{"name":"{band}","album":"b","year":"1983","rank":"1"}}"#))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(send("Caifanes").await.0, 201);
+    assert_eq!(send("Caifanes").await.0, 201, "a retry of the same vote");
+    let (status, body) = send("Maná").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "idempotency_key_reused");
+    assert_eq!((body["error"]["field"].as_str(), body["error"]["key"].as_str()), (Some("Idempotency-Key"), Some("k-dup")));
+    assert_eq!(kit::read_topic(&topic, 3, Duration::from_secs(10)).await.len(), 2);
+}

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 fn failure(e: PublishError) -> PublishFailure {
     match e {
         PublishError::Overloaded { retry_after } => PublishFailure::Overloaded { retry_after_secs: retry_after.as_secs().max(1) },
+        PublishError::Conflict { vote_id } => PublishFailure::Conflict { key: vote_id },
         other => PublishFailure::Unavailable(other.to_string()),
     }
 }

@@ -132,5 +132,6 @@ fn failure(e: wit::PublishError) -> PublishFailure {
         wit::PublishError::Invalid(m) => PublishFailure::Invalid(m),
         wit::PublishError::Overloaded(ms) => PublishFailure::Overloaded { retry_after_secs: u64::from(ms).div_ceil(1000) },
         wit::PublishError::Unavailable(m) => PublishFailure::Unavailable(m),
+        wit::PublishError::Conflict(key) => PublishFailure::Conflict { key },
     }
 }

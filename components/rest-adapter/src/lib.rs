@@ -53,6 +53,7 @@ fn to_vote(v: WitVote) -> Vote {
 /// POST the votes as one produce request; one result per vote.
 fn produce(votes: Vec<WitVote>) -> Result<Vec<Result<Ack, PublishError>>, PublishError> {
     let n = votes.len();
+    let ids: Vec<String> = votes.iter().map(|v| v.vote_id.clone()).collect();
     let records: Vec<Value> = votes.into_iter().map(to_vote).map(|v| json!({ "key": v.vote_id, "value": v })).collect();
     let body = json!({ "records": records }).to_string();
     let base = config("KAFKA_REST_URL").ok_or_else(|| PublishError::Unavailable("KAFKA_REST_URL is not set".into()))?;
@@ -68,8 +69,10 @@ fn produce(votes: Vec<WitVote>) -> Result<Vec<Result<Ack, PublishError>>, Publis
             }
             Ok(offsets
                 .iter()
-                .map(|o| match (o["partition"].as_i64(), o["offset"].as_i64()) {
+                .zip(ids)
+                .map(|(o, id)| match (o["partition"].as_i64(), o["offset"].as_i64()) {
                     (Some(p), Some(off)) if o["error_code"].is_null() => Ok(Ack { partition: p as i32, offset: off }),
+                    _ if o["error_code"].as_i64() == Some(40901) => Err(PublishError::Conflict(id)),
                     _ => Err(PublishError::Unavailable(o["error"].as_str().unwrap_or("record not acknowledged").to_owned())),
                 })
                 .collect())

@@ -86,6 +86,13 @@ impl GrpcHop {
             match status.code() {
                 Code::ResourceExhausted => return Err(PublishFailure::Overloaded { retry_after_secs: retry_after_secs(&status) }),
                 Code::InvalidArgument => return Err(PublishFailure::Invalid(status.message().to_owned())),
+                Code::AlreadyExists => {
+                    let key = match &submission.votes[..] {
+                        [one] => one.vote_id.clone(),
+                        _ => status.message().to_owned(),
+                    };
+                    return Err(PublishFailure::Conflict { key });
+                }
                 Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled | Code::DeadlineExceeded
                     if Instant::now() + delay < deadline =>
                 {

@@ -10,14 +10,13 @@ use bandvote_grpc::proto::bandvote::vote_service_server::VoteServiceServer;
 use bandvote_grpc::proto::confproto::get_info_server::GetInfoServer;
 use bandvote_grpc::rest::{self, RestBridge};
 use bandvote_grpc::service::GrpcIntake;
-use bandvote_kafka::VotePublisher;
 use clap::Parser as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     bandvote_telemetry::init_tracing();
     let config = GrpcConfig::parse();
-    let publisher = VotePublisher::new(config.kafka.publisher()).context("creating the Kafka producer")?;
+    let publisher = config.kafka.connect().context("creating the Kafka producer")?;
     let metrics = GrpcMetrics::new();
     let intake = GrpcIntake::new(publisher.clone(), metrics.clone());
 

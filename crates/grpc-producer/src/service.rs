@@ -31,6 +31,8 @@ pub fn invalid(e: &VoteError) -> Status {
 pub fn unavailable(e: &PublishError) -> Status {
     let mut status = match e {
         PublishError::Overloaded { .. } => Status::resource_exhausted(e.to_string()),
+        // Final: the key stands for another vote; retrying will not help.
+        PublishError::Conflict { .. } => return Status::already_exists(e.to_string()),
         _ => Status::unavailable(e.to_string()),
     };
     let ms = (e.retry_after_secs() * 1000).to_string();
@@ -81,6 +83,7 @@ impl GrpcIntake {
         let outcome = match r {
             Ok(_) => "acked",
             Err(PublishError::Overloaded { .. }) => "overloaded",
+            Err(PublishError::Conflict { .. }) => "conflict",
             Err(_) => "unavailable",
         };
         self.metrics.votes.with_label_values(&[outcome]).inc();

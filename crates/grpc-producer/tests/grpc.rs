@@ -15,7 +15,10 @@ use bandvote_vote::{pb, record};
 
 /// Serve gRPC and the REST bridge on ephemeral ports; returns (grpc url, rest base).
 async fn start(topic: &str) -> (String, String) {
-    let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.into(), ..Default::default() }).unwrap();
+    start_with(VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.into(), ..Default::default() }).unwrap()).await
+}
+
+async fn start_with(publisher: VotePublisher) -> (String, String) {
     let metrics = GrpcMetrics::new();
     let intake = GrpcIntake::new(publisher.clone(), metrics.clone());
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -159,4 +162,50 @@ async fn grpc_client_hop_carries_locust_json_to_kafka() {
     assert_eq!(r.status().as_u16(), 503);
     assert!(r.headers().contains_key("retry-after"));
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// A vote id (idempotency key) reused for a different vote is refused on every
+/// gRPC path: ALREADY_EXISTS on gRPC, 409 naming the key through the /grpc hop,
+/// error 40901 from the REST bridge; a retry of the same vote goes through.
+#[tokio::test]
+async fn a_key_reused_for_a_different_vote_is_refused() {
+    let topic = kit::fresh_topic("grpc-claims", 1).await;
+    let claims = bandvote_store::KeyClaims::new(&kit::redis_url(), &format!("{}:", kit::unique("claims")), Duration::from_secs(60)).unwrap();
+    let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() })
+        .unwrap()
+        .with_key_claims(claims);
+    let (url, rest) = start_with(publisher).await;
+    let mut client = VoteServiceClient::connect(url.clone()).await.unwrap();
+    client.cast(vote("Caifanes", "dup-1")).await.expect("first use");
+    client.cast(vote("Caifanes", "dup-1")).await.expect("a retry of the same vote");
+    let refused = client.cast(vote("Maná", "dup-1")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
+    assert!(refused.message().contains("dup-1"));
+
+    let hop = start_hop(&url, Duration::from_secs(5)).await;
+    let r = reqwest::Client::new()
+        .post(format!("{hop}/grpc"))
+        .header("idempotency-key", "dup-1")
+        .body(r#"{"name":"Maná","album":"Fiebre","year":"2001","rank":"9"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!((body["error"]["field"].as_str(), body["error"]["key"].as_str()), (Some("Idempotency-Key"), Some("dup-1")));
+
+    let mut other = bandvote_vote::RawVote { band: Some("Maná".into()), album: Some("x".into()), year: Some("2001".into()), rank: Some("1".into()), vote_id: Some("dup-1".into()) }
+        .validate(bandvote_vote::Source::Http, 1_700_000_000_000, None)
+        .unwrap();
+    other.vote_id = "dup-1".into();
+    let r = reqwest::Client::new()
+        .post(format!("{rest}/topics/{topic}"))
+        .header("content-type", KAFKA_JSON_V2)
+        .body(serde_json::json!({ "records": [{ "key": "dup-1", "value": other }] }).to_string())
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["offsets"][0]["error_code"], 40901, "{body}");
+    assert_eq!(kit::read_topic(&topic, 3, Duration::from_secs(10)).await.len(), 2, "only the vote and its retry reached Kafka");
 }

@@ -99,6 +99,10 @@ impl Reply {
             PublishFailure::Overloaded { retry_after_secs } => ("overloaded", *retry_after_secs),
             PublishFailure::Unavailable(_) => ("kafka_unavailable", 1),
             PublishFailure::Invalid(_) => return Self::simple(422, "invalid_vote", &failure.to_string()),
+            PublishFailure::Conflict { key } => {
+                let error = json!({ "status": 409, "code": "idempotency_key_reused", "field": "Idempotency-Key", "key": key, "message": failure.to_string() });
+                return Self::json(409, json!({ "error": error }));
+            }
         };
         let mut reply = Self::simple(503, code, &failure.to_string());
         reply.retry_after = Some(retry.max(1));
@@ -156,6 +160,8 @@ pub struct Ack {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublishFailure {
     Invalid(String),
+    /// The key (vote id) stands for a different vote: 409, final.
+    Conflict { key: String },
     Overloaded { retry_after_secs: u64 },
     Unavailable(String),
 }
@@ -164,6 +170,7 @@ impl std::fmt::Display for PublishFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Invalid(m) => write!(f, "vote refused by the publisher: {m}"),
+            Self::Conflict { key } => write!(f, "idempotency key {key:?} was already used for a different vote; use a new key for a new vote"),
             Self::Overloaded { retry_after_secs } => write!(f, "intake overloaded; retry after {retry_after_secs}s"),
             Self::Unavailable(m) => write!(f, "kafka unavailable: {m}"),
         }
@@ -217,6 +224,14 @@ mod tests {
 
     fn body(r: &Reply) -> Value {
         serde_json::from_slice(&r.body).unwrap()
+    }
+
+    #[test]
+    fn a_reused_key_is_409_naming_it() {
+        let r = Reply::unavailable(&PublishFailure::Conflict { key: "k-1".into() });
+        assert_eq!((r.status, r.retry_after), (409, None));
+        let b = body(&r);
+        assert_eq!((b["error"]["code"].as_str(), b["error"]["field"].as_str(), b["error"]["key"].as_str()), (Some("idempotency_key_reused"), Some("Idempotency-Key"), Some("k-1")));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::PublisherConfig;
+use bandvote_store::KeyClaims;
+
+use crate::{PublishError, PublisherConfig, VotePublisher};
 
 /// Kafka producer flags (each with an environment variable); flatten into a binary's config.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,9 +27,25 @@ pub struct PublisherArgs {
     /// Votes waiting and no acknowledgement from Kafka for this long (ms): /readyz turns 503.
     #[arg(long, env = "BANDVOTE_KAFKA_STALL_MS", default_value_t = 3_000)]
     pub kafka_stall_ms: u64,
+    /// Redis where idempotency keys are claimed (409 when a key is reused for a
+    /// different vote); unset: no check (the consumer still counts an id once).
+    #[arg(long, env = "BANDVOTE_IDEMPOTENCY_REDIS_URL")]
+    pub idempotency_redis_url: Option<String>,
+    /// Seconds an idempotency key keeps standing for its vote.
+    #[arg(long, env = "BANDVOTE_IDEMPOTENCY_WINDOW_SECS", default_value_t = 300)]
+    pub idempotency_window_secs: u64,
 }
 
 impl PublisherArgs {
+    /// The publisher these flags describe, with key claims when a Redis URL is set.
+    pub fn connect(&self) -> Result<VotePublisher, PublishError> {
+        let publisher = VotePublisher::new(self.publisher())?;
+        let Some(url) = &self.idempotency_redis_url else { return Ok(publisher) };
+        let window = Duration::from_secs(self.idempotency_window_secs.max(1));
+        let claims = KeyClaims::new(url, "", window).map_err(|e| PublishError::Config(format!("idempotency redis {url}: {e}")))?;
+        Ok(publisher.with_key_claims(claims))
+    }
+
     pub fn publisher(&self) -> PublisherConfig {
         PublisherConfig {
             brokers: self.kafka_brokers.clone(),

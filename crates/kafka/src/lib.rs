@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bandvote_store::{Claim, KeyClaims};
 use bandvote_vote::{record, Vote};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -85,6 +86,10 @@ pub enum PublishError {
     /// Kafka did not acknowledge in time or refused the record (HTTP 503, gRPC UNAVAILABLE).
     #[error("kafka unavailable: {0}")]
     Unavailable(String),
+    /// The vote's id (the client's idempotency key) stands for a different
+    /// vote within the claim window (HTTP 409, gRPC ALREADY_EXISTS). Final: a retry will not help.
+    #[error("idempotency key {vote_id:?} was already used for a different vote")]
+    Conflict { vote_id: String },
     /// The publisher's configuration is wrong (fatal at start-up).
     #[error("kafka client configuration: {0}")]
     Config(String),
@@ -108,6 +113,7 @@ pub struct VotePublisher {
     in_flight: Arc<Semaphore>,
     progress: Arc<Progress>,
     config: Arc<PublisherConfig>,
+    claims: Option<KeyClaims>,
 }
 
 impl VotePublisher {
@@ -132,7 +138,41 @@ impl VotePublisher {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             progress: Arc::new(Progress::new()),
             config: Arc::new(config),
+            claims: None,
         })
+    }
+
+    /// Before publishing, claim each vote's id for it ([`KeyClaims`]): a key
+    /// reused for a different vote within the window is refused with
+    /// [`PublishError::Conflict`]; a retry of the same vote goes through. If
+    /// Redis cannot be reached the vote is published unchecked (the consumer
+    /// still counts an id once) and `claims_unchecked` is counted.
+    pub fn with_key_claims(mut self, claims: KeyClaims) -> Self {
+        self.claims = Some(claims);
+        self
+    }
+
+    /// For each vote: may it be published (`Ok`), or is its key taken (`Err(Conflict)`)?
+    async fn check_claims(&self, votes: &[Vote]) -> Vec<Result<(), PublishError>> {
+        let Some(claims) = &self.claims else { return votes.iter().map(|_| Ok(())).collect() };
+        match claims.claim(votes).await {
+            Ok(verdicts) => votes
+                .iter()
+                .zip(verdicts)
+                .map(|(v, c)| match c {
+                    Claim::Conflict => {
+                        self.progress.claim_conflicts(1);
+                        Err(PublishError::Conflict { vote_id: v.vote_id.clone() })
+                    }
+                    Claim::First | Claim::Retry => Ok(()),
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "idempotency keys not checked: redis unavailable");
+                self.progress.claims_unchecked(votes.len());
+                votes.iter().map(|_| Ok(())).collect()
+            }
+        }
     }
 
     pub fn config(&self) -> &PublisherConfig {
@@ -147,6 +187,9 @@ impl VotePublisher {
     /// Publish one vote; returns once Kafka acknowledged it with acks=all.
     pub async fn publish(&self, vote: &Vote) -> Result<Ack, PublishError> {
         let _permit = self.in_flight.clone().try_acquire_owned().map_err(|_| overloaded())?;
+        if let Some(Err(conflict)) = self.check_claims(std::slice::from_ref(vote)).await.pop() {
+            return Err(conflict);
+        }
         self.progress.started(self.in_flight() <= 1);
         self.send(vote).await
     }
@@ -156,8 +199,13 @@ impl VotePublisher {
     pub async fn publish_batch(&self, votes: &[Vote]) -> Result<Vec<Result<Ack, PublishError>>, PublishError> {
         let n = u32::try_from(votes.len()).map_err(|_| overloaded())?;
         let _permits = self.in_flight.clone().try_acquire_many_owned(n).map_err(|_| overloaded())?;
+        let claimed = self.check_claims(votes).await;
         self.progress.started(self.in_flight() <= votes.len());
-        Ok(futures::future::join_all(votes.iter().map(|v| self.send(v))).await)
+        Ok(futures::future::join_all(votes.iter().zip(claimed).map(|(v, claim)| async move {
+            claim?;
+            self.send(v).await
+        }))
+        .await)
     }
 
     async fn send(&self, vote: &Vote) -> Result<Ack, PublishError> {

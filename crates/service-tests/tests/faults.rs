@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use bandvote_consumer::config::ConsumerConfig;
 use bandvote_consumer::metrics::ConsumerMetrics;
 use bandvote_consumer::pipeline::Pipeline;
 use bandvote_consumer::recount;
@@ -22,21 +21,7 @@ async fn kill_9_of_host_and_grpc_loses_and_doubles_nothing() {
     let wasm = std::env::var("BANDVOTE_INTAKE_WASM").expect("BANDVOTE_INTAKE_WASM: run through scripts/test.sh");
     let topic = kit::fresh_topic("intake-kill", 3).await;
     bandvote_kafka::ensure_topic(&kit::kafka_brokers(), &format!("{topic}-dlq"), 1).await.unwrap();
-    let cfg = ConsumerConfig {
-        kafka_brokers: kit::kafka_brokers(),
-        topic: topic.clone(),
-        dlq_topic: format!("{topic}-dlq"),
-        group: kit::unique("grp"),
-        instance_id: kit::unique("consumer"),
-        redis_url: kit::redis_url(),
-        redis_prefix: format!("{}:", kit::unique("faults")),
-        mongo_url: kit::mongo_url(),
-        mongo_db: "bandvote_test".into(),
-        mongo_collection: kit::unique("faults"),
-        batch_max: 200,
-        batch_wait_ms: 20,
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-    };
+    let cfg = bandvote_service_tests::isolated_consumer("faults", &topic);
     let pipeline = Pipeline::connect(cfg.clone(), ConsumerMetrics::new()).await.unwrap();
     let (counters, log) = (pipeline.applier().counters().clone(), pipeline.applier().log().clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -2,7 +2,8 @@
 //! redis-server: the consumer counts votes (Lua, MULTI, fences) as `consumer`,
 //! the web app reads as `web`, and every Redis panel of the Grafana dashboards
 //! runs, with the exact command the redis-datasource plugin sends, as
-//! `grafana` and returns what the panel shows. The readers cannot write.
+//! `grafana` and returns what the panel shows; the intakes claim idempotency
+//! keys as `intake`. The readers cannot write.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -82,29 +83,15 @@ async fn consumer_web_and_grafana_work_as_their_acl_users_and_readers_cannot_wri
     let mut admin = admin_client.get_multiplexed_async_connection().await.unwrap();
     let suffix = kit::unique("acl");
     let mut url = HashMap::new();
-    for name in ["consumer", "web", "grafana"] {
+    for name in ["consumer", "web", "grafana", "intake"] {
         url.insert(name, create_user(&mut admin, &users[name], &format!("{name}-{suffix}"), &password).await);
     }
 
     // The consumer counts 40 votes as `consumer`.
     let topic = kit::fresh_topic("acl", 2).await;
     bandvote_kafka::ensure_topic(&kit::kafka_brokers(), &format!("{topic}-dlq"), 1).await.unwrap();
-    let prefix = format!("{}:", kit::unique("acl"));
-    let cfg = ConsumerConfig {
-        kafka_brokers: kit::kafka_brokers(),
-        topic: topic.clone(),
-        dlq_topic: format!("{topic}-dlq"),
-        group: kit::unique("grp"),
-        instance_id: kit::unique("consumer"),
-        redis_url: url["consumer"].clone(),
-        redis_prefix: prefix.clone(),
-        mongo_url: kit::mongo_url(),
-        mongo_db: "bandvote_test".into(),
-        mongo_collection: kit::unique("acl"),
-        batch_max: 50,
-        batch_wait_ms: 20,
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-    };
+    let cfg = ConsumerConfig { redis_url: url["consumer"].clone(), batch_max: 50, ..bandvote_service_tests::isolated_consumer("acl", &topic) };
+    let prefix = cfg.redis_prefix.clone();
     let pipeline = Pipeline::connect(cfg, ConsumerMetrics::new()).await.unwrap();
     let as_consumer = pipeline.applier().counters().clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -190,7 +177,15 @@ async fn consumer_web_and_grafana_work_as_their_acl_users_and_readers_cannot_wri
         let flush: Result<(), _> = redis::cmd("FLUSHALL").query_async(con).await;
         assert!(flush.is_err());
     }
-    for name in ["consumer", "web", "grafana"] {
+    // The intakes claim idempotency keys as `intake`, and can touch nothing else.
+    let claims = bandvote_store::KeyClaims::new(&url["intake"], "", Duration::from_secs(5)).unwrap();
+    let claimed = claims.claim(&[kit::vote("Caifanes", Some(&kit::unique("acl-key")))]).await.expect("the intake claims keys as its ACL user");
+    assert_eq!(claimed, [bandvote_store::Claim::First]);
+    let mut intake = redis::Client::open(url["intake"].as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let read: Result<Option<String>, _> = redis::cmd("GET").arg(format!("{prefix}votes:total")).query_async(&mut intake).await;
+    assert!(read.is_err(), "the intake user reads no counters");
+
+    for name in ["consumer", "web", "grafana", "intake"] {
         redis::cmd("ACL").arg("DELUSER").arg(format!("{name}-{suffix}")).query_async::<()>(&mut admin).await.unwrap();
     }
 }

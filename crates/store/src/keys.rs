@@ -19,6 +19,9 @@ pub const OFFSETS: &str = "offsets:";
 pub const REBUILDING: &str = "rebuilding";
 /// An applier's announcement of a batch being written (`applying:<applier>`).
 pub const APPLYING: &str = "applying:";
+/// What an idempotency key (vote id) stands for, for a window (`idem:<vote id>`
+/// → fingerprint; [`crate::key_claims`]).
+pub const CLAIMED_KEY: &str = "idem:";
 /// The per-vote set of early versions; deleted by a rebuild, never written.
 pub const LEGACY_SEEN_VOTES: &str = "seen_votes";
 

@@ -4,14 +4,19 @@
 //! * [`counters`]: the live counters in Redis. Key names are in [`keys`]
 //!   (optionally prefixed; empty prefix in production so dashboards read the
 //!   names they already know), the apply script in `apply.lua`.
-//! * [`vote_log`]: the vote log in MongoDB, one document per vote with
-//!   `_id` = vote id; its indexes and the dead-letter fallback collection.
+//! * [`key_claims`]: which vote each idempotency key stands for, for a
+//!   window (the intakes' 409 on a key reused for a different vote).
+//! * [`vote_log`] (feature `mongo`, default): the vote log in MongoDB, one
+//!   document per vote with `_id` = vote id; its indexes and the dead-letter
+//!   fallback collection.
 //!
 //! Nothing here knows Kafka beyond a vote's position ([`Located`]), so readers
 //! build without librdkafka.
 
 pub mod counters;
+pub mod key_claims;
 pub mod keys;
+#[cfg(feature = "mongo")]
 pub mod vote_log;
 
 use std::collections::HashMap;
@@ -19,6 +24,8 @@ use std::collections::HashMap;
 use bandvote_vote::Vote;
 
 pub use counters::{Applied, Counters};
+pub use key_claims::{Claim, KeyClaims};
+#[cfg(feature = "mongo")]
 pub use vote_log::{LogCursor, Stored, VoteLog};
 
 /// A vote with where it sits in Kafka.

@@ -109,3 +109,21 @@ async fn log_pages_follow_their_cursors_newest_first() {
     assert_eq!((odd.len(), next), (12, None));
     log.collection().drop().await.unwrap();
 }
+
+#[tokio::test]
+async fn key_claims_tell_first_use_retry_and_conflict_and_expire() {
+    use bandvote_store::{Claim, KeyClaims};
+    let claims = KeyClaims::new(&kit::redis_url(), &format!("{}:", kit::unique("claims")), Duration::from_secs(1)).unwrap();
+    let a = kit::vote("Caifanes", Some("k1"));
+    let b = kit::vote("Maná", Some("k1"));
+    let c = kit::vote("Maná", Some("k2"));
+    assert_eq!(claims.claim(&[a.clone(), c.clone()]).await.unwrap(), [Claim::First, Claim::First]);
+    assert_eq!(claims.claim(&[a.clone(), b.clone()]).await.unwrap(), [Claim::Retry, Claim::Conflict]);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(claims.claim(&[b]).await.unwrap(), [Claim::First], "after the window the key is free again");
+    // Redis unreachable: an error fast, never a hang (the publisher then publishes unchecked).
+    let down = KeyClaims::new("redis://127.0.0.1:1/", "", Duration::from_secs(1)).unwrap();
+    let started = std::time::Instant::now();
+    assert!(down.claim(&[a]).await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

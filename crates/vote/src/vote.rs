@@ -124,7 +124,7 @@ pub fn assemble_batch(
         let own_id = raw.vote_id.is_some();
         let mut vote = raw.validate(source, received_at_ms, None).map_err(|e| e.at_index(i))?;
         if let (false, Some(k)) = (own_id, key) {
-            vote.vote_id = format!("{k}#{}", fingerprint(&vote).simple());
+            vote.vote_id = format!("{k}#{}", vote.fingerprint().simple());
         }
         if !seen.insert(vote.vote_id.clone()) {
             return Err(VoteError::field("vote_id", FieldProblem::DuplicateInBatch).at_index(i));
@@ -134,14 +134,16 @@ pub fn assemble_batch(
     Ok(votes)
 }
 
-/// A stable fingerprint of what a vote says (not where or when it came from).
-fn fingerprint(v: &Vote) -> uuid::Uuid {
-    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6261_6e64_766f_7465_2d62_6174_6368_0001);
-    let canonical = format!("{}\u{0}{}\u{0}{}\u{0}{}", v.band, v.album, v.year, v.rank);
-    uuid::Uuid::new_v5(&NAMESPACE, canonical.as_bytes())
-}
-
 impl Vote {
+    /// A stable fingerprint of what the vote says (band, album, year, rank;
+    /// not where or when it came from): a retry has the same one, another
+    /// vote under the same id does not.
+    pub fn fingerprint(&self) -> uuid::Uuid {
+        const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6261_6e64_766f_7465_2d62_6174_6368_0001);
+        let canonical = format!("{}\u{0}{}\u{0}{}\u{0}{}", self.band, self.album, self.year, self.rank);
+        uuid::Uuid::new_v5(&NAMESPACE, canonical.as_bytes())
+    }
+
     /// Check a vote that arrived already structured (over the component's WIT
     /// interface, from the REST bridge or from Kafka): it must be exactly what
     /// [`RawVote::validate`] would have produced.
