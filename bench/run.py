@@ -6,10 +6,12 @@ machine, written to bench/results.json and bench/results.md.
     BANDVOTE_BENCH_SECONDS=20 bench/run.sh
 
 Everything runs on loopback and stops by itself. Measured:
-  * HTTP acked votes/s and p50/p99 latency at fixed concurrency (wrk): the wasm
-    host, the same intake code built natively, and a bare hyper 204 server
-    (the machine's ceiling); ratios wasm/native and wasm/ceiling.
-  * gRPC unary and client-streaming votes/s (bandvote-load, a Rust client).
+  * Capacity at 32, 256 and 1,024 votes in flight (BANDVOTE_BENCH_LEVELS): the raw
+    VotePublisher (the broker's own ceiling), the wasm host and the native intake
+    (wrk), gRPC unary (bandvote-load); median of 3 alternated runs each; acked/s,
+    p50/p99, share refused with 503; a bare hyper 204 server as the machine's ceiling.
+  * Open loop: fixed arrival rates at 0.25-1.5 x the wasm host's measured maximum.
+  * gRPC client streaming.
   * End to end: ack → counted in Redis, p50/p99, at 50% of the wasm max rate.
   * Consumer throughput (votes/s applied to Redis + MongoDB) replaying the topic.
   * Host RSS under load; per-request instantiation time (host metrics).
@@ -35,6 +37,12 @@ TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", CACHE / "target"))
 BIN = TARGET / "release"
 SECONDS = float(os.environ.get("BANDVOTE_BENCH_SECONDS", "10"))
 CONCURRENCY = int(os.environ.get("BANDVOTE_BENCH_CONCURRENCY", "32"))
+# Capacity sweep: connections (votes in flight) per level, each target measured
+# REPEATS times, targets alternated so drift between phases does not become a ratio.
+LEVELS = [int(x) for x in os.environ.get("BANDVOTE_BENCH_LEVELS", "32,256,1024").split(",")]
+REPEATS = int(os.environ.get("BANDVOTE_BENCH_REPEATS", "3"))
+# Open-loop arrival rates, as fractions of the wasm host's measured maximum.
+RATE_FRACTIONS = [float(x) for x in os.environ.get("BANDVOTE_BENCH_RATE_FRACTIONS", "0.25,0.5,1.0,1.5").split(",")]
 FUZZ_SECONDS = int(os.environ.get("BANDVOTE_BENCH_FUZZ_SECONDS", "30"))
 BROKERS = os.environ.get("BANDVOTE_KAFKA_BROKERS", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("BANDVOTE_REDIS_URL", "redis://127.0.0.1:6379/")
@@ -75,19 +83,88 @@ def wait_http(url, seconds=60):
     raise RuntimeError(f"not ready: {url}")
 
 
-def wrk(url, label):
+def wrk(url, label, connections=None):
+    connections = connections or CONCURRENCY
     script = CACHE / "bench-post.lua"
     script.write_text(
         'wrk.method = "POST"\nwrk.body = \'%s\'\nwrk.headers["Content-Type"] = "application/json"\n' % VOTE
     )
-    log(f"wrk {label}: {CONCURRENCY} connections, {SECONDS:.0f}s → {url}")
-    out = run(["wrk", "-t2", f"-c{CONCURRENCY}", f"-d{SECONDS:.0f}s", "--latency", "-s", str(script), url])
+    log(f"wrk {label}: {connections} connections, {SECONDS:.0f}s → {url}")
+    out = run(["wrk", "-t2", f"-c{connections}", f"-d{SECONDS:.0f}s", "--timeout", "10s", "--latency", "-s", str(script), url])
     total = int(re.search(r"(\d+) requests in", out).group(1))
     secs = float(re.search(r"requests in ([\d.]+)(m?s)", out).group(1)) * (0.001 if "ms," in out.split("requests in")[1][:20] else 1)
     non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", m.group(0))) if (m := re.search(r"Socket errors:.*", out)) else 0
     lat = {q: to_ms(re.search(rf"\s{q}%\s+([\d.]+\w+)", out).group(1)) for q in ("50", "99")}
-    return {"requests": total, "ok": total - non2xx, "non_2xx": non2xx, "seconds": secs,
+    return {"requests": total, "ok": total - non2xx, "non_2xx": non2xx, "socket_errors": errors, "seconds": secs,
             "ok_per_sec": round((total - non2xx) / secs, 1), "latency_ms_p50": lat["50"], "latency_ms_p99": lat["99"]}
+
+
+def from_wrk(r):
+    """wrk's figures in the sweep's terms (non-2xx answers are the intake's 503s)."""
+    return {"acked_per_sec": r["ok_per_sec"], "latency_ms_p50": r["latency_ms_p50"], "latency_ms_p99": r["latency_ms_p99"],
+            "refused_share": round(r["non_2xx"] / max(1, r["requests"]), 4), "errors": r["socket_errors"]}
+
+
+def from_load(r):
+    """bandvote-load's report in the sweep's terms (overloaded = 503 / RESOURCE_EXHAUSTED)."""
+    return {"acked_per_sec": r["acked_per_sec"], "latency_ms_p50": r["latency_ms_p50"], "latency_ms_p99": r["latency_ms_p99"],
+            "refused_share": round(r["overloaded"] / max(1, r["sent"]), 4), "errors": r["errors"]}
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else round((xs[n // 2 - 1] + xs[n // 2]) / 2, 3)
+
+
+def capacity_sweep(targets, host_pid):
+    """Every target at every level, REPEATS times, in a rotating order; the
+    median of each figure per target and level. Host RSS sampled throughout."""
+    names = list(targets)
+    runs = {n: {c: [] for c in LEVELS} for n in names}
+    peak_at = {}
+    for c in LEVELS:
+        for rep in range(REPEATS):
+            order = names[rep % len(names):] + names[:rep % len(names)]
+            for name in order:
+                stop, peak = threading.Event(), [0]
+                sampler = threading.Thread(target=rss_sampler, args=(host_pid, stop, peak), daemon=True)
+                sampler.start()
+                runs[name][c].append(targets[name](c))
+                stop.set()
+                sampler.join()
+                if name == "wasm_host":
+                    peak_at[c] = max(peak_at.get(c, 0), peak[0])
+                time.sleep(1)
+    out = {}
+    for name in names:
+        out[name] = {}
+        for c in LEVELS:
+            rs = runs[name][c]
+            out[name][str(c)] = {k: median([r[k] for r in rs]) for k in rs[0]} | {"runs": rs}
+    out["host_peak_rss_mib"] = {str(c): round(kib / 1024, 1) for c, kib in peak_at.items()}
+    out["ratios"] = {}
+    for c in map(str, LEVELS):
+        wasm = out["wasm_host"][c]["acked_per_sec"]
+        out["ratios"][c] = {
+            "wasm_to_raw_producer": round(wasm / max(1e-9, out["raw_producer"][c]["acked_per_sec"]), 3),
+            "wasm_to_native": round(wasm / max(1e-9, out["native_intake"][c]["acked_per_sec"]), 3),
+            "grpc_to_raw_producer": round(out["grpc_unary"][c]["acked_per_sec"] / max(1e-9, out["raw_producer"][c]["acked_per_sec"]), 3),
+        }
+    return out
+
+
+def open_loop(url, maximum):
+    """Fixed arrival rates (fractions of the measured maximum), as Locust users
+    produce them, through bandvote-load's rate limiter with 1,024 workers."""
+    rows = []
+    for f in RATE_FRACTIONS:
+        rate = max(1.0, f * maximum)
+        log(f"open loop: {rate:.0f} votes/s offered to the wasm host ({f:.2f} × max)")
+        r = load("http", url, ["--rate", str(rate)], concurrency=max(LEVELS))
+        rows.append({"fraction_of_max": f, "offered_per_sec": round(rate, 1)} | from_load(r))
+    return rows
 
 
 def to_ms(v):
@@ -258,7 +335,8 @@ def main():
                     "-p", "bandvote-consumer", "-p", "bandvote-load", "-p", "bandvote-web"], check=True)
     run(["nisshi", "topic", "create", TOPIC, "--partitions", "6", "--broker", f"tcp://{BROKERS}"])
     run(["nisshi", "topic", "create", f"{TOPIC}-dlq", "--partitions", "1", "--broker", f"tcp://{BROKERS}"])
-    common = {"BANDVOTE_TOPIC": TOPIC}
+    # As deployed: the intakes claim idempotency keys in Redis (the raw producer, the broker's ceiling, does not).
+    common = {"BANDVOTE_TOPIC": TOPIC, "BANDVOTE_IDEMPOTENCY_REDIS_URL": REDIS_URL}
     host = start("host", [str(BIN / "bandvote-host"), "--component", wasm, "--listen", "127.0.0.1:28080",
                           "--admin-listen", "127.0.0.1:29180"], common)
     start("native", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28084"], common)
@@ -272,36 +350,33 @@ def main():
                 "http://127.0.0.1:29182/readyz", "http://127.0.0.1:29181/readyz"]:
         wait_http(url)
 
-    results = {"machine": machine(), "seconds_per_run": SECONDS, "concurrency": CONCURRENCY, "http": {}}
-    results["http"]["ceiling_hyper_204"] = wrk("http://127.0.0.1:28085/", "ceiling (hyper 204)")
-    results["http"]["native_intake"] = wrk("http://127.0.0.1:28084/", "native intake")
-    stop, peak = threading.Event(), [0]
-    sampler = threading.Thread(target=rss_sampler, args=(host.pid, stop, peak), daemon=True)
-    sampler.start()
-    results["http"]["wasm_host"] = wrk("http://127.0.0.1:28080/", "wasm host")
-    stop.set()
-    kafka_topic = f"{TOPIC}-raw"
-    run(["nisshi", "topic", "create", kafka_topic, "--partitions", "6", "--broker", f"tcp://{BROKERS}"])
-    results["http"]["raw_producer_same_in_flight"] = load("kafka", BROKERS, ["--topic", kafka_topic])
-    sampler.join()
-    h = results["http"]
-    h["ratio_wasm_to_native"] = round(h["wasm_host"]["ok_per_sec"] / h["native_intake"]["ok_per_sec"], 3)
-    h["ratio_wasm_to_ceiling"] = round(h["wasm_host"]["ok_per_sec"] / h["ceiling_hyper_204"]["ok_per_sec"], 3)
+    results = {"machine": machine(), "seconds_per_run": SECONDS, "levels": LEVELS, "repeats": REPEATS, "http": {}}
+    raw_topic = f"{TOPIC}-raw"
+    run(["nisshi", "topic", "create", raw_topic, "--partitions", "6", "--broker", f"tcp://{BROKERS}"])
+    results["http"]["ceiling_hyper_204"] = {str(c): from_wrk(wrk("http://127.0.0.1:28085/", "ceiling (hyper 204)", c)) for c in LEVELS}
+    save(results)
+    targets = {
+        "raw_producer": lambda c: from_load(load("kafka", BROKERS, ["--topic", raw_topic], concurrency=c)),
+        "wasm_host": lambda c: from_wrk(wrk("http://127.0.0.1:28080/", "wasm host", c)),
+        "native_intake": lambda c: from_wrk(wrk("http://127.0.0.1:28084/", "native intake", c)),
+        "grpc_unary": lambda c: from_load(load("grpc", "http://127.0.0.1:25051", concurrency=c)),
+    }
+    results["capacity"] = capacity_sweep(targets, host.pid)
+    save(results)
+    wasm_max = max(results["capacity"]["wasm_host"][str(c)]["acked_per_sec"] for c in LEVELS)
+    results["open_loop_wasm_host"] = {"measured_max_per_sec": wasm_max, "rates": open_loop("http://127.0.0.1:28080/", wasm_max)}
     host_metrics = metrics("http://127.0.0.1:29180/metrics")
+    results["host"] = {"instantiation": histogram_quantiles(host_metrics, "bandvote_host_instantiate_seconds")}
     save(results)
-    results["host"] = {"peak_rss_mib_under_load": round(peak[0] / 1024, 1),
-                       "instantiation": histogram_quantiles(host_metrics, "bandvote_host_instantiate_seconds")}
 
-    save(results)
-    rate = max(1.0, 0.5 * h["wasm_host"]["ok_per_sec"])
+    rate = max(1.0, 0.5 * wasm_max)
     log(f"end to end at 50% of the wasm max: {rate:.0f} votes/s")
     e2e = load("http", "http://127.0.0.1:28080/", ["--rate", str(rate), "--e2e-redis", REDIS_URL, "--e2e-prefix", PREFIX, "--e2e-topic", TOPIC])
     results["end_to_end"] = {"rate_votes_per_sec": round(rate, 1), "acked": e2e["acked"], "samples": e2e["e2e_samples"],
                              "ack_to_counted_ms_p50": e2e["e2e_ms_p50"], "ack_to_counted_ms_p99": e2e["e2e_ms_p99"]}
 
     log("gRPC unary and streaming (bandvote-load)")
-    results["grpc"] = {"unary": load("grpc", "http://127.0.0.1:25051"),
-                       "stream_batches_of_50": load("grpc-stream", "http://127.0.0.1:25051", ["--batch", "50"], concurrency=8)}
+    results["grpc"] = {"stream_batches_of_50": load("grpc-stream", "http://127.0.0.1:25051", ["--batch", "50"], concurrency=8)}
 
     save(results)
     # The live consumer may still be applying: wait until the log stops growing, then count it.
@@ -330,32 +405,36 @@ def main():
 
 
 def markdown(r):
-    h, m = r["http"], r["machine"]
-    rows = [
-        ("HTTP: hyper 204 (ceiling)", h["ceiling_hyper_204"]),
-        ("HTTP: native intake", h["native_intake"]),
-        ("HTTP: wasm host", h["wasm_host"]),
-    ]
-    out = [f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), {m['memory_mib']} MiB, "
-           f"{r['concurrency']} connections, {r['seconds_per_run']:.0f} s per run, loopback.", "",
-           "| path | acked/s | p50 ms | p99 ms |", "|---|---:|---:|---:|"]
-    out += [f"| {name} | {x['ok_per_sec']:.0f} | {x['latency_ms_p50']} | {x['latency_ms_p99']} |" for name, x in rows]
-    if "raw_producer_same_in_flight" in h:
-        x = h["raw_producer_same_in_flight"]
-        out.append(f"| Kafka: raw VotePublisher, same in-flight (broker ceiling) | {x['acked_per_sec']:.0f} | {x['latency_ms_p50']} | {x['latency_ms_p99']} |")
-    for name, x in (("gRPC unary", r["grpc"]["unary"]), ("gRPC stream (50/batch)", r["grpc"]["stream_batches_of_50"])):
-        out.append(f"| {name} | {x['acked_per_sec']:.0f} | {x['latency_ms_p50']} | {x['latency_ms_p99']} |")
-    e, c, hs = r["end_to_end"], r["consumer"], r["host"]
-    out += ["", f"- wasm / native: **{h['ratio_wasm_to_native']}**, wasm / ceiling: **{h['ratio_wasm_to_ceiling']}**",
-            f"- ack → counted in Redis at {e['rate_votes_per_sec']:.0f} votes/s: p50 {e['ack_to_counted_ms_p50']} ms, p99 {e['ack_to_counted_ms_p99']} ms ({e['samples']} samples)",
-            f"- consumer replay: {c.get('votes_per_sec')} votes/s applied to Redis + MongoDB ({c.get('votes')} votes)",
-            f"- host peak RSS under load: {hs['peak_rss_mib_under_load']} MiB; instantiation mean {hs['instantiation']['mean_us']} µs "
-            f"(p99 ≤ {hs['instantiation']['p99_le_us']} µs, {hs['instantiation']['count']} instances)"]
+    m, cap = r["machine"], r["capacity"]
+    out = [f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), {m['memory_mib']} MiB, everything on loopback "
+           f"(intake, nisshi, Redis, MongoDB, consumer, load generator). {r['seconds_per_run']:.0f} s per run; "
+           f"each figure the median of {r['repeats']} runs, targets alternated.", "",
+           "## Capacity: acked votes/s (p50 / p99 ms, share refused with 503) by votes in flight", "",
+           "| in flight | raw VotePublisher (broker ceiling) | wasm host | native intake | gRPC unary | hyper 204 | wasm / raw | wasm / native | host RSS MiB |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    cell = lambda x: f"{x['acked_per_sec']:.0f} ({x['latency_ms_p50']} / {x['latency_ms_p99']}, {100 * x['refused_share']:.1f}%)"
+    for c in map(str, r["levels"]):
+        ceiling = r["http"]["ceiling_hyper_204"][c]
+        out.append(f"| {c} | {cell(cap['raw_producer'][c])} | {cell(cap['wasm_host'][c])} | {cell(cap['native_intake'][c])} | "
+                   f"{cell(cap['grpc_unary'][c])} | {ceiling['acked_per_sec']:.0f} | {cap['ratios'][c]['wasm_to_raw_producer']} | "
+                   f"{cap['ratios'][c]['wasm_to_native']} | {cap['host_peak_rss_mib'].get(c)} |")
+    ol = r["open_loop_wasm_host"]
+    out += ["", f"## Open loop: fixed arrival rates at the wasm host (max measured above: {ol['measured_max_per_sec']:.0f}/s)", "",
+            "| offered/s | acked/s | p50 ms | p99 ms | refused (503) | errors |", "|---:|---:|---:|---:|---:|---:|"]
+    for x in ol["rates"]:
+        out.append(f"| {x['offered_per_sec']:.0f} ({x['fraction_of_max']} × max) | {x['acked_per_sec']:.0f} | {x['latency_ms_p50']} | "
+                   f"{x['latency_ms_p99']} | {100 * x['refused_share']:.1f}% | {x['errors']} |")
+    e, c, hs, g = r["end_to_end"], r["consumer"], r["host"], r["grpc"]["stream_batches_of_50"]
+    out += ["", f"- gRPC client streaming (batches of 50, 8 streams): {g['acked_per_sec']:.0f} votes/s, p99 {g['latency_ms_p99']} ms per batch",
+            f"- ack → counted in Redis at {e['rate_votes_per_sec']:.0f} votes/s (50% of the wasm max): p50 {e['ack_to_counted_ms_p50']} ms, "
+            f"p99 {e['ack_to_counted_ms_p99']} ms ({e['samples']} samples)",
+            f"- consumer replaying this run's topic: {c.get('votes_per_sec')} votes/s applied to Redis + MongoDB ({c.get('votes')} votes in {c.get('seconds')} s)",
+            f"- instantiation per request: mean {hs['instantiation']['mean_us']} µs (p99 ≤ {hs['instantiation']['p99_le_us']} µs, {hs['instantiation']['count']} instances)"]
     if r.get("scale"):
         sc = r["scale"]
-        out.append(f"- scale: {sc['counted']} of {sc['votes']} votes through the consumer; Redis used_memory {sc['redis_used_memory_before']} B before, "
-                   f"{sc['redis_used_memory_at_10pct']} B at 10%, {sc['redis_used_memory_after']} B after: "
-                   f"**{sc.get('bytes_per_vote_past_10pct')} bytes per vote** past 10% (consumer {sc.get('consumer_votes_per_sec')} votes/s)")
+        out.append(f"- scale: {sc['counted']} of {sc['votes']} votes replayed through the consumer: {sc.get('consumer_votes_per_sec')} votes/s past the first 10%; "
+                   f"Redis used_memory {sc['redis_used_memory_before']} B before, {sc['redis_used_memory_at_10pct']} B at 10%, "
+                   f"{sc['redis_used_memory_after']} B after: **{sc.get('bytes_per_vote_past_10pct')} bytes per vote** past 10%")
     if r.get("fuzz"):
         out.append(f"- fuzz (parse_body, {r['fuzz']['seconds']} s): {r['fuzz']['executions']} executions, exit {r['fuzz']['exit_code']}")
     return "\n".join(out) + "\n"

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bandvote_intake_core::{self as core, Ack, PublishFailure, Published, Reply, RequestMeta, Route};
-use bandvote_kafka::{PublishError, PublisherConfig, VotePublisher};
+use bandvote_kafka::{PublishError, PublisherArgs, VotePublisher};
 use bandvote_vote::{limits, Source, VoteError};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -62,14 +62,21 @@ async fn handle(publisher: &VotePublisher, req: hyper::Request<Incoming>) -> Rep
     core::reply_published(&submission, published)
 }
 
+/// The native intake: listen address, then the same producer flags as the host.
+#[derive(clap::Parser)]
+struct Cli {
+    #[arg(default_value = "127.0.0.1:8084")]
+    listen: String,
+    #[command(flatten)]
+    kafka: PublisherArgs,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8084".into());
-    let publisher = VotePublisher::new(PublisherConfig {
-        brokers: std::env::var("BANDVOTE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
-        topic: std::env::var("BANDVOTE_TOPIC").unwrap_or_else(|_| "votes".into()),
-        ..Default::default()
-    })?;
+    let cli = <Cli as clap::Parser>::parse();
+    let addr = cli.listen;
+    // The host's producer flags and environment, key claims included: like with like.
+    let publisher = cli.kafka.connect()?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("native intake on http://{addr}/");
     loop {
