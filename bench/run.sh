@@ -15,7 +15,8 @@ log "building release binaries and the soak test"
 cargo build --release --quiet -p bandvote-host -p bandvote-grpc -p bandvote-consumer -p bandvote-load -p bandvote-web
 BANDVOTE_INTAKE_WASM=$(bash scripts/build-wasm.sh); export BANDVOTE_INTAKE_WASM
 bash scripts/services.sh start redis mongo
-python3 bench/brokers.py
+# The broker comparison takes ~10 min; BANDVOTE_BENCH_BROKERS=0 keeps the last bench/brokers.json.
+[ "${BANDVOTE_BENCH_BROKERS:-1}" = 0 ] || python3 bench/brokers.py
 [ "${BROKERS_ONLY:-0}" = 1 ] && exit 0
 bash scripts/services.sh stop kafka
 rm -rf "$STATE/kafka"

@@ -75,36 +75,44 @@ async fn main() -> anyhow::Result<()> {
         Command::Recount { rebuild, from } => {
             let counters = Counters::connect(&config.redis_url, &config.redis_prefix).await.context("connecting to Redis")?;
             let log = VoteLog::connect(&config.mongo_url, &config.mongo_db, &config.mongo_collection).await.context("connecting to MongoDB")?;
-            if rebuild {
-                let Some(t) = recount::rebuild(&log, &counters, &config.topic).await? else {
-                    anyhow::bail!("another rebuild is running (Redis key `rebuilding`); try again when it is done")
-                };
-                println!("rebuilt Redis from MongoDB: {} votes, {} bands, {} albums", t.total, t.by_band.len(), t.by_album.len());
-                return Ok(());
-            }
-            let diffs = if from == "kafka" {
-                let (scan, diffs) = recount::recount_from_kafka(&config.kafka_brokers, &config.topic, &log, &counters).await?;
-                let t = &scan.totals;
-                println!(
-                    "topic {}: {} records, {} distinct votes, {} repeats, {} undecodable; {} bands, {} albums",
-                    config.topic, scan.records, t.total, scan.repeats, scan.undecodable, t.by_band.len(), t.by_album.len()
-                );
-                diffs
-            } else {
-                let (t, diffs) = recount::recount(&log, &counters).await?;
-                println!("vote log: {} votes, {} bands, {} albums", t.total, t.by_band.len(), t.by_album.len());
-                diffs
-            };
-            for d in &diffs {
-                println!("DIFF {}: log {} vs counters {}", d.what, d.log, d.counters);
-            }
-            if diffs.is_empty() {
-                println!("recount: counters match the {}", if from == "kafka" { "topic, and so does the vote log" } else { "vote log" });
-                Ok(())
-            } else {
-                anyhow::bail!("recount: {} differences", diffs.len())
-            }
+            let result = recount_command(&config, &log, &counters, rebuild, &from).await;
+            // Close the driver's pool before the runtime goes (it panics when dropped mid-shutdown).
+            log.close().await;
+            result
         }
+    }
+}
+
+/// `recount`: compare (or, with `rebuild`, replace) Redis's counters with the vote log or the topic.
+async fn recount_command(config: &ConsumerConfig, log: &VoteLog, counters: &Counters, rebuild: bool, from: &str) -> anyhow::Result<()> {
+    if rebuild {
+        let Some(t) = recount::rebuild(log, counters, &config.topic).await? else {
+            anyhow::bail!("another rebuild is running (Redis key `rebuilding`); try again when it is done")
+        };
+        println!("rebuilt Redis from MongoDB: {} votes, {} bands, {} albums", t.total, t.by_band.len(), t.by_album.len());
+        return Ok(());
+    }
+    let diffs = if from == "kafka" {
+        let (scan, diffs) = recount::recount_from_kafka(&config.kafka_brokers, &config.topic, log, counters).await?;
+        let t = &scan.totals;
+        println!(
+            "topic {}: {} records, {} distinct votes, {} repeats, {} undecodable; {} bands, {} albums",
+            config.topic, scan.records, t.total, scan.repeats, scan.undecodable, t.by_band.len(), t.by_album.len()
+        );
+        diffs
+    } else {
+        let (t, diffs) = recount::recount(log, counters).await?;
+        println!("vote log: {} votes, {} bands, {} albums", t.total, t.by_band.len(), t.by_album.len());
+        diffs
+    };
+    for d in &diffs {
+        println!("DIFF {}: log {} vs counters {}", d.what, d.log, d.counters);
+    }
+    if diffs.is_empty() {
+        println!("recount: counters match the {}", if from == "kafka" { "topic, and so does the vote log" } else { "vote log" });
+        Ok(())
+    } else {
+        anyhow::bail!("recount: {} differences", diffs.len())
     }
 }
 

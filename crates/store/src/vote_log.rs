@@ -248,6 +248,11 @@ impl VoteLog {
         self.votes.estimated_document_count().await
     }
 
+    /// Close the client's connections (call before the async runtime ends).
+    pub async fn close(&self) {
+        self.votes.client().clone().shutdown().await;
+    }
+
     pub async fn ping(&self) -> Result<(), mongodb::error::Error> {
         self.votes.estimated_document_count().await.map(|_| ())
     }
