@@ -250,6 +250,18 @@ def redis_used_memory():
     return int(re.search(r"used_memory:(\d+)", out).group(1))
 
 
+def prefix_memory(prefix):
+    """Bytes Redis uses for the keys under `prefix` (MEMORY USAGE of each):
+    unlike used_memory, not moved by other phases' keys expiring meanwhile."""
+    port = os.environ.get("BANDVOTE_REDIS_PORT", "6379")
+    keys = [k for k in run(["redis-cli", "-p", port, "--scan", "--pattern", f"{prefix}*"]).split() if k]
+    total = 0
+    for k in keys:
+        out = run(["redis-cli", "-p", port, "MEMORY", "USAGE", k, "SAMPLES", "0"]).strip()
+        total += int(out) if out.isdigit() else 0
+    return total
+
+
 def scale_memory():
     """Redis memory per vote: SCALE_VOTES votes through the consumer (not a
     timed test). Memory is sampled once the first 10% are counted and again at
@@ -274,20 +286,20 @@ def scale_memory():
         if n != seen:
             seen, last = n, time.time()
             if mark is None and n >= SCALE_VOTES // 10:
-                mark = (n, redis_used_memory(), time.time())
+                mark = (n, prefix_memory(prefix), time.time())
             if seen % 100000 < 2000:
                 log(f"scale: {seen} counted")
         if n >= SCALE_VOTES or time.time() - last > 60:
             break
         time.sleep(0.5)
-    end = (seen, redis_used_memory(), time.time())
+    end = (seen, prefix_memory(prefix), time.time())
     p.send_signal(signal.SIGTERM)
     try:
         p.wait(timeout=30)
     except subprocess.TimeoutExpired:
         p.kill()
-    res = {"votes": SCALE_VOTES, "counted": seen, "produce_seconds": round(produced_s, 1),
-           "redis_used_memory_before": before, "redis_used_memory_at_10pct": mark and mark[1], "redis_used_memory_after": end[1]}
+    res = {"votes": SCALE_VOTES, "counted": seen, "produce_seconds": round(produced_s, 1), "redis_used_memory_before": before,
+           "prefix_key_bytes_at_10pct": mark and mark[1], "prefix_key_bytes_after": end[1], "redis_used_memory_after": redis_used_memory()}
     if mark and end[0] > mark[0]:
         res["bytes_per_vote_past_10pct"] = round((end[1] - mark[1]) / (end[0] - mark[0]), 3)
         res["consumer_votes_per_sec"] = round((end[0] - mark[0]) / (end[2] - mark[2]), 1)
@@ -341,12 +353,16 @@ def main():
                           "--admin-listen", "127.0.0.1:29180"], common)
     start("native", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28084"], common)
     start("ceiling", [str(BIN / "bandvote-ceiling"), "127.0.0.1:28085"])
+    # The sandbox's own cost: the same host runtime and intake code, publisher acknowledging at once.
+    start("sandbox", [str(BIN / "bandvote-sandbox"), "127.0.0.1:28086"], {"BANDVOTE_INTAKE_WASM": wasm})
+    start("native-instant", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28087", "--instant"])
     start("grpc", [str(BIN / "bandvote-grpc"), "--listen", "127.0.0.1:25051", "--rest-listen", "127.0.0.1:28082",
                    "--admin-listen", "127.0.0.1:29182"], common)
     start("consumer", [str(BIN / "bandvote-consumer")], {**common, "BANDVOTE_DLQ_TOPIC": f"{TOPIC}-dlq",
           "BANDVOTE_CONSUMER_GROUP": f"bench-{STAMP}", "BANDVOTE_REDIS_PREFIX": PREFIX,
           "BANDVOTE_MONGO_COLLECTION": f"bench_{STAMP}", "BANDVOTE_CONSUMER_ADMIN_LISTEN": "127.0.0.1:29181"})
     for url in ["http://127.0.0.1:29180/readyz", "http://127.0.0.1:28084/healthz", "http://127.0.0.1:28085/",
+                "http://127.0.0.1:28086/healthz", "http://127.0.0.1:28087/healthz",
                 "http://127.0.0.1:29182/readyz", "http://127.0.0.1:29181/readyz"]:
         wait_http(url)
 
@@ -362,6 +378,16 @@ def main():
         "grpc_unary": lambda c: from_load(load("grpc", "http://127.0.0.1:25051", concurrency=c)),
     }
     results["capacity"] = capacity_sweep(targets, host.pid)
+    save(results)
+    sandbox = {"wasm_instant": [], "native_instant": []}
+    for rep in range(REPEATS):
+        for name, port in (("wasm_instant", 28086), ("native_instant", 28087))[:: 1 if rep % 2 == 0 else -1]:
+            sandbox[name].append(from_wrk(wrk(f"http://127.0.0.1:{port}/", f"{name} (publisher acks at once)", 256)))
+    results["sandbox_256"] = {n: {k: median([x[k] for x in rs]) for k in rs[0]} for n, rs in sandbox.items()}
+    results["sandbox_256"]["ratio_wasm_to_native"] = round(results["sandbox_256"]["wasm_instant"]["acked_per_sec"]
+                                                           / max(1e-9, results["sandbox_256"]["native_instant"]["acked_per_sec"]), 3)
+    results["sandbox_256"]["ratio_wasm_to_hyper"] = round(results["sandbox_256"]["wasm_instant"]["acked_per_sec"]
+                                                          / max(1e-9, results["http"]["ceiling_hyper_204"]["256"]["acked_per_sec"]), 3)
     save(results)
     wasm_max = max(results["capacity"]["wasm_host"][str(c)]["acked_per_sec"] for c in LEVELS)
     results["open_loop_wasm_host"] = {"measured_max_per_sec": wasm_max, "rates": open_loop("http://127.0.0.1:28080/", wasm_max)}
@@ -424,6 +450,11 @@ def markdown(r):
     for x in ol["rates"]:
         out.append(f"| {x['offered_per_sec']:.0f} ({x['fraction_of_max']} × max) | {x['acked_per_sec']:.0f} | {x['latency_ms_p50']} | "
                    f"{x['latency_ms_p99']} | {100 * x['refused_share']:.1f}% | {x['errors']} |")
+    sb = r["sandbox_256"]
+    out += ["", "## The sandbox alone: publisher acknowledging at once, 256 connections", "",
+            "| wasm host runtime | native intake | hyper 204 | wasm / native | wasm / hyper |", "|---:|---:|---:|---:|---:|",
+            f"| {cell(sb['wasm_instant'])} | {cell(sb['native_instant'])} | {r['http']['ceiling_hyper_204']['256']['acked_per_sec']:.0f} | "
+            f"{sb['ratio_wasm_to_native']} | {sb['ratio_wasm_to_hyper']} |"]
     e, c, hs, g = r["end_to_end"], r["consumer"], r["host"], r["grpc"]["stream_batches_of_50"]
     out += ["", f"- gRPC client streaming (batches of 50, 8 streams): {g['acked_per_sec']:.0f} votes/s, p99 {g['latency_ms_p99']} ms per batch",
             f"- ack → counted in Redis at {e['rate_votes_per_sec']:.0f} votes/s (50% of the wasm max): p50 {e['ack_to_counted_ms_p50']} ms, "
@@ -433,8 +464,8 @@ def markdown(r):
     if r.get("scale"):
         sc = r["scale"]
         out.append(f"- scale: {sc['counted']} of {sc['votes']} votes replayed through the consumer: {sc.get('consumer_votes_per_sec')} votes/s past the first 10%; "
-                   f"Redis used_memory {sc['redis_used_memory_before']} B before, {sc['redis_used_memory_at_10pct']} B at 10%, "
-                   f"{sc['redis_used_memory_after']} B after: **{sc.get('bytes_per_vote_past_10pct')} bytes per vote** past 10%")
+                   f"its Redis keys (MEMORY USAGE) {sc['prefix_key_bytes_at_10pct']} B at 10%, {sc['prefix_key_bytes_after']} B at the end: "
+                   f"**{sc.get('bytes_per_vote_past_10pct')} bytes per vote** past 10%")
     if r.get("fuzz"):
         out.append(f"- fuzz (parse_body, {r['fuzz']['seconds']} s): {r['fuzz']['executions']} executions, exit {r['fuzz']['exit_code']}")
     return "\n".join(out) + "\n"

@@ -214,7 +214,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .transpose()?;
     let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
+    for worker in 0..args.concurrency {
         let (args, counters, hist, seq, pending) = (args.clone(), counters.clone(), hist.clone(), seq.clone(), pending.clone());
         let kafka = kafka.clone();
         workers.push(tokio::spawn(async move {
@@ -223,7 +223,9 @@ async fn main() -> anyhow::Result<()> {
                 "grpc" | "grpc-stream" => Some(VoteServiceClient::connect(args.target.clone()).await.expect("gRPC connect")),
                 _ => None,
             };
-            let mut next = Instant::now();
+            // Open loop: workers start spread over one interval, so the offered
+            // rate is smooth instead of `concurrency` requests at the same instant.
+            let mut next = Instant::now() + per_worker_interval.map_or(Duration::ZERO, |iv| iv * worker as u32 / args.concurrency.max(1) as u32);
             while Instant::now() < deadline {
                 if let Some(iv) = per_worker_interval {
                     tokio::time::sleep_until(next.into()).await;

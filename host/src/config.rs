@@ -20,9 +20,13 @@ pub struct HostConfig {
     pub component: PathBuf,
     #[command(flatten)]
     pub kafka: PublisherArgs,
-    /// Requests (component instances) running at once; past it 503 + Retry-After.
+    /// Requests (component instances) running at once; past it a request waits
+    /// up to --slot-wait-ms for a slot, then 503 + Retry-After.
     #[arg(long, env = "BANDVOTE_MAX_CONCURRENT", default_value_t = 512)]
     pub max_concurrent: u32,
+    /// Longest wait for a free instance slot, in milliseconds (bursts queue instead of 503).
+    #[arg(long, env = "BANDVOTE_SLOT_WAIT_MS", default_value_t = 1_000)]
+    pub slot_wait_ms: u64,
     /// Deadline for one request, in milliseconds (epoch interruption + timer).
     #[arg(long, env = "BANDVOTE_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,

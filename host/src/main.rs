@@ -14,12 +14,13 @@ async fn main() -> anyhow::Result<()> {
     bandvote_telemetry::init_tracing();
     let config = HostConfig::parse();
     let publisher = config.kafka.connect().context("creating the Kafka producer")?;
-    let host = PublisherHost { publisher: publisher.clone(), metrics: HostMetrics::new() };
+    let host = PublisherHost::new(publisher.clone(), HostMetrics::new());
     let runtime = IntakeRuntime::new(
         &config.component,
         host,
         RuntimeLimits {
             max_concurrent: config.max_concurrent,
+            slot_wait: Duration::from_millis(config.slot_wait_ms),
             request_timeout: config.request_timeout(),
             instance_memory_bytes: config.instance_memory_mib << 20,
             max_connections: config.max_connections,

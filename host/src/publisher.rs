@@ -1,8 +1,10 @@
-//! The `bandvote:publisher` import, implemented natively with rdkafka.
+//! The `bandvote:publisher` import, implemented natively over a [`Publish`]
+//! (in production the rdkafka `VotePublisher`).
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use bandvote_kafka::{PublishError, VotePublisher};
+use bandvote_kafka::{Publish, PublishError};
 use bandvote_vote::{Source, Vote};
 
 use crate::metrics::HostMetrics;
@@ -18,8 +20,14 @@ pub use bandvote::publisher::publisher as wit;
 /// What the publisher import needs from the host, per request.
 #[derive(Clone)]
 pub struct PublisherHost {
-    pub publisher: VotePublisher,
+    pub publisher: Arc<dyn Publish>,
     pub metrics: HostMetrics,
+}
+
+impl PublisherHost {
+    pub fn new(publisher: impl Publish, metrics: HostMetrics) -> Self {
+        Self { publisher: Arc::new(publisher), metrics }
+    }
 }
 
 fn from_wit(v: wit::Vote) -> Result<Vote, wit::PublishError> {

@@ -25,8 +25,10 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Limits of the runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeLimits {
-    /// Instances alive at once (pool size); past it requests are refused with 503.
+    /// Instances alive at once (pool size); past it requests wait for a slot.
     pub max_concurrent: u32,
+    /// How long a request waits for a free instance slot before 503.
+    pub slot_wait: Duration,
     /// Deadline for one request.
     pub request_timeout: Duration,
     /// Linear memory per instance.
@@ -104,11 +106,17 @@ impl IntakeRuntime {
         let metrics = &self.host.metrics;
         let started = Instant::now();
         metrics.in_flight.inc();
-        let response = match self.slots.clone().try_acquire_owned() {
+        // A burst waits (at most `slot_wait`) for an instance slot instead of
+        // being refused at once; past that the pool is truly saturated: 503.
+        let slot = match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) => tokio::time::timeout(self.limits.slot_wait, self.slots.clone().acquire_owned()).await.ok().and_then(Result::ok),
+        };
+        let response = match slot {
             // The slot moves into the instance's task: it is released when the
             // instance ends, not when the client goes away.
-            Ok(slot) => self.run(req, slot).await,
-            Err(_) => reply(Reply::unavailable(&PublishFailure::Overloaded { retry_after_secs: 1 })),
+            Some(slot) => self.run(req, slot).await,
+            None => reply(Reply::unavailable(&PublishFailure::Overloaded { retry_after_secs: 1 })),
         };
         metrics.in_flight.dec();
         metrics.request_seconds.observe(started.elapsed().as_secs_f64());

@@ -25,7 +25,7 @@ struct Running {
 
 async fn start(publisher: PublisherConfig, limits: RuntimeLimits) -> Running {
     let publisher = VotePublisher::new(publisher).unwrap();
-    let runtime = IntakeRuntime::new(&component(), PublisherHost { publisher, metrics: HostMetrics::new() }, limits).unwrap();
+    let runtime = IntakeRuntime::new(&component(), PublisherHost::new(publisher, HostMetrics::new()), limits).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(bandvote_host::server::serve_intake(listener, runtime.clone(), std::future::pending(), Duration::from_secs(1)));
@@ -33,7 +33,7 @@ async fn start(publisher: PublisherConfig, limits: RuntimeLimits) -> Running {
 }
 
 fn limits() -> RuntimeLimits {
-    RuntimeLimits { max_concurrent: 16, request_timeout: Duration::from_secs(10), instance_memory_bytes: 32 << 20, max_connections: 10_000 }
+    RuntimeLimits { max_concurrent: 16, slot_wait: Duration::from_millis(200), request_timeout: Duration::from_secs(10), instance_memory_bytes: 32 << 20, max_connections: 10_000 }
 }
 
 async fn start_on(topic: &str) -> Running {
@@ -261,7 +261,7 @@ async fn a_component_asking_for_more_fails_to_link() {
         panic!("BANDVOTE_SPIN_WASM: run through scripts/test.sh (builds the Spin artifact)");
     };
     let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), ..Default::default() }).unwrap();
-    let linked = IntakeRuntime::new(std::path::Path::new(&spin), PublisherHost { publisher, metrics: HostMetrics::new() }, limits());
+    let linked = IntakeRuntime::new(std::path::Path::new(&spin), PublisherHost::new(publisher, HostMetrics::new()), limits());
     let err = format!("{:#}", linked.err().expect("linking must fail"));
     assert!(err.contains("outgoing-handler"), "{err}");
 }
@@ -274,7 +274,7 @@ async fn a_key_reused_for_a_different_vote_is_409() {
     let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() })
         .unwrap()
         .with_key_claims(claims);
-    let runtime = IntakeRuntime::new(&component(), PublisherHost { publisher, metrics: HostMetrics::new() }, limits()).unwrap();
+    let runtime = IntakeRuntime::new(&component(), PublisherHost::new(publisher, HostMetrics::new()), limits()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(bandvote_host::server::serve_intake(listener, runtime, std::future::pending(), Duration::from_secs(1)));

@@ -7,7 +7,9 @@ use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bandvote_intake_core::{self as core, Ack, PublishFailure, Published, Reply, RequestMeta, Route};
-use bandvote_kafka::{PublishError, PublisherArgs, VotePublisher};
+use bandvote_kafka::{Publish, PublishError, PublisherArgs};
+use bandvote_load::InstantPublisher;
+use std::sync::Arc;
 use bandvote_vote::{limits, Source, VoteError};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -22,7 +24,7 @@ fn failure(e: PublishError) -> PublishFailure {
     }
 }
 
-async fn handle(publisher: &VotePublisher, req: hyper::Request<Incoming>) -> Reply {
+async fn handle(publisher: &dyn Publish, req: hyper::Request<Incoming>) -> Reply {
     let (method, path) = (req.method().as_str().to_owned(), req.uri().path().to_owned());
     match core::route(&method, &path) {
         Route::Health => return Reply::health(),
@@ -67,6 +69,9 @@ async fn handle(publisher: &VotePublisher, req: hyper::Request<Incoming>) -> Rep
 struct Cli {
     #[arg(default_value = "127.0.0.1:8084")]
     listen: String,
+    /// Acknowledge every vote at once, storing nothing (prices the intake code alone).
+    #[arg(long)]
+    instant: bool,
     #[command(flatten)]
     kafka: PublisherArgs,
 }
@@ -76,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = <Cli as clap::Parser>::parse();
     let addr = cli.listen;
     // The host's producer flags and environment, key claims included: like with like.
-    let publisher = cli.kafka.connect()?;
+    let publisher: Arc<dyn Publish> = if cli.instant { Arc::new(InstantPublisher::default()) } else { Arc::new(cli.kafka.connect()?) };
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("native intake on http://{addr}/");
     loop {
@@ -87,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
             let svc = service_fn(move |req| {
                 let publisher = publisher.clone();
                 async move {
-                    let r = handle(&publisher, req).await;
+                    let r = handle(publisher.as_ref(), req).await;
                     let mut b = hyper::Response::builder().status(r.status).header("content-type", "application/json");
                     if let Some(s) = r.retry_after {
                         b = b.header("retry-after", s.to_string());

@@ -105,6 +105,26 @@ impl PublishError {
     }
 }
 
+/// What an intake needs from a publisher: one small interface. `VotePublisher`
+/// is the implementation; benchmarks use one that acknowledges at once to price
+/// the sandbox alone.
+pub trait Publish: Send + Sync + 'static {
+    /// Publish one vote; `Ok` only once it is durable.
+    fn publish<'a>(&'a self, vote: &'a Vote) -> futures::future::BoxFuture<'a, Result<Ack, PublishError>>;
+    /// Publish a batch: an outer `Err` refuses all of it; otherwise one result per vote, in order.
+    fn publish_batch<'a>(&'a self, votes: &'a [Vote]) -> futures::future::BoxFuture<'a, Result<Vec<Result<Ack, PublishError>>, PublishError>>;
+}
+
+impl Publish for VotePublisher {
+    fn publish<'a>(&'a self, vote: &'a Vote) -> futures::future::BoxFuture<'a, Result<Ack, PublishError>> {
+        Box::pin(VotePublisher::publish(self, vote))
+    }
+
+    fn publish_batch<'a>(&'a self, votes: &'a [Vote]) -> futures::future::BoxFuture<'a, Result<Vec<Result<Ack, PublishError>>, PublishError>> {
+        Box::pin(VotePublisher::publish_batch(self, votes))
+    }
+}
+
 /// Publishes votes to one topic; cheap to clone and share.
 #[derive(Clone)]
 pub struct VotePublisher {
