@@ -270,10 +270,7 @@ async fn a_component_asking_for_more_fails_to_link() {
 #[tokio::test]
 async fn a_key_reused_for_a_different_vote_is_409() {
     let topic = kit::fresh_topic("intake-claims", 1).await;
-    let claims = bandvote_store::KeyClaims::new(&kit::redis_url(), &format!("{}:", kit::unique("claims")), Duration::from_secs(60)).unwrap();
-    let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() })
-        .unwrap()
-        .with_key_claims(claims);
+    let publisher = kit::publisher_with_key_claims(&topic);
     let runtime = IntakeRuntime::new(&component(), PublisherHost::new(publisher, HostMetrics::new()), limits()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -7,6 +7,7 @@ consumer. No request may fail, and every acknowledged POST is counted once."""
 import json
 import os
 import pathlib
+import random
 import socket
 import subprocess
 import time
@@ -23,10 +24,23 @@ VENV_BIN = pathlib.Path(os.environ.get("BANDVOTE_CACHE", pathlib.Path.home() / "
 USERS, SECONDS = 16, 15
 
 
+_given = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range (32768+): the services'
+    own outgoing connections (Kafka, Redis) cannot take it before they bind."""
+    while True:
+        port = random.randrange(10000, 16000)
+        if port in _given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
 
 
 def wait_ready(port, proc, within=60):

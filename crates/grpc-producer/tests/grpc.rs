@@ -170,10 +170,7 @@ async fn grpc_client_hop_carries_locust_json_to_kafka() {
 #[tokio::test]
 async fn a_key_reused_for_a_different_vote_is_refused() {
     let topic = kit::fresh_topic("grpc-claims", 1).await;
-    let claims = bandvote_store::KeyClaims::new(&kit::redis_url(), &format!("{}:", kit::unique("claims")), Duration::from_secs(60)).unwrap();
-    let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() })
-        .unwrap()
-        .with_key_claims(claims);
+    let publisher = kit::publisher_with_key_claims(&topic);
     let (url, rest) = start_with(publisher).await;
     let mut client = VoteServiceClient::connect(url.clone()).await.unwrap();
     client.cast(vote("Caifanes", "dup-1")).await.expect("first use");

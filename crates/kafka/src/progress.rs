@@ -96,23 +96,16 @@ pub(crate) struct PublisherCollector {
 
 impl PublisherCollector {
     pub(crate) fn new(publisher: VotePublisher, prefix: &str) -> Result<Self, prometheus::Error> {
-        let in_flight = IntGauge::with_opts(Opts::new(format!("{prefix}_kafka_in_flight"), "Votes sent to Kafka and not yet acknowledged"))?;
-        let last_ack_age = Gauge::with_opts(Opts::new(
-            format!("{prefix}_kafka_last_ack_age_seconds"),
-            "Seconds since Kafka last acknowledged a vote",
-        ))?;
-        let stalled = IntGauge::with_opts(Opts::new(
-            format!("{prefix}_kafka_stalled"),
-            "1 while votes wait and Kafka has acknowledged nothing for stall_after",
-        ))?;
-        let conflicts = IntCounter::with_opts(Opts::new(
-            format!("{prefix}_idempotency_conflicts_total"),
+        let opts = |name: &str, help: &str| Opts::new(format!("{prefix}_{name}"), help);
+        let in_flight = IntGauge::with_opts(opts("kafka_in_flight", "Votes sent to Kafka and not yet acknowledged"))?;
+        let last_ack_age = Gauge::with_opts(opts("kafka_last_ack_age_seconds", "Seconds since Kafka last acknowledged a vote"))?;
+        let stalled = IntGauge::with_opts(opts("kafka_stalled", "1 while votes wait and Kafka has acknowledged nothing for stall_after"))?;
+        let conflicts = IntCounter::with_opts(opts(
+            "idempotency_conflicts_total",
             "Votes refused (409 / ALREADY_EXISTS): their idempotency key stood for a different vote",
         ))?;
-        let unchecked = IntCounter::with_opts(Opts::new(
-            format!("{prefix}_idempotency_unchecked_total"),
-            "Votes published without an idempotency key check (Redis unreachable)",
-        ))?;
+        let unchecked =
+            IntCounter::with_opts(opts("idempotency_unchecked_total", "Votes published without an idempotency key check (Redis unreachable)"))?;
         let descs = [in_flight.desc(), last_ack_age.desc(), stalled.desc(), conflicts.desc(), unchecked.desc()].into_iter().flatten().cloned().collect();
         Ok(Self { publisher, in_flight, last_ack_age, stalled, conflicts, unchecked, descs })
     }

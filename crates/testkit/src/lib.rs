@@ -8,7 +8,7 @@ pub mod process;
 #[cfg(feature = "kafka")]
 mod kafka;
 #[cfg(feature = "kafka")]
-pub use kafka::{fresh_topic, read_topic, ReadRecord};
+pub use kafka::{fresh_topic, publisher_with_key_claims, read_topic, ReadRecord};
 
 /// Kafka bootstrap servers (`BANDVOTE_KAFKA_BROKERS`, default `127.0.0.1:9092`).
 pub fn kafka_brokers() -> String {
