@@ -55,11 +55,6 @@ impl KeyClaims {
         Ok(Self { con, prefix: prefix.to_owned(), window, script: Script::new(CLAIM_LUA) })
     }
 
-    /// How long a key keeps standing for its vote.
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
     /// Claim each vote's id for it, in one round trip; one [`Claim`] per vote, in order.
     pub async fn claim(&self, votes: &[Vote]) -> Result<Vec<Claim>, redis::RedisError> {
         let mut pipe = redis::pipe();

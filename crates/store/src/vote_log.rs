@@ -12,6 +12,11 @@ use crate::{Located, Totals};
 /// MongoDB's duplicate-key error code.
 const DUPLICATE_KEY: i32 = 11000;
 
+/// An integer field, whichever BSON width the server chose (int32 or int64).
+fn int(d: &Document, key: &str) -> Option<i64> {
+    d.get_i64(key).ok().or_else(|| d.get_i32(key).ok().map(i64::from))
+}
+
 /// What storing a batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stored {
@@ -49,7 +54,7 @@ impl LogCursor {
         Some(Self {
             received_at_ms: d.get_datetime("received_at").ok()?.timestamp_millis(),
             partition: kafka.get_i32("partition").ok()?,
-            offset: kafka.get_i64("offset").or_else(|_| kafka.get_i32("offset").map(i64::from)).ok()?,
+            offset: int(kafka, "offset")?,
         })
     }
 }
@@ -165,7 +170,7 @@ impl VoteLog {
         let mut cur = self.votes.find(doc! { "_id": { "$in": ids } }).projection(doc! { "kafka": 1 }).await?;
         while let Some(d) = cur.try_next().await? {
             let (Ok(id), Ok(k)) = (d.get_str("_id"), d.get_document("kafka")) else { continue };
-            let offset = k.get_i64("offset").or_else(|_| k.get_i32("offset").map(i64::from)).unwrap_or(-1);
+            let offset = int(k, "offset").unwrap_or(-1);
             first.insert(id.to_owned(), (k.get_str("topic").unwrap_or_default().to_owned(), k.get_i32("partition").unwrap_or(-1), offset));
         }
         Ok(dups
@@ -182,7 +187,7 @@ impl VoteLog {
             let mut cur = self.votes.aggregate([doc! { "$group": { "_id": field, "n": { "$sum": 1 } } }]).await?;
             while let Some(d) = cur.try_next().await? {
                 let key = d.get_str("_id").unwrap_or_default().to_owned();
-                let n = d.get_i32("n").map(i64::from).or_else(|_| d.get_i64("n")).unwrap_or(0);
+                let n = int(&d, "n").unwrap_or(0);
                 out.insert(key, n as u64);
             }
         }
@@ -200,7 +205,7 @@ impl VoteLog {
         let mut cur = self.votes.aggregate(pipeline).await?;
         while let Some(d) = cur.try_next().await? {
             let p = d.get_i32("_id").unwrap_or(0);
-            let o = d.get_i64("last").or_else(|_| d.get_i32("last").map(i64::from)).unwrap_or(-1);
+            let o = int(&d, "last").unwrap_or(-1);
             offsets.insert(p, o);
         }
         Ok(offsets)
