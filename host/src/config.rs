@@ -36,6 +36,9 @@ pub struct HostConfig {
     /// Linear memory limit per instance, in MiB.
     #[arg(long, env = "BANDVOTE_INSTANCE_MEMORY_MIB", default_value_t = 32)]
     pub instance_memory_mib: usize,
+    /// Write /tmp/perf-<pid>.map so `perf report` names the component's functions (profiling).
+    #[arg(long, env = "BANDVOTE_GUEST_PERF_MAP", default_value_t = false)]
+    pub guest_perf_map: bool,
 }
 
 impl HostConfig {

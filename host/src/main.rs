@@ -24,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
             request_timeout: config.request_timeout(),
             instance_memory_bytes: config.instance_memory_mib << 20,
             max_connections: config.max_connections,
+            guest_perf_map: config.guest_perf_map,
         },
     )?;
     let listener = bandvote_telemetry::bind(config.listen, "the intake").await?;

@@ -17,16 +17,17 @@ wasmtime::component::bindgen!({
 
 pub use bandvote::publisher::publisher as wit;
 
-/// What the publisher import needs from the host, per request.
+/// What the publisher import needs from the host, per request (cloned into
+/// every request's store: two reference counts, nothing more).
 #[derive(Clone)]
 pub struct PublisherHost {
     pub publisher: Arc<dyn Publish>,
-    pub metrics: HostMetrics,
+    pub metrics: Arc<HostMetrics>,
 }
 
 impl PublisherHost {
     pub fn new(publisher: impl Publish, metrics: HostMetrics) -> Self {
-        Self { publisher: Arc::new(publisher), metrics }
+        Self { publisher: Arc::new(publisher), metrics: Arc::new(metrics) }
     }
 }
 

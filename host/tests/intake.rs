@@ -33,7 +33,7 @@ async fn start(publisher: PublisherConfig, limits: RuntimeLimits) -> Running {
 }
 
 fn limits() -> RuntimeLimits {
-    RuntimeLimits { max_concurrent: 16, slot_wait: Duration::from_millis(200), request_timeout: Duration::from_secs(10), instance_memory_bytes: 32 << 20, max_connections: 10_000 }
+    RuntimeLimits { max_concurrent: 16, slot_wait: Duration::from_millis(200), request_timeout: Duration::from_secs(10), instance_memory_bytes: 32 << 20, max_connections: 10_000, guest_perf_map: false }
 }
 
 async fn start_on(topic: &str) -> Running {
