@@ -26,7 +26,7 @@ use bandvote_vote::Vote;
 pub use counters::{Applied, Counters};
 pub use key_claims::{Claim, KeyClaims};
 #[cfg(feature = "mongo")]
-pub use vote_log::{LogCursor, Stored, VoteLog};
+pub use vote_log::{LogCursor, LogEntry, LogPage, Stored, VoteLog};
 
 /// A vote with where it sits in Kafka.
 #[derive(Debug, Clone, PartialEq)]

@@ -48,7 +48,7 @@ pub struct LogCursor {
 }
 
 impl LogCursor {
-    /// The cursor of a stored document.
+    /// The cursor of a stored document (only its cursor fields are read).
     pub fn of(d: &Document) -> Option<Self> {
         let kafka = d.get_document("kafka").ok()?;
         Some(Self {
@@ -57,6 +57,54 @@ impl LogCursor {
             offset: int(kafka, "offset")?,
         })
     }
+}
+
+/// One vote as the log page shows it. The vote id is left out on purpose:
+/// ids are the clients' idempotency keys, never shown on a public page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    pub band: String,
+    pub album: String,
+    pub year: i32,
+    pub rank: f64,
+    /// `http` or `grpc`.
+    pub source: String,
+    pub received_at_ms: i64,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl LogEntry {
+    /// Read a stored document ([`document`] wrote it); `None` if it is not one.
+    pub fn of(d: &Document) -> Option<Self> {
+        let at = LogCursor::of(d)?;
+        Some(Self {
+            band: d.get_str("band").ok()?.to_owned(),
+            album: d.get_str("album").ok()?.to_owned(),
+            year: d.get_i32("year").ok()?,
+            rank: d.get_f64("rank").ok()?,
+            source: d.get_str("source").ok()?.to_owned(),
+            received_at_ms: at.received_at_ms,
+            partition: at.partition,
+            offset: at.offset,
+        })
+    }
+
+    /// The cursor of the page that starts right after this entry.
+    pub fn cursor(&self) -> LogCursor {
+        LogCursor { received_at_ms: self.received_at_ms, partition: self.partition, offset: self.offset }
+    }
+}
+
+/// One page of the log, newest first, and where the next one starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogPage {
+    pub entries: Vec<LogEntry>,
+    /// `None` on the last page.
+    pub next: Option<LogCursor>,
+    /// Documents on this page that are not votes as [`document`] writes them
+    /// (left out of `entries`, counted so they are never silently lost).
+    pub unreadable: usize,
 }
 
 impl std::fmt::Display for LogCursor {
@@ -215,7 +263,7 @@ impl VoteLog {
     /// after `before` (keyset pagination: the cost of a page does not grow
     /// with its depth). Returns the votes and, when more follow, the cursor of
     /// the next page.
-    pub async fn page(&self, band: Option<&str>, before: Option<&LogCursor>, limit: i64) -> Result<(Vec<Document>, Option<LogCursor>), mongodb::error::Error> {
+    pub async fn page(&self, band: Option<&str>, before: Option<&LogCursor>, limit: i64) -> Result<LogPage, mongodb::error::Error> {
         let mut filter = match band {
             Some(b) => doc! { "band": b },
             None => doc! {},
@@ -239,13 +287,14 @@ impl VoteLog {
             .await?
             .try_collect()
             .await?;
-        let next = if docs.len() as i64 > limit {
-            docs.truncate(limit as usize);
-            docs.last().and_then(LogCursor::of)
-        } else {
-            None
-        };
-        Ok((docs, next))
+        let more = docs.len() as i64 > limit;
+        docs.truncate(limit.max(0) as usize);
+        let entries: Vec<LogEntry> = docs.iter().filter_map(LogEntry::of).collect();
+        let unreadable = docs.len() - entries.len();
+        // From the last document read, readable or not: a malformed document
+        // never stops the paging.
+        let next = if more { docs.last().and_then(LogCursor::of) } else { None };
+        Ok(LogPage { entries, next, unreadable })
     }
 
     /// Votes in the log, from the collection's metadata (no scan).

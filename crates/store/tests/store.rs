@@ -72,8 +72,10 @@ async fn vote_log_stores_each_vote_once_and_finds_repeats() {
     assert_eq!(t.total, 2);
     assert_eq!(t.by_band.get("Maná"), Some(&1));
     assert_eq!(log.stored_offsets("votes").await.unwrap(), HashMap::from([(0, 1), (1, 1)]));
-    let (docs, next) = log.page(Some("Caifanes"), None, 10).await.unwrap();
-    assert_eq!((docs.len(), next), (1, None));
+    let page = log.page(Some("Caifanes"), None, 10).await.unwrap();
+    assert_eq!((page.entries.len(), page.next, page.unreadable), (1, None, 0));
+    let e = &page.entries[0];
+    assert_eq!((e.band.as_str(), e.source.as_str(), e.partition, e.offset), ("Caifanes", "http", 0, 1));
     assert_eq!(log.estimated_count().await.unwrap(), 2);
     log.collection().drop().await.unwrap();
 }
@@ -93,10 +95,10 @@ async fn log_pages_follow_their_cursors_newest_first() {
     log.store("votes", &votes.iter().collect::<Vec<_>>()).await.unwrap();
     let (mut seen, mut cursor, mut pages) = (Vec::new(), None, 0);
     loop {
-        let (docs, next) = log.page(None, cursor.as_ref(), 10).await.unwrap();
+        let page = log.page(None, cursor.as_ref(), 10).await.unwrap();
         pages += 1;
-        seen.extend(docs.iter().map(|d| bandvote_store::LogCursor::of(d).unwrap()));
-        match next {
+        seen.extend(page.entries.iter().map(bandvote_store::LogEntry::cursor));
+        match page.next {
             Some(c) => cursor = Some(c),
             None => break,
         }
@@ -105,8 +107,17 @@ async fn log_pages_follow_their_cursors_newest_first() {
     let mut sorted = seen.clone();
     sorted.sort_by_key(|c| std::cmp::Reverse((c.received_at_ms, c.partition, c.offset)));
     assert_eq!(seen, sorted, "newest first, no vote twice, none skipped");
-    let (odd, next) = log.page(Some("Odd"), None, 100).await.unwrap();
-    assert_eq!((odd.len(), next), (12, None));
+    let odd = log.page(Some("Odd"), None, 100).await.unwrap();
+    assert_eq!((odd.entries.len(), odd.next), (12, None));
+
+    // A document that is not a vote is counted, not shown, and paging goes on past it.
+    use mongodb::bson::{doc, DateTime};
+    let junk = doc! { "_id": "junk", "received_at": DateTime::from_millis(1_800_000_000_000), "kafka": { "partition": 0, "offset": 999_i64 } };
+    log.collection().insert_one(junk).await.unwrap();
+    let first = log.page(None, None, 1).await.unwrap();
+    assert_eq!((first.entries.len(), first.unreadable), (0, 1));
+    let second = log.page(None, first.next.as_ref(), 1).await.unwrap();
+    assert_eq!((second.entries.len(), second.unreadable), (1, 0));
     log.collection().drop().await.unwrap();
 }
 

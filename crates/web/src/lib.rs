@@ -212,7 +212,7 @@ async fn log_page(State(s): State<Arc<AppState>>, Query(q): Query<LogQuery>) -> 
         Ok(l) => l,
         Err(e) => return unavailable(e),
     };
-    let (docs, next) = match log.page(band.as_deref(), before.as_ref(), size).await {
+    let page = match log.page(band.as_deref(), before.as_ref(), size).await {
         Ok(page) => page,
         Err(e) => return unavailable(format!("mongodb: {e}")),
     };
@@ -225,25 +225,25 @@ async fn log_page(State(s): State<Arc<AppState>>, Query(q): Query<LogQuery>) -> 
             Err(_) => None,
         },
     };
-    let votes: Vec<Value> = docs
-        .into_iter()
-        .map(|d| {
-            let kafka = d.get_document("kafka").ok();
-            // Vote ids are the clients' idempotency keys: never on a public page.
+    let votes: Vec<Value> = page
+        .entries
+        .iter()
+        .map(|e| {
             json!({
-                "band": d.get_str("band").unwrap_or_default(),
-                "album": d.get_str("album").unwrap_or_default(),
-                "year": d.get_i32("year").unwrap_or_default(),
-                "rank": d.get_f64("rank").unwrap_or_default(),
-                "source": d.get_str("source").unwrap_or_default(),
-                "received_at_ms": d.get_datetime("received_at").map(|t| t.timestamp_millis()).unwrap_or_default(),
-                "partition": kafka.and_then(|k| k.get_i32("partition").ok()),
-                "offset": kafka.and_then(|k| k.get_i64("offset").ok()),
+                "band": e.band, "album": e.album, "year": e.year, "rank": e.rank, "source": e.source,
+                "received_at_ms": e.received_at_ms, "partition": e.partition, "offset": e.offset,
             })
         })
         .collect();
-    let next = next.map(|c| c.to_string());
-    Json(json!({ "size": size, "band": band, "total": total, "total_is_estimate": true, "next": next, "votes": votes })).into_response()
+    if page.unreadable > 0 {
+        tracing::warn!(unreadable = page.unreadable, "log page: documents that are not votes left out");
+    }
+    let next = page.next.map(|c| c.to_string());
+    let body = json!({
+        "size": size, "band": band, "total": total, "total_is_estimate": true, "next": next, "votes": votes,
+        "unreadable": page.unreadable,
+    });
+    Json(body).into_response()
 }
 
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
