@@ -123,12 +123,12 @@ def capacity_sweep(targets, host_pid):
     median of each figure per target and level. Host RSS sampled throughout."""
     names = list(targets)
     runs = {n: {c: [] for c in LEVELS} for n in names}
-    peak_at = {}
+    peak_at, pss_at = {}, {}
     for c in LEVELS:
         for rep in range(REPEATS):
             order = names[rep % len(names):] + names[:rep % len(names)]
             for name in order:
-                stop, peak = threading.Event(), [0]
+                stop, peak = threading.Event(), [0, 0]
                 sampler = threading.Thread(target=rss_sampler, args=(host_pid, stop, peak), daemon=True)
                 sampler.start()
                 runs[name][c].append(targets[name](c))
@@ -136,6 +136,7 @@ def capacity_sweep(targets, host_pid):
                 sampler.join()
                 if name == "wasm_host":
                     peak_at[c] = max(peak_at.get(c, 0), peak[0])
+                    pss_at[c] = max(pss_at.get(c, 0), peak[1])
                 time.sleep(1)
     out = {}
     for name in names:
@@ -144,6 +145,7 @@ def capacity_sweep(targets, host_pid):
             rs = runs[name][c]
             out[name][str(c)] = {k: median([r[k] for r in rs]) for k in rs[0]} | {"runs": rs}
     out["host_peak_rss_mib"] = {str(c): round(kib / 1024, 1) for c, kib in peak_at.items()}
+    out["host_peak_pss_mib"] = {str(c): round(kib / 1024, 1) for c, kib in pss_at.items()}
     out["ratios"] = {}
     for c in map(str, LEVELS):
         wasm = out["wasm_host"][c]["acked_per_sec"]
@@ -179,13 +181,23 @@ def load(mode, target, extra=(), concurrency=None):
 
 
 def rss_sampler(pid, stop, peak):
+    """Peak VmRSS (peak[0], KiB) every 0.1 s and peak PSS (peak[1]) every second.
+    VmRSS counts a page shared by several mappings once per mapping: the
+    component's read-only memory image is mapped in every pool slot; PSS counts
+    it once (divided among its mappings), which is the memory actually used."""
+    tick = 0
     while not stop.is_set():
         try:
             for line in open(f"/proc/{pid}/status"):
                 if line.startswith("VmRSS:"):
                     peak[0] = max(peak[0], int(line.split()[1]))
+            if tick % 10 == 0:
+                for line in open(f"/proc/{pid}/smaps_rollup"):
+                    if line.startswith("Pss:"):
+                        peak[1] = max(peak[1], int(line.split()[1]))
         except OSError:
             pass
+        tick += 1
         time.sleep(0.1)
 
 
@@ -424,10 +436,39 @@ def main():
     results["scale"] = scale_memory()
     save(results)
     results["fuzz"] = fuzz()
-
+    results["targets"] = check_targets(results)
     save(results)
     (ROOT / "bench/results.md").write_text(markdown(results))
     print(markdown(results))
+
+
+def check_targets(r):
+    """Issue 13's targets, each checked against this run's figures (nothing
+    here is written by hand: `met` is the comparison's result)."""
+    cap, levels = r["capacity"], [str(c) for c in r["levels"]]
+    wasm_max = r["open_loop_wasm_host"]["measured_max_per_sec"]
+    top = levels[-1]
+    w = cap["wasm_host"][top]
+    below_max = [x for x in r["open_loop_wasm_host"]["rates"] if x["fraction_of_max"] < 1]
+    rss_mb = cap["host_peak_rss_mib"].get(top, 0) * 1.048576
+    pss_mb = cap["host_peak_pss_mib"].get(top, 0) * 1.048576
+    rows = [
+        (f"wasm host ≥ 0.8 × raw producer at {lv} in flight", f"{cap['ratios'][lv]['wasm_to_raw_producer']} ×",
+         cap["ratios"][lv]["wasm_to_raw_producer"] >= 0.8) for lv in levels
+    ] + [
+        (f"≥ 10,000 acked/s through the wasm host at {top} connections", f"{w['acked_per_sec']:.0f}/s", w["acked_per_sec"] >= 10_000),
+        (f"p99 < 500 ms at {top} connections", f"{w['latency_ms_p99']} ms", w["latency_ms_p99"] < 500),
+        (f"no errors other than 503 at {top} connections", f"{w['errors']} errors", w["errors"] == 0),
+        ("503s only above the measured maximum (open loop below 1 × max)",
+         ", ".join(f"{100 * x['refused_share']:.1f}% at {x['fraction_of_max']} ×" for x in below_max),
+         all(x["refused_share"] == 0 for x in below_max)),
+        ("wasm / native with the instant publisher ≥ 0.8", f"{r['sandbox_256']['ratio_wasm_to_native']}", r["sandbox_256"]["ratio_wasm_to_native"] >= 0.8),
+        ("consumer ≥ 2 × the intake's maximum", f"{r['consumer'].get('votes_per_sec')} vs 2 × {wasm_max:.0f}",
+         (r["consumer"].get("votes_per_sec") or 0) >= 2 * wasm_max),
+        ("ack → counted p99 < 500 ms at 50% of maximum", f"{r['end_to_end']['ack_to_counted_ms_p99']} ms", r["end_to_end"]["ack_to_counted_ms_p99"] < 500),
+        (f"host RSS < 150 MB at {top} connections", f"{rss_mb:.0f} MB (PSS {pss_mb:.0f} MB)", rss_mb < 150),
+    ]
+    return [{"target": t, "measured": m, "met": bool(ok)} for t, m, ok in rows]
 
 
 def markdown(r):
@@ -436,14 +477,14 @@ def markdown(r):
            f"(intake, nisshi, Redis, MongoDB, consumer, load generator). {r['seconds_per_run']:.0f} s per run; "
            f"each figure the median of {r['repeats']} runs, targets alternated.", "",
            "## Capacity: acked votes/s (p50 / p99 ms, share refused with 503) by votes in flight", "",
-           "| in flight | raw VotePublisher (broker ceiling) | wasm host | native intake | gRPC unary | hyper 204 | wasm / raw | wasm / native | host RSS MiB |",
+           "| in flight | raw VotePublisher (broker ceiling) | wasm host | native intake | gRPC unary | hyper 204 | wasm / raw | wasm / native | host RSS / PSS MiB |",
            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     cell = lambda x: f"{x['acked_per_sec']:.0f} ({x['latency_ms_p50']} / {x['latency_ms_p99']}, {100 * x['refused_share']:.1f}%)"
     for c in map(str, r["levels"]):
         ceiling = r["http"]["ceiling_hyper_204"][c]
         out.append(f"| {c} | {cell(cap['raw_producer'][c])} | {cell(cap['wasm_host'][c])} | {cell(cap['native_intake'][c])} | "
                    f"{cell(cap['grpc_unary'][c])} | {ceiling['acked_per_sec']:.0f} | {cap['ratios'][c]['wasm_to_raw_producer']} | "
-                   f"{cap['ratios'][c]['wasm_to_native']} | {cap['host_peak_rss_mib'].get(c)} |")
+                   f"{cap['ratios'][c]['wasm_to_native']} | {cap['host_peak_rss_mib'].get(c)} / {cap['host_peak_pss_mib'].get(c)} |")
     ol = r["open_loop_wasm_host"]
     out += ["", f"## Open loop: fixed arrival rates at the wasm host (max measured above: {ol['measured_max_per_sec']:.0f}/s)", "",
             "| offered/s | acked/s | p50 ms | p99 ms | refused (503) | errors |", "|---:|---:|---:|---:|---:|---:|"]
@@ -468,6 +509,9 @@ def markdown(r):
                    f"**{sc.get('bytes_per_vote_past_10pct')} bytes per vote** past 10%")
     if r.get("fuzz"):
         out.append(f"- fuzz (parse_body, {r['fuzz']['seconds']} s): {r['fuzz']['executions']} executions, exit {r['fuzz']['exit_code']}")
+    if r.get("targets"):
+        out += ["", "## Issue 13's targets, checked against the figures above", "", "| target | measured | met |", "|---|---:|:---:|"]
+        out += [f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'no'} |" for t in r["targets"]]
     return "\n".join(out) + "\n"
 
 
