@@ -211,7 +211,10 @@ impl IntakeRuntime {
 fn engine_config(limits: &RuntimeLimits, pagemap: bool) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     let n = limits.max_concurrent.max(1);
+    // Every per-instance resource sized from `n`: one left at wasmtime's
+    // default (1000 fibers) made the 1001st concurrent request a 500.
     pool.total_component_instances(n)
+        .total_stacks(n)
         .total_core_instances(n * 4)
         .total_memories(n * 2)
         .total_tables(n * 4)

@@ -253,6 +253,34 @@ async fn a_slot_is_held_until_the_instance_ends() {
     }
 }
 
+/// The whole pool runs at once, past wasmtime's default pool limits (1000
+/// fibers): every request gets an instance and its real answer, never a 500.
+#[tokio::test]
+async fn the_whole_pool_runs_at_once_past_wasmtime_defaults() {
+    const N: usize = 1010;
+    // An unreachable broker: each instance waits in publish, then answers 503.
+    let publisher = PublisherConfig { brokers: "127.0.0.1:1".into(), delivery_timeout: Duration::from_secs(3), ..Default::default() };
+    let host = start(publisher, RuntimeLimits { max_concurrent: N as u32, slot_wait: Duration::from_secs(5), ..limits() }).await;
+    let client = reqwest::Client::new();
+    let sends: Vec<_> = (0..N)
+        .map(|i| {
+            let req = client.post(format!("http://{}/", host.addr)).body(format!(r#"{{"name":"b{i}","album":"a","year":"1983","rank":"1"}}"#));
+            tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    let (deadline, mut peak) = (Instant::now() + Duration::from_secs(3), 0);
+    while Instant::now() < deadline && peak < N {
+        peak = peak.max(host.runtime.instances_running());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    for s in sends {
+        *statuses.entry(s.await.unwrap().expect("an answer")).or_insert(0) += 1;
+    }
+    assert_eq!(peak, N, "all {N} instances alive at once");
+    assert_eq!(statuses.get(&500), None, "no request failed for want of a pool resource: {statuses:?}");
+}
+
 /// The host links only the WASI an intake needs: a component importing more
 /// (the composed Spin artifact wants wasi:http/outgoing-handler) fails at startup.
 #[tokio::test]
