@@ -49,7 +49,7 @@ trap stop_all EXIT
 BANDVOTE_CONSUMER_INSTANCE_ID=${BANDVOTE_CONSUMER_INSTANCE_ID:-demo-consumer-0} start consumer "$BIN/bandvote-consumer"
 # Idempotency keys are claimed in Redis: a key reused for a different vote is answered 409.
 export BANDVOTE_IDEMPOTENCY_REDIS_URL=${BANDVOTE_IDEMPOTENCY_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/}
-start host "$BIN/bandvote-host" --component "$WASM" --listen "127.0.0.1:$HTTP_PORT"
+start host "$BIN/bandvote-host" --component "$WASM" --listen "127.0.0.1:$HTTP_PORT" --compile-cache "$CACHE/wasmtime"
 start grpc "$BIN/bandvote-grpc" --listen "127.0.0.1:$GRPC_PORT"
 start grpc-client "$BIN/bandvote-grpc-client" --listen "127.0.0.1:$HOP_PORT" --target "http://127.0.0.1:$GRPC_PORT"
 start web "$BIN/bandvote-web" --listen "127.0.0.1:$WEB_PORT"

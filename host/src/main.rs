@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bandvote_host::metrics::HostMetrics;
 use bandvote_host::publisher::PublisherHost;
-use bandvote_host::runtime::{IntakeRuntime, RuntimeLimits};
+use bandvote_host::runtime::{IntakeRuntime, RuntimeConfig};
 use bandvote_host::{server, HostConfig};
 use clap::Parser as _;
 
@@ -18,13 +18,14 @@ async fn main() -> anyhow::Result<()> {
     let runtime = IntakeRuntime::new(
         &config.component,
         host,
-        RuntimeLimits {
+        RuntimeConfig {
             max_concurrent: config.max_concurrent,
             slot_wait: Duration::from_millis(config.slot_wait_ms),
             request_timeout: config.request_timeout(),
             instance_memory_bytes: config.instance_memory_mib << 20,
             max_connections: config.max_connections,
             guest_perf_map: config.guest_perf_map,
+            compile_cache: config.compile_cache.clone(),
         },
     )?;
     let listener = bandvote_telemetry::bind(config.listen, "the intake").await?;

@@ -25,9 +25,9 @@ const DECOMMIT_BATCH: usize = 64;
 /// One epoch tick; request deadlines are counted in ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Limits of the runtime.
+/// Limits and options of the runtime.
 #[derive(Debug, Clone)]
-pub struct RuntimeLimits {
+pub struct RuntimeConfig {
     /// Instances alive at once (pool size); past it requests wait for a slot.
     pub max_concurrent: u32,
     /// How long a request waits for a free instance slot before 503.
@@ -42,6 +42,10 @@ pub struct RuntimeLimits {
     /// Name the component's compiled functions for `perf report` in
     /// `/tmp/perf-<pid>.map` (profiling only).
     pub guest_perf_map: bool,
+    /// Directory for compiled components (wasmtime's cache, keyed by the
+    /// component's bytes and the engine's settings): a restart loads the
+    /// machine code instead of compiling again. `None`: compile at every start.
+    pub compile_cache: Option<std::path::PathBuf>,
 }
 
 /// The compiled, pre-linked intake component.
@@ -49,7 +53,7 @@ pub struct IntakeRuntime {
     engine: Engine,
     pre: ProxyPre<RequestState>,
     host: PublisherHost,
-    limits: RuntimeLimits,
+    limits: RuntimeConfig,
     slots: Arc<Semaphore>,
 }
 
@@ -57,18 +61,20 @@ pub type HostResponse = hyper::Response<HyperOutgoingBody>;
 
 impl IntakeRuntime {
     /// Compile `component` and prepare it for fast per-request instantiation.
-    pub fn new(component: &Path, host: PublisherHost, limits: RuntimeLimits) -> anyhow::Result<Arc<Self>> {
+    pub fn new(component: &Path, host: PublisherHost, limits: RuntimeConfig) -> anyhow::Result<Arc<Self>> {
         // Reset freed memories by rewriting only their dirty pages (PAGEMAP_SCAN,
         // Linux ≥ 6.7) instead of madvise; without it, the madvise default.
-        let engine = Engine::new(&engine_config(&limits, true)).or_else(|e| {
-            tracing::info!(reason = %e, "PAGEMAP_SCAN unavailable: freed instance memory is reset with madvise");
-            Engine::new(&engine_config(&limits, false))
-        });
-        let engine = engine.map_err(|e| anyhow::Error::from(e).context("creating the wasmtime engine"))?;
+        let engine = match Engine::new(&engine_config(&limits, true)?) {
+            Ok(engine) => engine,
+            Err(e) => {
+                tracing::info!(reason = %e, "PAGEMAP_SCAN unavailable: freed instance memory is reset with madvise");
+                Engine::new(&engine_config(&limits, false)?).map_err(|e| anyhow::Error::from(e).context("creating the wasmtime engine"))?
+            }
+        };
         let started = Instant::now();
         let component = Component::from_file(&engine, component)
             .map_err(|e| anyhow::Error::from(e).context(format!("compiling component {}", component.display())))?;
-        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "component compiled");
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, cache = ?limits.compile_cache, "component compiled (or loaded from the cache)");
 
         let mut linker = Linker::<RequestState>::new(&engine);
         // Only the WASI an intake needs (no filesystem, sockets or outgoing HTTP).
@@ -90,7 +96,7 @@ impl IntakeRuntime {
         Ok(Arc::new(Self { engine, pre, host, slots: Arc::new(Semaphore::new(limits.max_concurrent.max(1) as usize)), limits }))
     }
 
-    pub fn limits(&self) -> &RuntimeLimits {
+    pub fn limits(&self) -> &RuntimeConfig {
         &self.limits
     }
 
@@ -208,7 +214,7 @@ impl IntakeRuntime {
 /// shootdowns of `madvise` gone, ~8,400 → ~10,500 requests/s. Without
 /// `PAGEMAP_SCAN` keeping memory resident would `memset` all of it per request
 /// (measured slower), so the madvise reset stays.
-fn engine_config(limits: &RuntimeLimits, pagemap: bool) -> Config {
+fn engine_config(limits: &RuntimeConfig, pagemap: bool) -> anyhow::Result<Config> {
     let mut pool = PoolingAllocationConfig::default();
     let n = limits.max_concurrent.max(1);
     // Every per-instance resource sized from `n`: one left at wasmtime's
@@ -241,7 +247,13 @@ fn engine_config(limits: &RuntimeLimits, pagemap: bool) -> Config {
     if limits.guest_perf_map {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
-    config
+    if let Some(dir) = &limits.compile_cache {
+        let mut cache = wasmtime::CacheConfig::new();
+        cache.with_directory(dir);
+        let cache = wasmtime::Cache::new(cache).map_err(|e| anyhow::Error::from(e).context(format!("compile cache in {}", dir.display())))?;
+        config.cache(Some(cache));
+    }
+    Ok(config)
 }
 
 /// Bytes of each freed linear memory kept resident (scanned, dirty pages

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bandvote_host::metrics::HostMetrics;
 use bandvote_host::publisher::PublisherHost;
-use bandvote_host::runtime::{IntakeRuntime, RuntimeLimits};
+use bandvote_host::runtime::{IntakeRuntime, RuntimeConfig};
 use bandvote_kafka::{PublisherConfig, VotePublisher};
 use bandvote_testkit as kit;
 use serde_json::Value;
@@ -23,7 +23,7 @@ struct Running {
     runtime: Arc<IntakeRuntime>,
 }
 
-async fn start(publisher: PublisherConfig, limits: RuntimeLimits) -> Running {
+async fn start(publisher: PublisherConfig, limits: RuntimeConfig) -> Running {
     let publisher = VotePublisher::new(publisher).unwrap();
     let runtime = IntakeRuntime::new(&component(), PublisherHost::new(publisher, HostMetrics::new()), limits).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -32,8 +32,8 @@ async fn start(publisher: PublisherConfig, limits: RuntimeLimits) -> Running {
     Running { addr, runtime }
 }
 
-fn limits() -> RuntimeLimits {
-    RuntimeLimits { max_concurrent: 16, slot_wait: Duration::from_millis(200), request_timeout: Duration::from_secs(10), instance_memory_bytes: 32 << 20, max_connections: 10_000, guest_perf_map: false }
+fn limits() -> RuntimeConfig {
+    RuntimeConfig { max_concurrent: 16, slot_wait: Duration::from_millis(200), request_timeout: Duration::from_secs(10), instance_memory_bytes: 32 << 20, max_connections: 10_000, guest_perf_map: false, compile_cache: None }
 }
 
 async fn start_on(topic: &str) -> Running {
@@ -155,7 +155,7 @@ async fn guest_trap_is_a_500_and_the_host_keeps_serving() {
     // Just above the component's initial memory (17 pages): a large batch
     // makes the guest run out of memory and trap; small votes still fit.
     let topic = kit::fresh_topic("intake-trap", 1).await;
-    let tight = RuntimeLimits { instance_memory_bytes: 20 * 65536, ..limits() };
+    let tight = RuntimeConfig { instance_memory_bytes: 20 * 65536, ..limits() };
     let host = start(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() }, tight).await;
     let one = r#"{"name":"a","album":"b","year":"1983","rank":"1"}"#;
     let batch = format!("[{}]", vec![one; 450].join(","));
@@ -192,7 +192,7 @@ async fn connections_past_the_cap_are_refused_fast() {
     let topic = kit::fresh_topic("intake-conns", 1).await;
     let host = start(
         PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() },
-        RuntimeLimits { max_connections: 2, ..limits() },
+        RuntimeConfig { max_connections: 2, ..limits() },
     )
     .await;
     let a = tokio::net::TcpStream::connect(host.addr).await.unwrap();
@@ -240,7 +240,7 @@ fn the_intake_imports_only_wasi_and_the_publisher() {
 #[tokio::test]
 async fn a_slot_is_held_until_the_instance_ends() {
     let publisher = PublisherConfig { brokers: "127.0.0.1:1".into(), delivery_timeout: Duration::from_secs(2), ..Default::default() };
-    let host = start(publisher, RuntimeLimits { max_concurrent: 2, ..limits() }).await;
+    let host = start(publisher, RuntimeConfig { max_concurrent: 2, ..limits() }).await;
     let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
     let gone = impatient.post(format!("http://{}/", host.addr)).body(r#"{"name":"a","album":"b","year":"1983","rank":"1"}"#).send().await;
     assert!(gone.is_err(), "the client gave up first");
@@ -260,7 +260,7 @@ async fn the_whole_pool_runs_at_once_past_wasmtime_defaults() {
     const N: usize = 1010;
     // An unreachable broker: each instance waits in publish, then answers 503.
     let publisher = PublisherConfig { brokers: "127.0.0.1:1".into(), delivery_timeout: Duration::from_secs(3), ..Default::default() };
-    let host = start(publisher, RuntimeLimits { max_concurrent: N as u32, slot_wait: Duration::from_secs(5), ..limits() }).await;
+    let host = start(publisher, RuntimeConfig { max_concurrent: N as u32, slot_wait: Duration::from_secs(5), ..limits() }).await;
     let client = reqwest::Client::new();
     let sends: Vec<_> = (0..N)
         .map(|i| {
@@ -279,6 +279,31 @@ async fn the_whole_pool_runs_at_once_past_wasmtime_defaults() {
     }
     assert_eq!(peak, N, "all {N} instances alive at once");
     assert_eq!(statuses.get(&500), None, "no request failed for want of a pool resource: {statuses:?}");
+}
+
+/// With a compile cache the machine code is written once and a second start
+/// loads it (and serves from it).
+#[tokio::test]
+async fn the_compiled_component_is_kept_in_the_compile_cache() {
+    let dir = std::env::temp_dir().join(kit::unique("compile-cache"));
+    let publisher = || PublisherConfig { brokers: kit::kafka_brokers(), ..Default::default() };
+    let cached = RuntimeConfig { compile_cache: Some(dir.clone()), ..limits() };
+    drop(start(publisher(), cached.clone()).await);
+    let files = |d: &std::path::Path| -> usize {
+        fn walk(d: &std::path::Path) -> usize {
+            std::fs::read_dir(d).map_or(0, |rd| rd.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum())
+        }
+        walk(d)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while files(&dir) == 0 {
+        assert!(Instant::now() < deadline, "nothing written to the compile cache {}", dir.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = start(publisher(), cached).await;
+    let ok = reqwest::get(format!("http://{}/healthz", again.addr)).await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The host links only the WASI an intake needs: a component importing more
