@@ -107,8 +107,7 @@ async fn counts_once_despite_duplicates_replays_and_poison() {
     assert!(diffs.is_empty(), "{diffs:?}");
     assert_eq!((scan.totals.total, scan.repeats, scan.undecodable), (60, 10, 1));
     // Nothing is kept per vote in Redis: only the fixed set of counter keys.
-    let client = redis::Client::open(kit::redis_url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = redis_for_checks().await;
     let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", cfg.redis_prefix)).query_async(&mut con).await.unwrap();
     assert!(keys.iter().all(|k| !k.contains("seen")), "per-vote keys in Redis: {keys:?}");
     let dlq = kit::read_topic(&cfg.dlq_topic, 1, Duration::from_secs(20)).await;
@@ -159,8 +158,7 @@ async fn rebuild_restores_counters_lost_by_redis() {
     let before = counters.totals().await.unwrap();
     assert_eq!(before.total, 30);
     // Redis loses everything (as after a restart without its AOF).
-    let client = redis::Client::open(kit::redis_url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = redis_for_checks().await;
     let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", cfg.redis_prefix)).query_async(&mut con).await.unwrap();
     let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut con).await.unwrap();
     // New votes arrive: the consumer notices the empty counters, rebuilds, then applies.
@@ -272,6 +270,13 @@ async fn restarts_of_broker_and_redis_lose_and_double_nothing() {
 }
 
 /// Every key of a test's Redis prefix, dumped (to restore an older Redis).
+/// A connection for the tests' own checks, with a generous response timeout:
+/// the client's default (500 ms) was exceeded once on this loaded 2-core machine.
+async fn redis_for_checks() -> redis::aio::MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
+    redis::Client::open(kit::redis_url()).unwrap().get_multiplexed_async_connection_with_config(&config).await.unwrap()
+}
+
 async fn snapshot(con: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Vec<(String, Vec<u8>)> {
     let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(con).await.unwrap();
     let mut out = Vec::new();
@@ -291,8 +296,7 @@ async fn redis_restored_older_than_the_commit_is_caught_up() {
     let cfg = ConsumerConfig { instance_id: kit::unique("consumer"), ..isolated("restore", 2).await };
     let check = sinks(&cfg).await;
     let p = publisher(&cfg);
-    let client = redis::Client::open(kit::redis_url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = redis_for_checks().await;
     for i in 0..40 {
         publish_retrying(&p, &kit::vote(if i % 2 == 0 { "A" } else { "B" }, Some(&format!("o-{i}")))).await;
     }
