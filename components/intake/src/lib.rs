@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bandvote_intake_core::{self as core, Ack, PublishFailure, Published, Reply, RequestMeta, Route};
 use bandvote_vote::{limits, Source, Vote};
 use futures::StreamExt as _;
-use spin_sdk::http::{Fields, IncomingRequest, Method, Response};
+use spin_sdk::http::{Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
 use spin_sdk::http_component;
 
 wit_bindgen::generate!({
@@ -27,8 +27,8 @@ use bandvote::publisher::publisher as wit;
 
 /// The entry point: one request in, one response out.
 #[http_component]
-async fn handle_intake(request: IncomingRequest) -> Response {
-    into_response(route(request).await)
+async fn handle_intake(request: IncomingRequest, response_out: ResponseOutparam) {
+    respond(route(request).await, response_out);
 }
 
 async fn route(request: IncomingRequest) -> Reply {
@@ -99,13 +99,33 @@ async fn read_body(request: IncomingRequest) -> Result<Vec<u8>, Reply> {
     Ok(body)
 }
 
-fn into_response(reply: Reply) -> Response {
-    let mut response = Response::builder();
-    response.status(reply.status).header("content-type", "application/json");
+/// Send the reply with as few host calls as wasi:http allows (every call
+/// crosses into the host: measured ~37 per request with spin-sdk's buffered
+/// `Response`, whose body sink polls check-write/write/flush): the headers as
+/// one list with the body's length, the body as one blocking write-and-flush
+/// per 4 KiB (replies are a few hundred bytes).
+fn respond(reply: Reply, out: ResponseOutparam) {
+    let mut headers = vec![
+        ("content-type".to_owned(), b"application/json".to_vec()),
+        // Known length: no chunked encoding, and the host checks the body matches.
+        ("content-length".to_owned(), reply.body.len().to_string().into_bytes()),
+    ];
     if let Some(secs) = reply.retry_after {
-        response.header("retry-after", secs.to_string());
+        headers.push(("retry-after".to_owned(), secs.to_string().into_bytes()));
     }
-    response.body(reply.body).build()
+    let headers = Fields::from_list(&headers).expect("static header names and values are valid");
+    let response = OutgoingResponse::new(headers);
+    response.set_status_code(reply.status).expect("intake-core only builds valid statuses");
+    let body = response.body().expect("a new response's body is taken once");
+    out.set(response);
+    if let Ok(stream) = body.write() {
+        for chunk in reply.body.chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                break; // the client went away: nothing left to tell it
+            }
+        }
+    }
+    let _ = OutgoingBody::finish(body, None);
 }
 
 fn to_wit(v: &Vote) -> wit::Vote {
