@@ -211,7 +211,7 @@ impl IntakeRuntime {
 /// the pages the request dirtied are restored (found with the `PAGEMAP_SCAN`
 /// ioctl). Measured on the sandbox bench (256 connections, instant publisher):
 /// 8 page faults per request → 0, the copy-on-write faults and the TLB
-/// shootdowns of `madvise` gone, ~8,400 → ~10,500 requests/s. Without
+/// shootdowns of `madvise` gone, ~8,400 → ~11,700 requests/s. Without
 /// `PAGEMAP_SCAN` keeping memory resident would `memset` all of it per request
 /// (measured slower), so the madvise reset stays.
 fn engine_config(limits: &RuntimeConfig, pagemap: bool) -> anyhow::Result<Config> {
