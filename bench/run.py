@@ -366,7 +366,7 @@ def main():
     start("native", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28084"], common)
     start("ceiling", [str(BIN / "bandvote-ceiling"), "127.0.0.1:28085"])
     # The sandbox's own cost: the same host runtime and intake code, publisher acknowledging at once.
-    start("sandbox", [str(BIN / "bandvote-sandbox"), "127.0.0.1:28086"], {"BANDVOTE_INTAKE_WASM": wasm})
+    start("sandbox", [str(BIN / "bandvote-sandbox"), "--listen", "127.0.0.1:28086"], {"BANDVOTE_INTAKE_WASM": wasm})
     start("native-instant", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28087", "--instant"])
     start("grpc", [str(BIN / "bandvote-grpc"), "--listen", "127.0.0.1:25051", "--rest-listen", "127.0.0.1:28082",
                    "--admin-listen", "127.0.0.1:29182"], common)

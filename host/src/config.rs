@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use bandvote_kafka::PublisherArgs;
 
+use crate::runtime::RuntimeConfig;
+
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "bandvote-host", about = "Serve the bandvote HTTP intake component on wasmtime, publishing votes to Kafka")]
 pub struct HostConfig {
@@ -46,7 +48,16 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
+    /// The runtime these flags describe.
+    pub fn runtime_config(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            max_concurrent: self.max_concurrent,
+            slot_wait: Duration::from_millis(self.slot_wait_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            instance_memory_bytes: self.instance_memory_mib << 20,
+            max_connections: self.max_connections,
+            guest_perf_map: self.guest_perf_map,
+            compile_cache: self.compile_cache.clone(),
+        }
     }
 }

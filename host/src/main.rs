@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bandvote_host::metrics::HostMetrics;
 use bandvote_host::publisher::PublisherHost;
-use bandvote_host::runtime::{IntakeRuntime, RuntimeConfig};
+use bandvote_host::runtime::IntakeRuntime;
 use bandvote_host::{server, HostConfig};
 use clap::Parser as _;
 
@@ -15,19 +15,7 @@ async fn main() -> anyhow::Result<()> {
     let config = HostConfig::parse();
     let publisher = config.kafka.connect().context("creating the Kafka producer")?;
     let host = PublisherHost::new(publisher.clone(), HostMetrics::new());
-    let runtime = IntakeRuntime::new(
-        &config.component,
-        host,
-        RuntimeConfig {
-            max_concurrent: config.max_concurrent,
-            slot_wait: Duration::from_millis(config.slot_wait_ms),
-            request_timeout: config.request_timeout(),
-            instance_memory_bytes: config.instance_memory_mib << 20,
-            max_connections: config.max_connections,
-            guest_perf_map: config.guest_perf_map,
-            compile_cache: config.compile_cache.clone(),
-        },
-    )?;
+    let runtime = IntakeRuntime::new(&config.component, host, config.runtime_config())?;
     let listener = bandvote_telemetry::bind(config.listen, "the intake").await?;
     let admin = bandvote_telemetry::bind(config.admin_listen, "the admin endpoint").await?;
     tracing::info!(listen = %listener.local_addr()?, admin = %admin.local_addr()?, brokers = %config.kafka.kafka_brokers, topic = %config.kafka.topic, "bandvote-host serving");

@@ -48,12 +48,20 @@ pub struct RuntimeConfig {
     pub compile_cache: Option<std::path::PathBuf>,
 }
 
+impl RuntimeConfig {
+    /// Instance slots in the pool (at least one): the semaphore's permits and
+    /// every per-instance pool resource are sized from it.
+    pub fn pool_size(&self) -> u32 {
+        self.max_concurrent.max(1)
+    }
+}
+
 /// The compiled, pre-linked intake component.
 pub struct IntakeRuntime {
     engine: Engine,
     pre: ProxyPre<RequestState>,
     host: PublisherHost,
-    limits: RuntimeConfig,
+    config: RuntimeConfig,
     slots: Arc<Semaphore>,
 }
 
@@ -61,20 +69,20 @@ pub type HostResponse = hyper::Response<HyperOutgoingBody>;
 
 impl IntakeRuntime {
     /// Compile `component` and prepare it for fast per-request instantiation.
-    pub fn new(component: &Path, host: PublisherHost, limits: RuntimeConfig) -> anyhow::Result<Arc<Self>> {
+    pub fn new(component: &Path, host: PublisherHost, config: RuntimeConfig) -> anyhow::Result<Arc<Self>> {
         // Reset freed memories by rewriting only their dirty pages (PAGEMAP_SCAN,
         // Linux ≥ 6.7) instead of madvise; without it, the madvise default.
-        let engine = match Engine::new(&engine_config(&limits, true)?) {
+        let engine = match Engine::new(&engine_config(&config, true)?) {
             Ok(engine) => engine,
             Err(e) => {
                 tracing::info!(reason = %e, "PAGEMAP_SCAN unavailable: freed instance memory is reset with madvise");
-                Engine::new(&engine_config(&limits, false)?).map_err(|e| anyhow::Error::from(e).context("creating the wasmtime engine"))?
+                Engine::new(&engine_config(&config, false)?).map_err(|e| anyhow::Error::from(e).context("creating the wasmtime engine"))?
             }
         };
         let started = Instant::now();
         let component = Component::from_file(&engine, component)
             .map_err(|e| anyhow::Error::from(e).context(format!("compiling component {}", component.display())))?;
-        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, cache = ?limits.compile_cache, "component compiled (or loaded from the cache)");
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, cache = ?config.compile_cache, "component compiled (or loaded from the cache)");
 
         let mut linker = Linker::<RequestState>::new(&engine);
         // Only the WASI an intake needs (no filesystem, sockets or outgoing HTTP).
@@ -93,11 +101,11 @@ impl IntakeRuntime {
             }
         })?;
 
-        Ok(Arc::new(Self { engine, pre, host, slots: Arc::new(Semaphore::new(limits.max_concurrent.max(1) as usize)), limits }))
+        Ok(Arc::new(Self { engine, pre, host, slots: Arc::new(Semaphore::new(config.pool_size() as usize)), config }))
     }
 
-    pub fn limits(&self) -> &RuntimeConfig {
-        &self.limits
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
     }
 
     pub fn host(&self) -> &PublisherHost {
@@ -114,7 +122,7 @@ impl IntakeRuntime {
         // being refused at once; past that the pool is truly saturated: 503.
         let slot = match self.slots.clone().try_acquire_owned() {
             Ok(slot) => Some(slot),
-            Err(_) => tokio::time::timeout(self.limits.slot_wait, self.slots.clone().acquire_owned()).await.ok().and_then(Result::ok),
+            Err(_) => tokio::time::timeout(self.config.slot_wait, self.slots.clone().acquire_owned()).await.ok().and_then(Result::ok),
         };
         let response = match slot {
             // The slot moves into the instance's task: it is released when the
@@ -130,7 +138,7 @@ impl IntakeRuntime {
 
     /// Instances alive now (each holds one slot of the pool until it ends).
     pub fn instances_running(&self) -> usize {
-        self.limits.max_concurrent.max(1) as usize - self.slots.available_permits()
+        self.config.pool_size() as usize - self.slots.available_permits()
     }
 
     async fn run(&self, req: hyper::Request<Incoming>, slot: OwnedSemaphorePermit) -> HostResponse {
@@ -143,7 +151,7 @@ impl IntakeRuntime {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.instance_memory_bytes)
+                .memory_size(self.config.instance_memory_bytes)
                 .instances(16)
                 .trap_on_grow_failure(true)
                 .build(),
@@ -151,7 +159,7 @@ impl IntakeRuntime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = (self.limits.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        let ticks = (self.config.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
 
@@ -167,7 +175,7 @@ impl IntakeRuntime {
         };
         let pre = self.pre.clone();
         let metrics = self.host.metrics.clone();
-        let deadline = self.limits.request_timeout;
+        let deadline = self.config.request_timeout;
         let task = tokio::spawn(async move {
             let _slot = slot;
             // The epoch deadline stops guest code; this also bounds time spent
@@ -182,7 +190,7 @@ impl IntakeRuntime {
             .unwrap_or_else(|_| Err(wasmtime::format_err!("request deadline")))
         });
         let abort = task.abort_handle();
-        match tokio::time::timeout(self.limits.request_timeout, receiver).await {
+        match tokio::time::timeout(self.config.request_timeout, receiver).await {
             Ok(Ok(Ok(resp))) => resp,
             Ok(Ok(Err(code))) => reply(Reply::internal(&format!("intake error: {code:?}"))),
             Ok(Err(_)) => {
@@ -197,14 +205,14 @@ impl IntakeRuntime {
             }
             Err(_) => {
                 abort.abort();
-                tracing::warn!(timeout_ms = self.limits.request_timeout.as_millis() as u64, "request deadline");
+                tracing::warn!(timeout_ms = self.config.request_timeout.as_millis() as u64, "request deadline");
                 reply(Reply::timeout())
             }
         }
     }
 }
 
-/// The engine for per-request instances: pooling allocator sized by `limits`,
+/// The engine for per-request instances: pooling allocator sized by `runtime`,
 /// epoch deadlines, no component-model-async bookkeeping.
 ///
 /// With `pagemap` a freed instance's memory and tables stay resident and only
@@ -214,9 +222,9 @@ impl IntakeRuntime {
 /// shootdowns of `madvise` gone, ~8,400 → ~11,700 requests/s. Without
 /// `PAGEMAP_SCAN` keeping memory resident would `memset` all of it per request
 /// (measured slower), so the madvise reset stays.
-fn engine_config(limits: &RuntimeConfig, pagemap: bool) -> anyhow::Result<Config> {
+fn engine_config(runtime: &RuntimeConfig, pagemap: bool) -> anyhow::Result<Config> {
     let mut pool = PoolingAllocationConfig::default();
-    let n = limits.max_concurrent.max(1);
+    let n = runtime.pool_size();
     // Every per-instance resource sized from `n`: one left at wasmtime's
     // default (1000 fibers) made the 1001st concurrent request a 500.
     pool.total_component_instances(n)
@@ -224,13 +232,13 @@ fn engine_config(limits: &RuntimeConfig, pagemap: bool) -> anyhow::Result<Config
         .total_core_instances(n * 4)
         .total_memories(n * 2)
         .total_tables(n * 4)
-        .max_memory_size(limits.instance_memory_bytes)
+        .max_memory_size(runtime.instance_memory_bytes)
         // Batch the madvise calls that reset freed slots: one TLB shootdown
         // across cores per batch instead of per instance.
         .decommit_batch_size(DECOMMIT_BATCH);
     if pagemap {
         pool.pagemap_scan(Enabled::Yes)
-            .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY.min(limits.instance_memory_bytes))
+            .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY.min(runtime.instance_memory_bytes))
             .table_keep_resident(KEEP_RESIDENT_TABLE);
     }
     let mut config = Config::new();
@@ -242,12 +250,12 @@ fn engine_config(limits: &RuntimeConfig, pagemap: bool) -> anyhow::Result<Config
         .concurrency_support(false)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         // Guard regions sized for a small pool: keeps virtual memory modest.
-        .memory_reservation(limits.instance_memory_bytes as u64)
+        .memory_reservation(runtime.instance_memory_bytes as u64)
         .memory_guard_size(1 << 20);
-    if limits.guest_perf_map {
+    if runtime.guest_perf_map {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
-    if let Some(dir) = &limits.compile_cache {
+    if let Some(dir) = &runtime.compile_cache {
         let mut cache = wasmtime::CacheConfig::new();
         cache.with_directory(dir);
         let cache = wasmtime::Cache::new(cache).map_err(|e| anyhow::Error::from(e).context(format!("compile cache in {}", dir.display())))?;

@@ -28,7 +28,7 @@ pub async fn serve_intake(
         .header_read_timeout(Duration::from_secs(5))
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
-    let connections = Arc::new(tokio::sync::Semaphore::new(runtime.limits().max_connections.max(1)));
+    let connections = Arc::new(tokio::sync::Semaphore::new(runtime.config().max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
