@@ -118,6 +118,16 @@ def median(xs):
     return xs[n // 2] if n % 2 else round((xs[n // 2 - 1] + xs[n // 2]) / 2, 3)
 
 
+def medians(runs):
+    """The median of each figure over repeated runs (dicts with the same keys)."""
+    return {k: median([r[k] for r in runs]) for k in runs[0]}
+
+
+def ratio(a, b):
+    """acked/s of one target over another's (3 decimals)."""
+    return round(a["acked_per_sec"] / max(1e-9, b["acked_per_sec"]), 3)
+
+
 def capacity_sweep(targets, host_pid):
     """Every target at every level, REPEATS times, in a rotating order; the
     median of each figure per target and level. Host RSS sampled throughout."""
@@ -143,16 +153,15 @@ def capacity_sweep(targets, host_pid):
         out[name] = {}
         for c in LEVELS:
             rs = runs[name][c]
-            out[name][str(c)] = {k: median([r[k] for r in rs]) for k in rs[0]} | {"runs": rs}
+            out[name][str(c)] = medians(rs) | {"runs": rs}
     out["host_peak_rss_mib"] = {str(c): round(kib / 1024, 1) for c, kib in peak_at.items()}
     out["host_peak_pss_mib"] = {str(c): round(kib / 1024, 1) for c, kib in pss_at.items()}
     out["ratios"] = {}
     for c in map(str, LEVELS):
-        wasm = out["wasm_host"][c]["acked_per_sec"]
         out["ratios"][c] = {
-            "wasm_to_raw_producer": round(wasm / max(1e-9, out["raw_producer"][c]["acked_per_sec"]), 3),
-            "wasm_to_native": round(wasm / max(1e-9, out["native_intake"][c]["acked_per_sec"]), 3),
-            "grpc_to_raw_producer": round(out["grpc_unary"][c]["acked_per_sec"] / max(1e-9, out["raw_producer"][c]["acked_per_sec"]), 3),
+            "wasm_to_raw_producer": ratio(out["wasm_host"][c], out["raw_producer"][c]),
+            "wasm_to_native": ratio(out["wasm_host"][c], out["native_intake"][c]),
+            "grpc_to_raw_producer": ratio(out["grpc_unary"][c], out["raw_producer"][c]),
         }
     return out
 
@@ -395,11 +404,9 @@ def main():
     for rep in range(REPEATS):
         for name, port in (("wasm_instant", 28086), ("native_instant", 28087))[:: 1 if rep % 2 == 0 else -1]:
             sandbox[name].append(from_wrk(wrk(f"http://127.0.0.1:{port}/", f"{name} (publisher acks at once)", 256)))
-    results["sandbox_256"] = {n: {k: median([x[k] for x in rs]) for k in rs[0]} for n, rs in sandbox.items()}
-    results["sandbox_256"]["ratio_wasm_to_native"] = round(results["sandbox_256"]["wasm_instant"]["acked_per_sec"]
-                                                           / max(1e-9, results["sandbox_256"]["native_instant"]["acked_per_sec"]), 3)
-    results["sandbox_256"]["ratio_wasm_to_hyper"] = round(results["sandbox_256"]["wasm_instant"]["acked_per_sec"]
-                                                          / max(1e-9, results["http"]["ceiling_hyper_204"]["256"]["acked_per_sec"]), 3)
+    sb = results["sandbox_256"] = {n: medians(rs) for n, rs in sandbox.items()}
+    sb["ratio_wasm_to_native"] = ratio(sb["wasm_instant"], sb["native_instant"])
+    sb["ratio_wasm_to_hyper"] = ratio(sb["wasm_instant"], results["http"]["ceiling_hyper_204"]["256"])
     save(results)
     wasm_max = max(results["capacity"]["wasm_host"][str(c)]["acked_per_sec"] for c in LEVELS)
     results["open_loop_wasm_host"] = {"measured_max_per_sec": wasm_max, "rates": open_loop("http://127.0.0.1:28080/", wasm_max)}
