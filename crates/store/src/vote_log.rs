@@ -69,30 +69,22 @@ pub struct LogEntry {
     pub rank: f64,
     /// `http` or `grpc`.
     pub source: String,
-    pub received_at_ms: i64,
-    pub partition: i32,
-    pub offset: i64,
+    /// When it was received and where it sits in Kafka: also the cursor of the
+    /// page that starts right after this entry.
+    pub at: LogCursor,
 }
 
 impl LogEntry {
     /// Read a stored document ([`document`] wrote it); `None` if it is not one.
     pub fn of(d: &Document) -> Option<Self> {
-        let at = LogCursor::of(d)?;
         Some(Self {
+            at: LogCursor::of(d)?,
             band: d.get_str("band").ok()?.to_owned(),
             album: d.get_str("album").ok()?.to_owned(),
             year: d.get_i32("year").ok()?,
             rank: d.get_f64("rank").ok()?,
             source: d.get_str("source").ok()?.to_owned(),
-            received_at_ms: at.received_at_ms,
-            partition: at.partition,
-            offset: at.offset,
         })
-    }
-
-    /// The cursor of the page that starts right after this entry.
-    pub fn cursor(&self) -> LogCursor {
-        LogCursor { received_at_ms: self.received_at_ms, partition: self.partition, offset: self.offset }
     }
 }
 

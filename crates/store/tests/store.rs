@@ -75,7 +75,7 @@ async fn vote_log_stores_each_vote_once_and_finds_repeats() {
     let page = log.page(Some("Caifanes"), None, 10).await.unwrap();
     assert_eq!((page.entries.len(), page.next, page.unreadable), (1, None, 0));
     let e = &page.entries[0];
-    assert_eq!((e.band.as_str(), e.source.as_str(), e.partition, e.offset), ("Caifanes", "http", 0, 1));
+    assert_eq!((e.band.as_str(), e.source.as_str(), e.at.partition, e.at.offset), ("Caifanes", "http", 0, 1));
     assert_eq!(log.estimated_count().await.unwrap(), 2);
     log.collection().drop().await.unwrap();
 }
@@ -97,7 +97,7 @@ async fn log_pages_follow_their_cursors_newest_first() {
     loop {
         let page = log.page(None, cursor.as_ref(), 10).await.unwrap();
         pages += 1;
-        seen.extend(page.entries.iter().map(bandvote_store::LogEntry::cursor));
+        seen.extend(page.entries.iter().map(|e| e.at));
         match page.next {
             Some(c) => cursor = Some(c),
             None => break,

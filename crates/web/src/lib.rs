@@ -231,7 +231,7 @@ async fn log_page(State(s): State<Arc<AppState>>, Query(q): Query<LogQuery>) -> 
         .map(|e| {
             json!({
                 "band": e.band, "album": e.album, "year": e.year, "rank": e.rank, "source": e.source,
-                "received_at_ms": e.received_at_ms, "partition": e.partition, "offset": e.offset,
+                "received_at_ms": e.at.received_at_ms, "partition": e.at.partition, "offset": e.at.offset,
             })
         })
         .collect();
