@@ -10,6 +10,9 @@ NISSHI_MIN_RUSTC=1.96
 SECANTUS_VERSION=0.5.3-beta.196
 WAC_VERSION=0.12.0
 WASMTIME_VERSION=48.0.8
+# The wasmtime that SpinKube's current shim (containerd-shim-spin v0.24, Spin 3.6.3)
+# embeds: the intake and the Spin artifact are tested on it too (README, "Runtimes").
+WASMTIME_SPIN_VERSION=42.0.2
 MACHETE_VERSION=0.9.2
 
 need_apt=()
@@ -38,20 +41,21 @@ fi
 
 mkdir -p "$TOOLS"
 # cargo install with a fixed version into our cache; a no-op when already there.
-install_crate() { # crate version bin [extra args...]   (toolchain: $INSTALL_TOOLCHAIN, default the active one)
+install_crate() { # crate version bin [extra args...]   (toolchain: $INSTALL_TOOLCHAIN, default the active one; root: $INSTALL_ROOT, default $TOOLS)
   local crate=$1 version=$2 bin=$3; shift 3
+  local root=${INSTALL_ROOT:-$TOOLS}
   local toolchain=()
   [ -n "${INSTALL_TOOLCHAIN:-}" ] && toolchain=("+$INSTALL_TOOLCHAIN")
-  local stamp="$TOOLS/.installed-$crate-$version"
-  if [ -x "$TOOLS/bin/$bin" ] && [ -f "$stamp" ]; then
-    log "$crate $version: cached at $TOOLS/bin/$bin"
+  local stamp="$root/.installed-$crate-$version"
+  if [ -x "$root/bin/$bin" ] && [ -f "$stamp" ]; then
+    log "$crate $version: cached at $root/bin/$bin"
     return
   fi
   log "building $crate $version (cold builds take minutes; log: $CACHE/logs/install-$crate.log)"
   mkdir -p "$CACHE/logs"
   local start=$SECONDS
   CARGO_TARGET_DIR="$CACHE/tool-target/$crate" \
-    cargo "${toolchain[@]}" install "$crate" --version "$version" --locked --root "$TOOLS" "$@" \
+    cargo "${toolchain[@]}" install "$crate" --version "$version" --locked --root "$root" "$@" \
     >"$CACHE/logs/install-$crate.log" 2>&1 || { tail -40 "$CACHE/logs/install-$crate.log"; die "cargo install $crate failed"; }
   touch "$stamp"
   rm -rf "$CACHE/tool-target/$crate"
@@ -83,6 +87,9 @@ install_crate secantus-mdb "$SECANTUS_VERSION" secantusd-rs --ignore-rust-versio
 install_crate wac-cli "$WAC_VERSION" wac --no-default-features
 install_crate wasmtime-cli "$WASMTIME_VERSION" wasmtime --no-default-features \
   --features run,serve,wasi-config,cranelift,component-model,component-model-async,cache,parallel-compilation
+# The same CLI at the version SpinKube's shim embeds, in its own root (its own
+# `wasmtime` binary). Default features: with --no-default-features 42.0.2 does not compile.
+INSTALL_ROOT="$TOOLS/wasmtime-$WASMTIME_SPIN_VERSION" install_crate wasmtime-cli "$WASMTIME_SPIN_VERSION" wasmtime
 # Unused dependencies fail scripts/test.sh (cargo machete).
 install_crate cargo-machete "$MACHETE_VERSION" cargo-machete
 # Python test tools, pinned, in a venv of our own.

@@ -13,8 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bandvote_intake_core::{self as core, Ack, PublishFailure, Published, Reply, RequestMeta, Route};
 use bandvote_vote::{limits, Source, Vote};
-use futures::StreamExt as _;
 use spin_sdk::http::{Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::io::streams::{InputStream, StreamError};
 use spin_sdk::http_component;
 
 wit_bindgen::generate!({
@@ -26,12 +26,21 @@ wit_bindgen::generate!({
 use bandvote::publisher::publisher as wit;
 
 /// The entry point: one request in, one response out.
+///
+/// wasi:http resources form a tree (request → headers, request → body →
+/// stream, stream → pollable), and a runtime may refuse to drop a parent while
+/// a child is alive: wasmtime 42 (Spin 3.6 / containerd-shim-spin 0.24) traps
+/// with "resource has children", wasmtime 48 does not check. So the request is
+/// only ever borrowed below and dropped here, after every child has been
+/// dropped on every path (reply, early error, client gone); see `read_body`.
 #[http_component]
-async fn handle_intake(request: IncomingRequest, response_out: ResponseOutparam) {
-    respond(route(request).await, response_out);
+fn handle_intake(request: IncomingRequest, response_out: ResponseOutparam) {
+    let reply = route(&request);
+    drop(request);
+    respond(reply, response_out);
 }
 
-async fn route(request: IncomingRequest) -> Reply {
+fn route(request: &IncomingRequest) -> Reply {
     let method = match request.method() {
         Method::Get => "GET",
         Method::Head => "HEAD",
@@ -44,7 +53,7 @@ async fn route(request: IncomingRequest) -> Reply {
         Route::Status => Reply::status(),
         Route::NotFound => Reply::not_found(),
         Route::MethodNotAllowed => Reply::method_not_allowed(),
-        Route::Vote => handle_vote(request).await,
+        Route::Vote => handle_vote(request),
     }
 }
 
@@ -52,19 +61,25 @@ fn header(headers: &Fields, name: &str) -> Option<String> {
     headers.get(name).into_iter().next().and_then(|v| String::from_utf8(v).ok())
 }
 
-async fn handle_vote(request: IncomingRequest) -> Reply {
-    let headers = request.headers();
-    let content_type = header(&headers, "content-type");
-    let idempotency_key = header(&headers, "idempotency-key");
+fn handle_vote(request: &IncomingRequest) -> Reply {
+    // The headers are a child of the request: read what we need and drop them.
+    let (content_type, idempotency_key, content_length) = {
+        let headers = request.headers();
+        (
+            header(&headers, "content-type"),
+            header(&headers, "idempotency-key"),
+            header(&headers, "content-length").and_then(|v| v.trim().parse().ok()),
+        )
+    };
     let meta = RequestMeta {
         content_type: content_type.as_deref(),
         idempotency_key: idempotency_key.as_deref(),
-        content_length: header(&headers, "content-length").and_then(|v| v.trim().parse().ok()),
+        content_length,
     };
     if let Err(reply) = core::check_declared_length(&meta) {
         return reply;
     }
-    let body = match read_body(request).await {
+    let body = match read_body(request) {
         Ok(b) => b,
         Err(reply) => return reply,
     };
@@ -85,19 +100,43 @@ async fn handle_vote(request: IncomingRequest) -> Reply {
 }
 
 /// Read at most MAX_BODY_BYTES + 1 bytes: one more than allowed is enough to answer 413.
-async fn read_body(request: IncomingRequest) -> Result<Vec<u8>, Reply> {
-    let mut stream = std::pin::pin!(request.into_body_stream());
+///
+/// Children before parents: the stream is dropped before the body, and the
+/// body before the caller drops the request (spin-sdk's `into_body_stream`
+/// drops the request while its body lives, which wasmtime 42 refuses).
+fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Reply> {
+    let incoming = request.consume().map_err(|()| Reply::internal("the request body was already taken"))?;
+    let result = match incoming.stream() {
+        Ok(stream) => {
+            let result = read_stream(&stream);
+            drop(stream);
+            result
+        }
+        Err(()) => Err(Reply::internal("the request body stream was already taken")),
+    };
+    drop(incoming);
+    result
+}
+
+fn read_stream(stream: &InputStream) -> Result<Vec<u8>, Reply> {
     let mut body = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Reply::internal(&format!("reading the request body: {e:?}")))?;
-        body.extend_from_slice(&chunk);
+    loop {
+        match stream.blocking_read(READ_CHUNK) {
+            Ok(chunk) => body.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => return Ok(body),
+            Err(StreamError::LastOperationFailed(e)) => {
+                return Err(Reply::internal(&format!("reading the request body: {}", e.to_debug_string())));
+            }
+        }
         if body.len() > limits::MAX_BODY_BYTES {
             body.truncate(limits::MAX_BODY_BYTES + 1);
-            break;
+            return Ok(body);
         }
     }
-    Ok(body)
 }
+
+/// Bytes asked for per read of the request body (a vote is a few hundred).
+const READ_CHUNK: u64 = 16 * 1024;
 
 /// Send the reply with as few host calls as wasi:http allows (every call
 /// crosses into the host: measured ~37 per request with spin-sdk's buffered
@@ -112,6 +151,9 @@ fn respond(reply: Reply, out: ResponseOutparam) {
     ];
     if let Some(secs) = reply.retry_after {
         headers.push(("retry-after".to_owned(), secs.to_string().into_bytes()));
+    }
+    if let Some(key) = &reply.idempotency_key {
+        headers.push(("idempotency-key".to_owned(), key.clone().into_bytes()));
     }
     let headers = Fields::from_list(&headers).expect("static header names and values are valid");
     let response = OutgoingResponse::new(headers);

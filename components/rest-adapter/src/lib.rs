@@ -3,11 +3,16 @@
 //! Each publish becomes `POST {kafka_rest_url}/topics/{topic}` with
 //! `application/vnd.kafka.json.v2+json` and the canonical vote as the record
 //! value (the REST bridge re-checks it and publishes the same record the native
-//! publisher would). `KAFKA_REST_URL` (and optionally `KAFKA_TOPIC`) come from
-//! the environment (`wasi:cli/environment`): the component's `environment` in
-//! spin.toml, or `wasmtime serve --env`. (wasi:config/store would make them
-//! Spin variables, but wasmtime 48's `serve -S config` fails to link it, so the
-//! artifact could not be tested on plain wasmtime.)
+//! publisher would). Its settings are runtime configuration: the keys
+//! `kafka_rest_url` (required) and `kafka_topic` of `wasi:config/store`, i.e.
+//! Spin variables under Spin (`[component.intake.variables]` in spin.toml,
+//! `spin up --variable`, `SPIN_VARIABLE_KAFKA_REST_URL`) and SpinKube (a
+//! SpinApp's `spec.variables`); where the store has no value, the environment
+//! variables `KAFKA_REST_URL` / `KAFKA_TOPIC` (`wasmtime serve --env`).
+//!
+//! wasi:http resources are dropped children first (body stream before body,
+//! body before response, response before its future): wasmtime 42, which
+//! SpinKube's shim runs, traps on a parent dropped before its child.
 
 use std::io::{Read as _, Write as _};
 
@@ -31,8 +36,11 @@ struct Adapter;
 
 export!(Adapter);
 
+/// A setting: the runtime's configuration store (`key`), else the
+/// environment (`KEY`). Empty counts as unset.
 fn config(key: &str) -> Option<String> {
-    std::env::var(key).ok().filter(|v| !v.is_empty())
+    let from_store = wasi::config::store::get(key).ok().flatten();
+    from_store.or_else(|| std::env::var(key.to_ascii_uppercase()).ok()).filter(|v| !v.is_empty())
 }
 
 fn to_vote(v: WitVote) -> Vote {
@@ -56,8 +64,9 @@ fn produce(votes: Vec<WitVote>) -> Result<Vec<Result<Ack, PublishError>>, Publis
     let ids: Vec<String> = votes.iter().map(|v| v.vote_id.clone()).collect();
     let records: Vec<Value> = votes.into_iter().map(to_vote).map(|v| json!({ "key": v.vote_id, "value": v })).collect();
     let body = json!({ "records": records }).to_string();
-    let base = config("KAFKA_REST_URL").ok_or_else(|| PublishError::Unavailable("KAFKA_REST_URL is not set".into()))?;
-    let topic = config("KAFKA_TOPIC").unwrap_or_else(|| bandvote_vote::record::TOPIC.into());
+    let base = config("kafka_rest_url")
+        .ok_or_else(|| PublishError::Unavailable("the REST proxy URL is not set (Spin variable kafka_rest_url, or KAFKA_REST_URL)".into()))?;
+    let topic = config("kafka_topic").unwrap_or_else(|| bandvote_vote::record::TOPIC.into());
     let (status, retry_after, response) = post(&base, &format!("/topics/{topic}"), body.as_bytes())?;
     let parsed: Value = serde_json::from_slice(&response).unwrap_or(Value::Null);
     let message = parsed["message"].as_str().unwrap_or("").to_owned();

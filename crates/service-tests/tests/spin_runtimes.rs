@@ -1,0 +1,183 @@
+//! The Spin artifact (the intake composed with the REST adapter) on the
+//! runtimes users run it on: `wasmtime serve` of the wasmtime that SpinKube's
+//! shim embeds (42.0.2: containerd-shim-spin v0.24 / Spin 3.6.3) and of ours
+//! (48.0.8). Through the real REST bridge (`bandvote-grpc --rest-listen`) to
+//! nisshi, then the real consumer: every 201 is counted once in Redis and
+//! stored once in MongoDB; bad input gets its 400 / 413 / 422.
+//!
+//! Plain wasmtime has no Spin variables, so what runs is the Spin artifact with
+//! the configuration-from-environment component plugged in (the intake and
+//! the REST adapter are the same bytes as in the Spin artifact).
+//!
+//! Needs `BANDVOTE_WASMTIME_SERVE_WASM` (scripts/build-spin.sh) and
+//! `BANDVOTE_SPIN_RUNTIMES` ("42.0.2=/path/to/wasmtime 48.0.8=/path/…",
+//! set by scripts/test.sh from scripts/setup.sh's installs).
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bandvote_consumer::metrics::ConsumerMetrics;
+use bandvote_consumer::pipeline::Pipeline;
+use bandvote_testkit as kit;
+use bandvote_testkit::process::{bin, free_addr, log_dir, wait_ready, Service};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt as _;
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `(version, wasmtime binary)` pairs from `BANDVOTE_SPIN_RUNTIMES`.
+fn runtimes() -> Vec<(String, String)> {
+    let list = std::env::var("BANDVOTE_SPIN_RUNTIMES").expect("BANDVOTE_SPIN_RUNTIMES: run through scripts/test.sh");
+    let runtimes: Vec<(String, String)> = list
+        .split_whitespace()
+        .map(|pair| {
+            let (version, path) = pair.split_once('=').expect("VERSION=PATH");
+            (version.to_owned(), path.to_owned())
+        })
+        .collect();
+    assert!(runtimes.iter().any(|(v, _)| v.starts_with("42.")), "the wasmtime SpinKube's shim embeds is among {list:?}");
+    runtimes
+}
+
+fn serve(wasmtime: &str, version: &str, wasm: &str, listen: SocketAddr, rest: SocketAddr, topic: &str) -> KillOnDrop {
+    let log = std::fs::File::create(log_dir().join(format!("wasmtime-serve-{version}.log"))).expect("log file");
+    KillOnDrop(
+        Command::new(wasmtime)
+            // The pooling allocator is not compiled into our minimal 48 CLI; off on both.
+            .args(["serve", "--addr", &listen.to_string(), "-O", "pooling-allocator=n", "-S", "cli=y"])
+            .arg("--env")
+            .arg(format!("KAFKA_REST_URL=http://{rest}"))
+            .arg("--env")
+            .arg(format!("KAFKA_TOPIC={topic}"))
+            .arg(wasm)
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("wasmtime serve {version} ({wasmtime}): {e}")),
+    )
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let resp = http.post(url).body(body).send().await.expect("a response");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// A client that declares a body, sends part of it and goes away.
+async fn client_gone(addr: SocketAddr) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n{\"name\":\"Ca").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(s);
+}
+
+#[tokio::test]
+async fn spin_artifact_on_spinkube_and_our_wasmtime_answers_and_counts_once() {
+    let wasm = std::env::var("BANDVOTE_WASMTIME_SERVE_WASM").expect("BANDVOTE_WASMTIME_SERVE_WASM: run through scripts/test.sh (scripts/build-spin.sh)");
+    let topic = kit::fresh_topic("spin", 2).await;
+    bandvote_kafka::ensure_topic(&kit::kafka_brokers(), &format!("{topic}-dlq"), 1).await.unwrap();
+
+    // The REST bridge, as deployed: the bandvote-grpc binary.
+    let (grpc, rest, admin) = (free_addr(), free_addr(), free_addr());
+    let mut bridge = Service::new(
+        "spin-bridge",
+        bin("bandvote-grpc"),
+        vec!["--listen".into(), grpc.to_string(), "--rest-listen".into(), rest.to_string(), "--admin-listen".into(), admin.to_string()],
+        vec![("BANDVOTE_KAFKA_BROKERS".into(), kit::kafka_brokers()), ("BANDVOTE_TOPIC".into(), topic.clone())],
+    );
+    bridge.start();
+    wait_ready(admin, Duration::from_secs(60)).await;
+
+    let http = reqwest::Client::new();
+    let mut acked: Vec<String> = Vec::new();
+    for (version, wasmtime) in runtimes() {
+        let listen = free_addr();
+        let mut server = serve(&wasmtime, &version, &wasm, listen, rest, &topic);
+        let url = format!("http://{listen}/");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match http.get(format!("{url}healthz")).send().await {
+                Ok(r) if r.status().is_success() => break,
+                _ if Instant::now() > deadline => panic!("wasmtime serve {version} did not come up"),
+                _ if server.0.try_wait().unwrap().is_some() => panic!("wasmtime serve {version} exited: {:?}", server.0.try_wait()),
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        let on = |what: &str| format!("wasmtime {version}: {what}");
+
+        // Both client shapes, on `/` and on an old ingress path.
+        for (path, body) in [
+            ("", r#"{"name":"Alux Nahual","album":"Alux Nahual","year":"1983","rank":"1"}"#),
+            ("insert", r#"{"album":"Fiebre","year":"1999","artist":"Bohemia Suburbana","ranked":"09"}"#),
+        ] {
+            let (status, json) = post(&http, &format!("{url}{path}"), body).await;
+            assert_eq!(status, 201, "{}", on(&format!("valid vote on /{path}: {json}")));
+            acked.push(json["vote_id"].as_str().expect("a vote id").to_owned());
+        }
+        // A batch under an Idempotency-Key: its items' derived ids pass the REST bridge.
+        let batch = r#"[{"name":"Caifanes","album":"Volumen 1","year":"1988","rank":"2"},{"name":"Alux Nahual","album":"Conquista","year":"1985","rank":"3"}]"#;
+        let resp = http.post(&url).header("idempotency-key", format!("spin-batch-{}", version.replace('.', "-"))).body(batch).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let json: Value = resp.json().await.unwrap();
+        assert_eq!((status, json["accepted"].as_u64()), (201, Some(2)), "{}", on(&format!("batch with a key: {json}")));
+        for r in json["receipts"].as_array().unwrap() {
+            acked.push(r["vote_id"].as_str().expect("a vote id").to_owned());
+        }
+        let (status, json) = post(&http, &url, "not json").await;
+        assert_eq!(status, 400, "{}", on(&format!("bad JSON: {json}")));
+        let (status, json) = post(&http, &url, r#"{"name":"Caifanes","album":"El Silencio","rank":"1"}"#).await;
+        assert_eq!((status, json["error"]["field"].as_str()), (422, Some("year")), "{}", on(&format!("missing year: {json}")));
+        let (status, json) = post(&http, &url, r#"{"name":"Caifanes","album":"El Silencio","year":"83","rank":"1"}"#).await;
+        assert_eq!((status, json["error"]["field"].as_str()), (422, Some("year")), "{}", on(&format!("bad year: {json}")));
+        // Oversized, streamed (no content-length: the body is read up to the cap) and declared.
+        let big = format!(r#"{{"name":"{}","album":"x","year":"1990","rank":"1"}}"#, "a".repeat(bandvote_vote::limits::MAX_BODY_BYTES));
+        let stream = futures::stream::iter(big.clone().into_bytes().chunks(8192).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>());
+        let (status, json) = post(&http, &url, reqwest::Body::wrap_stream(stream)).await;
+        assert_eq!(status, 413, "{}", on(&format!("oversized, streamed: {json}")));
+        let (status, json) = post(&http, &url, big).await;
+        assert_eq!(status, 413, "{}", on(&format!("oversized, declared: {json}")));
+        // A client that goes away mid-body takes nothing down.
+        client_gone(listen).await;
+        let (status, json) = post(&http, &url, r#"{"name":"Caifanes","album":"El Silencio","year":"1992","rank":"1"}"#).await;
+        assert_eq!(status, 201, "{}", on(&format!("a vote after a client went away: {json}")));
+        acked.push(json["vote_id"].as_str().expect("a vote id").to_owned());
+        assert!(server.0.try_wait().unwrap().is_none(), "{}", on("still running"));
+        drop(server);
+        let log = std::fs::read_to_string(log_dir().join(format!("wasmtime-serve-{version}.log"))).unwrap_or_default();
+        assert!(!log.contains("resource has children"), "{}", on(&format!("no trap in its log:\n{log}")));
+    }
+
+    // The consumer counts what the runtimes acknowledged: once each.
+    let cfg = bandvote_service_tests::isolated_consumer("spin", &topic);
+    let pipeline = Pipeline::connect(cfg, ConsumerMetrics::new()).await.unwrap();
+    let (counters, log) = (pipeline.applier().counters().clone(), pipeline.applier().log().clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let consumer = tokio::spawn(pipeline.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let want = acked.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counters.totals().await.map(|t| t.total).unwrap_or(0) < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // anything extra would show now
+    assert_eq!(counters.totals().await.unwrap().total, want, "every 201 counted once in Redis");
+    assert_eq!(log.collection().count_documents(mongodb::bson::doc! {}).await.unwrap(), want, "stored once in MongoDB");
+    for id in &acked {
+        assert_eq!(log.collection().count_documents(mongodb::bson::doc! { "_id": id }).await.unwrap(), 1, "vote {id} stored");
+    }
+    assert_eq!(counters.band_total("Bohemia Suburbana").await.unwrap(), want / 5);
+    let _ = stop_tx.send(());
+    let _ = consumer.await;
+    bridge.kill_9();
+}
