@@ -29,6 +29,8 @@ pub struct Batch {
     pub partitions: BTreeMap<i32, PartitionBatch>,
     pub poison: Vec<Poison>,
     pub unknown_schema: Vec<UnknownSchema>,
+    /// Records dropped because the batch held their offset already.
+    pub refetched: u64,
 }
 
 impl Batch {
@@ -37,10 +39,20 @@ impl Batch {
         self.push_record(partition, offset, key, value, None);
     }
 
-    /// Add one raw record, decoded by its `schema` header.
+    /// Add one raw record, decoded by its `schema` header. A record at or
+    /// below an offset the batch already holds for its partition is dropped:
+    /// Kafka hands out a partition's records in order, so it is one the
+    /// consumer fetched again after a seek back (revoke + re-assign while the
+    /// batch was filling), and counting it would count it twice.
     pub fn push_record(&mut self, partition: i32, offset: i64, key: &[u8], value: &[u8], schema: Option<&[u8]>) {
-        let entry = self.partitions.entry(partition).or_insert_with(|| PartitionBatch { votes: Vec::new(), last_offset: offset });
-        entry.last_offset = entry.last_offset.max(offset);
+        if let Some(held) = self.partitions.get(&partition) {
+            if offset <= held.last_offset {
+                self.refetched += 1;
+                return;
+            }
+        }
+        let entry = self.partitions.entry(partition).or_insert_with(|| PartitionBatch { votes: Vec::new(), first_offset: offset, last_offset: offset });
+        entry.last_offset = offset;
         match record::decode_record(schema, value) {
             Decoded::Vote(vote) => entry.votes.push(Located { partition, offset, vote }),
             Decoded::Poison(e) => {
@@ -92,5 +104,35 @@ mod tests {
         b.push_record(0, 4, b"k", b"{}", Some(b"bandvote.vote.v9"));
         assert_eq!(b.unknown_schema[0].schema, "bandvote.vote.v9");
         assert!(b.poison.len() == 1, "an unknown schema is not poison");
+    }
+
+    /// A seek back inside `next_batch` refetches records the batch holds:
+    /// each offset is kept once (the first time), whatever its kind.
+    #[test]
+    fn an_offset_fetched_twice_is_held_once() {
+        let v = bandvote_vote::RawVote {
+            band: Some("a".into()),
+            album: Some("b".into()),
+            year: Some("2000".into()),
+            rank: Some("1".into()),
+            vote_id: Some("id-1".into()),
+        }
+        .validate(bandvote_vote::Source::Http, 0, None)
+        .unwrap();
+        let rec = record::encode(&v);
+        let mut b = Batch::default();
+        for offset in [5, 6, 7] {
+            b.push(0, offset, &rec.key, &rec.value);
+        }
+        b.push(0, 8, b"k", b"garbage");
+        // revoke + re-assign: the consumer seeks back to 6 and fetches again
+        for offset in [6, 7] {
+            b.push(0, offset, &rec.key, &rec.value);
+        }
+        b.push(0, 8, b"k", b"garbage");
+        b.push(0, 9, &rec.key, &rec.value);
+        let offsets: Vec<i64> = b.partitions[&0].votes.iter().map(|l| l.offset).collect();
+        assert_eq!(offsets, vec![5, 6, 7, 9]);
+        assert_eq!((b.poison.len(), b.refetched, b.partitions[&0].last_offset), (1, 3, 9));
     }
 }

@@ -12,6 +12,14 @@ pub struct ConsumerConfig {
     /// Dead-letter topic for undecodable records.
     #[arg(long, env = "BANDVOTE_DLQ_TOPIC", default_value = "votes-dlq")]
     pub dlq_topic: String,
+    /// Brokers of the dead-letter topic (empty: the votes' brokers).
+    #[arg(long, env = "BANDVOTE_DLQ_BROKERS", default_value = "")]
+    pub dlq_brokers: String,
+    /// Longest wait for the dead-letter topic to take a batch's poison
+    /// records, in milliseconds; past it they go to MongoDB's dead-letter
+    /// collection instead, so a broken DLQ never stalls the votes behind them.
+    #[arg(long, env = "BANDVOTE_DLQ_TIMEOUT_MS", default_value_t = 5_000)]
+    pub dlq_timeout_ms: u64,
     #[arg(long, env = "BANDVOTE_CONSUMER_GROUP", default_value = "bandvote-counter")]
     pub group: String,
     /// Static group membership (`group.instance.id`): a restarted consumer with

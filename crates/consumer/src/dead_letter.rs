@@ -38,12 +38,13 @@ impl DeadLetters {
         Self { producer, topic: topic.to_owned(), source_topic: source_topic.to_owned(), log, metrics, sent: Mutex::new(HashSet::new()) }
     }
 
-    /// Dead-letter every poison record not sent yet: to the topic, else to MongoDB.
+    /// Dead-letter every poison record not sent yet: to the topic, all of the
+    /// batch's at once (each bounded by the producer's `message.timeout.ms`,
+    /// `--dlq-timeout-ms`), and those the topic did not take to MongoDB.
     pub async fn send(&self, poison: &[Poison]) -> Result<(), SinkError> {
-        for p in poison {
-            if self.sent.lock().map(|s| s.contains(&(p.partition, p.offset))).unwrap_or(false) {
-                continue;
-            }
+        let pending: Vec<&Poison> =
+            poison.iter().filter(|p| !self.sent.lock().map(|s| s.contains(&(p.partition, p.offset))).unwrap_or(false)).collect();
+        let sends = pending.iter().map(|p| async move {
             tracing::warn!(partition = p.partition, offset = p.offset, reason = %p.reason, "poison record to the dead-letter topic");
             let (partition, offset) = (p.partition.to_string(), p.offset.to_string());
             let headers = OwnedHeaders::new()
@@ -52,9 +53,13 @@ impl DeadLetters {
                 .insert(Header { key: "source-partition", value: Some(partition.as_bytes()) })
                 .insert(Header { key: "source-offset", value: Some(offset.as_bytes()) });
             let rec = FutureRecord::to(&self.topic).key(&p.key).payload(&p.value).headers(headers);
-            if let Err((e, _)) = self.producer.send(rec, Duration::from_secs(5)).await {
+            self.producer.send(rec, Duration::from_secs(0)).await.map(drop).map_err(|(e, _)| e)
+        });
+        let results = futures::future::join_all(sends).await;
+        for (p, r) in pending.iter().zip(results) {
+            if let Err(e) = r {
                 self.metrics.sink_errors.with_label_values(&["dlq"]).inc();
-                tracing::warn!(error = %e, "dead-letter topic refused the record: keeping it in MongoDB instead");
+                tracing::warn!(error = %e, partition = p.partition, offset = p.offset, "dead-letter topic did not take the record in time: keeping it in MongoDB instead");
                 self.to_mongo(p).await?;
             }
             if let Ok(mut s) = self.sent.lock() {

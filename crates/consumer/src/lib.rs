@@ -40,4 +40,8 @@ pub enum SinkError {
     /// Another process is rebuilding the counters; retry the batch after it.
     #[error("counters are being rebuilt from MongoDB")]
     Rebuilding,
+    /// Redis lost its counters (flushed, restarted empty) between the check
+    /// and the apply script: the retry rebuilds them from MongoDB first.
+    #[error("redis lost its counters while the vote log has votes: rebuilding before the retry")]
+    CountersLost,
 }

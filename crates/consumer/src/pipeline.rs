@@ -19,6 +19,7 @@ use crate::dead_letter::DeadLetters;
 use crate::health::KafkaHealth;
 use crate::metrics::ConsumerMetrics;
 use bandvote_store::VoteLog;
+use bandvote_store::counters::Refusal;
 use bandvote_store::Counters;
 use crate::{recount, SinkError};
 
@@ -154,6 +155,19 @@ pub struct BatchApplier {
     log: VoteLog,
     metrics: ConsumerMetrics,
     topic: String,
+    /// The vote log held votes before the batch being applied (known once,
+    /// true for good: the log never shrinks); the apply script then refuses
+    /// to count from an empty Redis.
+    log_nonempty: std::sync::atomic::AtomicBool,
+}
+
+/// A partition whose batch the apply script refused because it starts past
+/// Redis's applied offset + 1 (Redis went back in time): it is read again
+/// from `from`, and its part of the batch is not committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadAgain {
+    pub partition: i32,
+    pub from: i64,
 }
 
 /// The running consumer: Kafka in, both sinks out.
@@ -177,16 +191,27 @@ pub enum StartError {
 impl BatchApplier {
     /// Connect to Redis and MongoDB (creating the log's indexes) and create the DLQ producer.
     pub async fn connect(config: &ConsumerConfig, metrics: ConsumerMetrics) -> Result<Self, StartError> {
+        let dlq_brokers = if config.dlq_brokers.is_empty() { &config.kafka_brokers } else { &config.dlq_brokers };
         let dlq: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.kafka_brokers)
+            .set("bootstrap.servers", dlq_brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
+            // Bounded: librdkafka's default (300 s) per record stalled the consumer.
+            .set("message.timeout.ms", config.dlq_timeout_ms.max(1).to_string())
             .create()?;
         let counters = Counters::connect(&config.redis_url, &config.redis_prefix).await.map_err(SinkError::from)?;
         let log = VoteLog::connect(&config.mongo_url, &config.mongo_db, &config.mongo_collection).await.map_err(SinkError::from)?;
         let dead_letters = DeadLetters::new(dlq, &config.dlq_topic, &config.topic, log.clone(), metrics.clone());
         let id = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
-        Ok(Self { id, dead_letters, counters, log, metrics, topic: config.topic.clone() })
+        Ok(Self {
+            id,
+            dead_letters,
+            counters,
+            log,
+            metrics,
+            topic: config.topic.clone(),
+            log_nonempty: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     pub fn counters(&self) -> &Counters {
@@ -197,8 +222,24 @@ impl BatchApplier {
         &self.log
     }
 
-    /// Apply a batch to both sinks. Idempotent: safe to call again after any failure.
-    pub async fn apply(&self, batch: &Batch) -> Result<(), SinkError> {
+    /// Whether the vote log holds votes (asked until it does, then remembered).
+    async fn log_nonempty(&self) -> Result<bool, SinkError> {
+        use std::sync::atomic::Ordering;
+        if self.log_nonempty.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let nonempty = self.log.collection().estimated_document_count().await? > 0;
+        if nonempty {
+            self.log_nonempty.store(true, Ordering::Relaxed);
+        }
+        Ok(nonempty)
+    }
+
+    /// Apply a batch to both sinks. Idempotent: safe to call again after any
+    /// failure. Returns the partitions to read again (a gap: Redis went back
+    /// in time); their part of the batch is in MongoDB but not counted, and
+    /// must not be committed.
+    pub async fn apply(&self, batch: &Batch) -> Result<Vec<ReadAgain>, SinkError> {
         let topic = &self.topic;
         if let Some(u) = batch.unknown_schema.first() {
             // A newer producer's schema: stop here (no dead letter, no commit) until upgraded.
@@ -207,8 +248,10 @@ impl BatchApplier {
         }
         self.dead_letters.send(&batch.poison).await?;
         // Redis lost its data (restart without AOF, flush): rebuild it from the log first.
+        // Should it happen after this check, the apply script refuses (CountersLost) and the retry rebuilds.
+        let log_nonempty = self.log_nonempty().await?;
         let empty = self.counters.is_empty(topic).await.inspect_err(|_| self.metrics.sink_errors.with_label_values(&["redis"]).inc())?;
-        if empty && self.log.collection().estimated_document_count().await? > 0 {
+        if empty && log_nonempty {
             tracing::warn!("redis has no counters but the vote log is not empty: rebuilding from MongoDB");
             if recount::rebuild(&self.log, &self.counters, topic).await?.is_none() {
                 return Err(SinkError::Rebuilding);
@@ -218,33 +261,47 @@ impl BatchApplier {
         if !self.counters.begin_apply(&self.id, recount::APPLY_TTL).await? {
             return Err(SinkError::Rebuilding);
         }
-        let written = self.write(batch).await;
+        let written = self.write(batch, log_nonempty).await;
         let ended = self.counters.end_apply(&self.id).await;
-        written?;
+        let read_again = written?;
         ended?;
         self.metrics.poison.inc_by(batch.poison.len() as u64);
         self.dead_letters.done(&batch.poison);
-        Ok(())
+        Ok(read_again)
     }
 
     /// MongoDB first, then the counters: the part of a batch inside the rebuild fence.
-    async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
+    async fn write(&self, batch: &Batch, log_nonempty: bool) -> Result<Vec<ReadAgain>, SinkError> {
         let topic = &self.topic;
         let votes: Vec<_> = batch.votes().collect();
         let stored = self.log.store(topic, &votes).await.inspect_err(|_| self.metrics.sink_errors.with_label_values(&["mongo"]).inc())?;
         self.metrics.duplicates.with_label_values(&["stored"]).inc_by(stored.already_stored);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let mut read_again = Vec::new();
         for (partition, pb) in &batch.partitions {
-            let applied = self
-                .counters
-                .apply(topic, *partition, pb, &stored.repeats, now)
-                .await
-                .inspect_err(|_| self.metrics.sink_errors.with_label_values(&["redis"]).inc())?;
+            let applied = match self.counters.apply(topic, *partition, pb, &stored.repeats, now, log_nonempty).await {
+                Ok(a) => a,
+                Err(e) => {
+                    self.metrics.sink_errors.with_label_values(&["redis"]).inc();
+                    match Refusal::of(&e) {
+                        Some(Refusal::Gap { applied }) => {
+                            tracing::warn!(partition, applied, first = pb.first_offset, "redis is behind this batch (restored older?): reading the partition again from its applied offset");
+                            read_again.push(ReadAgain { partition: *partition, from: applied + 1 });
+                            continue;
+                        }
+                        Some(Refusal::CountersLost) => {
+                            tracing::warn!("redis lost its counters during the batch: rebuilding before the retry");
+                            return Err(SinkError::CountersLost);
+                        }
+                        None => return Err(e.into()),
+                    }
+                }
+            };
             self.metrics.applied.inc_by(applied.counted);
             self.metrics.duplicates.with_label_values(&["vote_id"]).inc_by(applied.duplicates);
             self.metrics.duplicates.with_label_values(&["replay"]).inc_by(applied.replayed);
         }
-        Ok(())
+        Ok(read_again)
     }
 
 }
@@ -307,9 +364,9 @@ impl Pipeline {
             }
             let started = Instant::now();
             let mut attempt = 0u32;
-            loop {
+            let read_again = loop {
                 match self.applier.apply(&batch).await {
-                    Ok(()) => break,
+                    Ok(read_again) => break read_again,
                     Err(e) => {
                         attempt += 1;
                         let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(6))).min(Duration::from_secs(5));
@@ -320,8 +377,11 @@ impl Pipeline {
                         }
                     }
                 }
+            };
+            self.store_offsets(&batch, &read_again);
+            for r in &read_again {
+                self.read_again(*r).await;
             }
-            self.store_offsets(&batch);
             self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
         }
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
@@ -361,13 +421,37 @@ impl Pipeline {
                 }
             }
         }
+        if batch.refetched > 0 {
+            tracing::info!(refetched = batch.refetched, "records fetched again after a seek back were dropped from the batch (held once)");
+        }
         batch
     }
 
+    /// Read a partition again from `from` (Redis is behind the batch). If
+    /// Kafka no longer has those records (retention), they can never be
+    /// counted here: say so loudly and let the counters go on after them.
+    async fn read_again(&self, r: ReadAgain) {
+        let (consumer, topic) = (self.consumer.clone(), self.config.topic.clone());
+        let low = tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, r.partition, Duration::from_secs(5)).map(|(low, _)| low)).await;
+        let mut from = r.from;
+        if let Ok(Ok(low)) = low {
+            if low > r.from {
+                tracing::error!(partition = r.partition, from = r.from, log_start = low, "records the counters never saw are gone from Kafka (retention): they cannot be counted; run `recount --rebuild` to count what MongoDB has");
+                if let Err(e) = self.applier.counters().skip_lost(&self.config.topic, r.partition, low - 1).await {
+                    tracing::warn!(error = %e, "could not move the counters past the lost records; will retry on the next batch");
+                }
+                from = low;
+            }
+        }
+        if let Err(e) = self.consumer.seek(&self.config.topic, r.partition, Offset::Offset(from), Duration::from_secs(5)) {
+            tracing::warn!(partition = r.partition, from, error = %e, "seek back failed; the next batch of this partition is refused again (a gap) and the seek retried");
+        }
+    }
+
     /// Mark the batch as done: its offsets are committed with the next auto-commit.
-    /// A lost commit only means a harmless replay.
-    fn store_offsets(&self, batch: &Batch) {
-        for (p, pb) in &batch.partitions {
+    /// A lost commit only means a harmless replay. Partitions to be read again are not marked.
+    fn store_offsets(&self, batch: &Batch, read_again: &[ReadAgain]) {
+        for (p, pb) in batch.partitions.iter().filter(|(p, _)| !read_again.iter().any(|r| r.partition == **p)) {
             // rd_kafka_offset_store commits offset + 1: the next record to read.
             if let Err(e) = self.consumer.store_offset(&self.config.topic, *p, pb.last_offset) {
                 tracing::debug!(partition = p, error = %e, "offset not stored (partition revoked?); the batch will be replayed and skipped");

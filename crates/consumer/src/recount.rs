@@ -132,12 +132,12 @@ pub async fn rebuild(log: &VoteLog, counters: &Counters, topic: &str) -> Result<
         }
         let totals = log.totals().await?;
         let offsets: HashMap<i32, i64> = log.stored_offsets(topic).await?;
-        counters.replace_all(topic, &totals, &offsets).await?;
+        counters.replace_all(&token, topic, &totals, &offsets).await?;
         Ok::<_, SinkError>(totals)
     }
     .await;
     if result.is_err() {
-        let _ = counters.end_rebuild().await;
+        let _ = counters.end_rebuild(&token).await;
     }
     result.map(Some)
 }

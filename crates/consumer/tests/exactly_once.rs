@@ -20,6 +20,8 @@ async fn isolated(name: &str, partitions: i32) -> ConsumerConfig {
     ConsumerConfig {
         kafka_brokers: kit::kafka_brokers(),
         dlq_topic: format!("{topic}-dlq"),
+        dlq_brokers: String::new(),
+        dlq_timeout_ms: 5_000,
         group: kit::unique("grp"),
         redis_url: kit::redis_url(),
         redis_prefix: format!("{}:", kit::unique("t")),
@@ -403,4 +405,92 @@ async fn schema_versions_and_a_broken_dead_letter_topic() {
     // Nothing in the dead letters decodes as a vote: replay republishes nothing.
     let r = bandvote_consumer::dead_letter::replay(&cfg.kafka_brokers, &cfg.dlq_topic, check.log(), &p).await;
     assert!(r.is_err() || r.unwrap().republished == 0);
+}
+
+/// Redis is flushed, and later put back to an older state, while the consumer
+/// keeps running and votes keep arriving: no assignment happens, so only the
+/// apply script's refusals (no applied offsets while the log has votes; a
+/// batch past the applied offset + 1) make the consumer rebuild or read
+/// again. In the end every acknowledged vote is counted once.
+#[tokio::test]
+async fn redis_flushed_or_restored_older_during_load_counts_exactly_once() {
+    let _serial = SERIAL.lock().await;
+    let cfg = isolated("flush", 2).await;
+    let check = sinks(&cfg).await;
+    let p = publisher(&cfg);
+    let mut con = redis_for_checks().await;
+    let pipeline = Pipeline::connect(cfg.clone(), ConsumerMetrics::new()).await.unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let consumer = tokio::spawn(pipeline.run(async move {
+        let _ = stop_rx.await;
+    }));
+    const N: usize = 300;
+    let load = tokio::spawn(async move {
+        for i in 0..N {
+            publish_retrying(&p, &kit::vote(["A", "B", "C"][i % 3], Some(&format!("f-{i}")))).await;
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    });
+    assert!(wait_for_total(&check, 60, Duration::from_secs(60)).await >= 60);
+    let old = snapshot(&mut con, &cfg.redis_prefix).await;
+    wait_for_total(&check, 120, Duration::from_secs(60)).await;
+    // Everything gone at once, under the running consumer.
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut con).await.unwrap();
+    wait_for_total(&check, 200, Duration::from_secs(60)).await;
+    // And back to the older state, at once (one MULTI), under the running consumer.
+    let now: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", cfg.redis_prefix)).query_async(&mut con).await.unwrap();
+    let mut back = redis::pipe();
+    back.atomic();
+    if !now.is_empty() {
+        back.cmd("DEL").arg(&now).ignore();
+    }
+    // (Not the fences of the moment: restored without their TTL they would stay.)
+    for (k, dump) in old.iter().filter(|(k, _)| !k.contains("applying:") && !k.ends_with("rebuilding")) {
+        back.cmd("RESTORE").arg(k).arg(0).arg(dump).arg("REPLACE").ignore();
+    }
+    let _: () = back.query_async(&mut con).await.unwrap();
+    load.await.unwrap();
+    assert_exactly_once(&check, N).await;
+    let _ = stop_tx.send(());
+    consumer.await.unwrap();
+}
+
+/// A dead-letter topic that never answers (its brokers accept connections and
+/// say nothing, so the producer waits for a leader): a batch's poison records
+/// are sent together and given up after `--dlq-timeout-ms`, kept in MongoDB's
+/// dead-letter collection instead, and the votes behind them are counted in
+/// seconds (librdkafka's default was 5 minutes per record, one at a time).
+#[tokio::test]
+async fn a_dead_letter_topic_without_a_leader_does_not_stall_the_votes() {
+    let _serial = SERIAL.lock().await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hold = held.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = silent.accept().await {
+            hold.lock().unwrap().push(conn); // read nothing, answer nothing
+        }
+    });
+    let cfg = ConsumerConfig { dlq_brokers: silent_addr.to_string(), dlq_timeout_ms: 1_500, ..isolated("dlq-stuck", 1).await };
+    let p = publisher(&cfg);
+    let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", kit::kafka_brokers()).create().unwrap();
+    for i in 0..3 {
+        raw.send(FutureRecord::to(&cfg.topic).key("poison").payload(format!("not a vote {i}").as_str()), Duration::from_secs(5)).await.unwrap();
+    }
+    for i in 0..20 {
+        publish_retrying(&p, &kit::vote("Caifanes", Some(&format!("d-{i}")))).await;
+    }
+    let check = sinks(&cfg).await;
+    let pipeline = Pipeline::connect(cfg.clone(), ConsumerMetrics::new()).await.unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let run = tokio::spawn(pipeline.run(async move {
+        let _ = stop_rx.await;
+    }));
+    assert_eq!(wait_for_total(&check, 20, Duration::from_secs(30)).await, 20, "the votes behind the poison are counted");
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert_eq!(check.log().dead_letters().count_documents(mongodb::bson::doc! {}).await.unwrap(), 3, "the poison kept in MongoDB");
+    let _ = stop_tx.send(());
+    run.await.unwrap();
 }

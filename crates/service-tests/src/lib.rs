@@ -11,6 +11,8 @@ pub fn isolated_consumer(name: &str, topic: &str) -> ConsumerConfig {
         kafka_brokers: kit::kafka_brokers(),
         topic: topic.to_owned(),
         dlq_topic: format!("{topic}-dlq"),
+        dlq_brokers: String::new(),
+        dlq_timeout_ms: 5_000,
         group: kit::unique("grp"),
         instance_id: kit::unique("consumer"),
         redis_url: kit::redis_url(),

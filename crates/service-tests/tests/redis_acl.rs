@@ -112,7 +112,7 @@ async fn consumer_web_and_grafana_work_as_their_acl_users_and_readers_cannot_wri
     // The rebuild's fence works under the consumer's rules too (SET NX, SCAN, DEL).
     assert!(as_consumer.begin_rebuild("acl-test", Duration::from_secs(5)).await.unwrap());
     assert_eq!(as_consumer.appliers_writing().await.unwrap(), 0);
-    as_consumer.end_rebuild().await.unwrap();
+    as_consumer.end_rebuild("acl-test").await.unwrap();
     let _ = stop_tx.send(());
     consumer.await.unwrap();
     let totals: Totals = counters.totals().await.unwrap();

@@ -1,11 +1,14 @@
 -- Apply one batch of one partition to the live counters, exactly once.
--- ARGV: prefix, topic, partition, last_offset, now_secs, then per vote:
---       offset, band, album
+-- ARGV: prefix, topic, partition, last_offset, now_secs, first_offset,
+--       log_nonempty ('1' when the vote log held votes before this batch),
+--       then per vote: offset, band, album
 -- The partition's last applied offset is stored in the same script, so a
 -- replayed batch (consumer crash before the Kafka commit, rebalance) is
 -- skipped. Client retries (the same vote id in another record) never reach
 -- this script: MongoDB's _id found them (vote_log.rs, Stored::repeats).
 -- Key names: keys.rs (a unit test checks this script spells them).
+-- `applied` advances with every counted offset, so an offset that appears
+-- twice in one batch (a seek back refetched it) is counted once.
 -- Nothing is stored per vote. Returns {counted, skipped_replayed}.
 local p, topic, partition = ARGV[1], ARGV[2], ARGV[3]
 -- A rebuild from MongoDB is replacing the counters: refuse; the consumer
@@ -14,11 +17,22 @@ if redis.call('EXISTS', p .. 'rebuilding') == 1 then
   return redis.error_reply('REBUILDING counters are being rebuilt from MongoDB')
 end
 local offsets = p .. 'offsets:' .. topic
-local applied = tonumber(redis.call('HGET', offsets, partition) or '-1')
+-- Redis lost its data (flushed, restarted empty) while the log has votes:
+-- counting from zero would lose them for good. The consumer rebuilds first.
+if ARGV[7] == '1' and redis.call('EXISTS', offsets) == 0 then
+  return redis.error_reply('NOSTATE no applied offsets but the vote log is not empty: rebuild from MongoDB')
+end
+local stored_raw = redis.call('HGET', offsets, partition)
+local applied = tonumber(stored_raw or '-1')
+-- Redis went back in time (restored, a replica promoted): the records after
+-- its applied offset were never counted here. The consumer seeks back.
+if stored_raw and tonumber(ARGV[6]) > applied + 1 then
+  return redis.error_reply('GAP ' .. applied)
+end
 local last = tonumber(ARGV[4])
 local now = ARGV[5]
 local counted, replayed = 0, 0
-for i = 6, #ARGV, 3 do
+for i = 8, #ARGV, 3 do
   local off = tonumber(ARGV[i])
   if off <= applied then
     replayed = replayed + 1
@@ -29,6 +43,7 @@ for i = 6, #ARGV, 3 do
     redis.call('ZINCRBY', p .. 'leaderboard:bands', 1, band)
     redis.call('ZINCRBY', p .. 'leaderboard:albums', 1, album)
     counted = counted + 1
+    applied = off
   end
 end
 if counted > 0 then
@@ -37,7 +52,8 @@ if counted > 0 then
   redis.call('INCRBY', sec, counted)
   redis.call('EXPIRE', sec, 3600)
 end
-if last > applied then
+local stored = tonumber(redis.call('HGET', offsets, partition) or '-1')
+if last > stored then
   redis.call('HSET', offsets, partition, last)
 end
 return {counted, replayed}

@@ -28,6 +28,61 @@ redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 return 1
 ";
 
+/// Replace the counters and offsets, only for the rebuild that holds the
+/// marker, and drop the marker, atomically. KEYS: rebuilding, bands, albums,
+/// bands board, albums board, total, legacy seen votes, offsets. ARGV: token,
+/// total, n bands, (band, count) × n, n albums, (album, count) × n, then
+/// (partition, offset) pairs.
+static REPLACE_ALL_LUA: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('NOTOWNER the rebuild marker is not held by this rebuild (expired, or another rebuild took it)')
+end
+for k = 2, 8 do redis.call('DEL', KEYS[k]) end
+redis.call('SET', KEYS[6], ARGV[2])
+local i = 3
+for _, board in ipairs({{KEYS[2], KEYS[4]}, {KEYS[3], KEYS[5]}}) do
+  local n = tonumber(ARGV[i])
+  i = i + 1
+  for _ = 1, n do
+    redis.call('HSET', board[1], ARGV[i], ARGV[i + 1])
+    redis.call('ZADD', board[2], ARGV[i + 1], ARGV[i])
+    i = i + 2
+  end
+end
+while i < #ARGV do
+  redis.call('HSET', KEYS[8], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+redis.call('DEL', KEYS[1])
+return 1
+";
+
+/// Drop the rebuild marker if this rebuild holds it. KEYS: rebuilding. ARGV: token.
+static END_REBUILD_LUA: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// Why the apply script refused a batch (its error replies `NOSTATE` / `GAP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Redis has no applied offsets while the vote log has votes: rebuild.
+    CountersLost,
+    /// The batch starts past the partition's applied offset + 1: read again from `applied + 1`.
+    Gap { applied: i64 },
+}
+
+impl Refusal {
+    /// The refusal an apply error stands for, if it is one.
+    pub fn of(e: &redis::RedisError) -> Option<Self> {
+        match e.code() {
+            Some("NOSTATE") => Some(Self::CountersLost),
+            Some("GAP") => e.detail().and_then(|d| d.trim().split_whitespace().next()?.parse().ok()).map(|applied| Self::Gap { applied }),
+            _ => None,
+        }
+    }
+}
+
 /// What one partition batch did to the counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -45,13 +100,22 @@ pub struct Counters {
     prefix: String,
     script: Script,
     begin: Script,
+    replace: Script,
+    end_rebuild: Script,
 }
 
 impl Counters {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let con = ConnectionManager::new(client).await?;
-        Ok(Self { con, prefix: prefix.to_owned(), script: Script::new(APPLY_LUA), begin: Script::new(BEGIN_APPLY_LUA) })
+        Ok(Self {
+            con,
+            prefix: prefix.to_owned(),
+            script: Script::new(APPLY_LUA),
+            begin: Script::new(BEGIN_APPLY_LUA),
+            replace: Script::new(REPLACE_ALL_LUA),
+            end_rebuild: Script::new(END_REBUILD_LUA),
+        })
     }
 
     pub fn key(&self, name: &str) -> String {
@@ -60,6 +124,11 @@ impl Counters {
 
     /// Apply one partition's batch atomically (one Lua script). `repeats`
     /// (partition, offset) are not counted, but the offset still advances past them.
+    ///
+    /// The script refuses (see [`Refusal::of`]) a batch it cannot count
+    /// without losing votes: Redis has no applied offsets while
+    /// `log_nonempty` (the vote log held votes before this batch), or the
+    /// batch starts past the partition's applied offset + 1.
     pub async fn apply(
         &self,
         topic: &str,
@@ -67,9 +136,11 @@ impl Counters {
         batch: &PartitionBatch,
         repeats: &HashSet<(i32, i64)>,
         now_secs: i64,
+        log_nonempty: bool,
     ) -> Result<Applied, redis::RedisError> {
         let mut inv = self.script.prepare_invoke();
         inv.arg(&self.prefix).arg(topic).arg(partition).arg(batch.last_offset).arg(now_secs);
+        inv.arg(batch.first_offset).arg(if log_nonempty { "1" } else { "0" });
         let mut duplicates = 0;
         for v in &batch.votes {
             if repeats.contains(&(v.partition, v.offset)) {
@@ -81,6 +152,18 @@ impl Counters {
         let mut con = self.con.clone();
         let (counted, replayed): (u64, u64) = inv.invoke_async(&mut con).await?;
         Ok(Applied { counted, duplicates, replayed })
+    }
+
+    /// Records up to `offset` of `partition` are gone from Kafka (retention)
+    /// and were never counted here: let the apply script go on after them.
+    /// Never moves the applied offset back.
+    pub async fn skip_lost(&self, topic: &str, partition: i32, offset: i64) -> Result<(), redis::RedisError> {
+        let mut con = self.con.clone();
+        let script = Script::new(
+            "local a = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1') \
+             if tonumber(ARGV[2]) > a then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 1",
+        );
+        script.key(self.offsets_key(topic)).arg(partition).arg(offset).invoke_async::<i64>(&mut con).await.map(drop)
     }
 
     /// The hash of last applied offsets per partition for `topic`.
@@ -167,37 +250,37 @@ impl Counters {
         Ok(set.is_some())
     }
 
-    /// Drop the rebuild marker (after a failed rebuild; [`Self::replace_all`] drops it itself).
-    pub async fn end_rebuild(&self) -> Result<(), redis::RedisError> {
+    /// Drop the rebuild marker if `token` holds it (after a failed rebuild;
+    /// [`Self::replace_all`] drops it itself). Never drops another rebuild's.
+    pub async fn end_rebuild(&self, token: &str) -> Result<(), redis::RedisError> {
         let mut con = self.con.clone();
-        redis::cmd("DEL").arg(self.key(keys::REBUILDING)).query_async(&mut con).await
+        self.end_rebuild.key(self.key(keys::REBUILDING)).arg(token).invoke_async::<i64>(&mut con).await.map(drop)
     }
 
     /// Replace every counter with `totals` and the offsets with `offsets`
     /// (rebuild after Redis lost its data) and drop the rebuild marker, in one
-    /// MULTI. Call it holding [`Self::begin_rebuild`].
-    pub async fn replace_all(&self, topic: &str, totals: &Totals, offsets: &HashMap<i32, i64>) -> Result<(), redis::RedisError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+    /// script, only while `token` holds the marker ([`Self::begin_rebuild`]):
+    /// a rebuild whose marker expired and was taken by another is refused
+    /// (`NOTOWNER`) instead of overwriting that one's work and dropping its marker.
+    pub async fn replace_all(&self, token: &str, topic: &str, totals: &Totals, offsets: &HashMap<i32, i64>) -> Result<(), redis::RedisError> {
+        let mut inv = self.replace.prepare_invoke();
+        inv.key(self.key(keys::REBUILDING));
         for k in [keys::BANDS, keys::ALBUMS, keys::BANDS_BOARD, keys::ALBUMS_BOARD, keys::TOTAL, keys::LEGACY_SEEN_VOTES] {
-            pipe.del(self.key(k)).ignore();
+            inv.key(self.key(k));
         }
-        pipe.del(self.offsets_key(topic)).ignore();
-        pipe.set(self.key(keys::TOTAL), totals.total).ignore();
-        for (band, n) in &totals.by_band {
-            pipe.hset(self.key(keys::BANDS), band, n).ignore();
-            pipe.zadd(self.key(keys::BANDS_BOARD), band, n).ignore();
-        }
-        for (album, n) in &totals.by_album {
-            pipe.hset(self.key(keys::ALBUMS), album, n).ignore();
-            pipe.zadd(self.key(keys::ALBUMS_BOARD), album, n).ignore();
+        inv.key(self.offsets_key(topic));
+        inv.arg(token).arg(totals.total);
+        for counts in [&totals.by_band, &totals.by_album] {
+            inv.arg(counts.len());
+            for (name, n) in counts {
+                inv.arg(name).arg(n);
+            }
         }
         for (p, o) in offsets {
-            pipe.hset(self.offsets_key(topic), p, o).ignore();
+            inv.arg(p).arg(o);
         }
-        pipe.del(self.key(keys::REBUILDING)).ignore();
         let mut con = self.con.clone();
-        pipe.query_async::<()>(&mut con).await
+        inv.invoke_async::<i64>(&mut con).await.map(drop)
     }
 
     /// True when Redis holds no counters and no applied offsets for `topic` (fresh or lost its data).

@@ -40,6 +40,10 @@ pub struct Located {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionBatch {
     pub votes: Vec<Located>,
+    /// Lowest offset in the batch, records that are not votes included: the
+    /// apply script refuses a batch that starts past the applied offset + 1
+    /// (a gap: Redis went back in time).
+    pub first_offset: i64,
     /// Highest offset in the batch, records that are not votes included: the
     /// batch is applied up to here.
     pub last_offset: i64,

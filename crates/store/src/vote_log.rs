@@ -150,8 +150,9 @@ impl VoteLog {
     /// A handle without touching the server (readers: the web app). Operations
     /// give up after 2 s of server selection instead of MongoDB's default 30 s.
     /// Writes are journaled (`j: true`) so Redis never counts a vote MongoDB
-    /// could still lose; `w` comes from the URL (`?w=majority` on a replica
-    /// set, as in Kubernetes).
+    /// could still lose; `w` comes from the URL (default 1: the MongoDB of
+    /// the demo and of `k8s/` is one standalone server; a replica set of your
+    /// own should be given `?w=majority`).
     pub async fn open(url: &str, database: &str, collection: &str) -> Result<Self, mongodb::error::Error> {
         let mut options = mongodb::options::ClientOptions::parse(url).await?;
         let mut concern = options.write_concern.take().unwrap_or_default();

@@ -19,16 +19,16 @@ async fn counters_apply_once_per_offset_and_read_back() {
     let c = Counters::connect(&kit::redis_url(), &prefix).await.unwrap();
     assert!(c.is_empty("votes").await.unwrap());
     let votes = vec![located(0, 5, "Caifanes", "a"), located(0, 6, "Caifanes", "b"), located(0, 7, "Maná", "c")];
-    let batch = PartitionBatch { last_offset: 8, votes };
+    let batch = PartitionBatch { first_offset: 5, last_offset: 8, votes };
     let now = 1_700_000_000;
 
-    let first = c.apply("votes", 0, &batch, &HashSet::new(), now).await.unwrap();
+    let first = c.apply("votes", 0, &batch, &HashSet::new(), now, false).await.unwrap();
     assert_eq!((first.counted, first.replayed), (3, 0));
-    let again = c.apply("votes", 0, &batch, &HashSet::new(), now).await.unwrap();
+    let again = c.apply("votes", 0, &batch, &HashSet::new(), now, false).await.unwrap();
     assert_eq!((again.counted, again.replayed), (0, 3), "a replayed batch changes nothing");
 
-    let more = PartitionBatch { last_offset: 10, votes: vec![located(0, 9, "Maná", "d"), located(0, 10, "Maná", "a")] };
-    let repeat = c.apply("votes", 0, &more, &HashSet::from([(0, 10)]), now).await.unwrap();
+    let more = PartitionBatch { first_offset: 9, last_offset: 10, votes: vec![located(0, 9, "Maná", "d"), located(0, 10, "Maná", "a")] };
+    let repeat = c.apply("votes", 0, &more, &HashSet::from([(0, 10)]), now, false).await.unwrap();
     assert_eq!((repeat.counted, repeat.duplicates), (1, 1), "a repeat MongoDB found is not counted");
 
     let t = c.totals().await.unwrap();
@@ -44,13 +44,86 @@ async fn counters_apply_once_per_offset_and_read_back() {
     // A rebuild holds the marker: applies are refused until it replaces everything.
     assert!(c.begin_rebuild("me", Duration::from_secs(30)).await.unwrap());
     assert!(!c.begin_apply("applier", Duration::from_secs(30)).await.unwrap());
-    let late = PartitionBatch { last_offset: 11, votes: vec![located(0, 11, "Maná", "e")] };
-    assert!(c.apply("votes", 0, &late, &HashSet::new(), now).await.is_err(), "the apply script refuses while a rebuild runs");
-    c.replace_all("votes", &t, &HashMap::from([(0, 10)])).await.unwrap();
+    let late = PartitionBatch { first_offset: 11, last_offset: 11, votes: vec![located(0, 11, "Maná", "e")] };
+    assert!(c.apply("votes", 0, &late, &HashSet::new(), now, false).await.is_err(), "the apply script refuses while a rebuild runs");
+    c.replace_all("me", "votes", &t, &HashMap::from([(0, 10)])).await.unwrap();
     assert!(c.begin_apply("applier", Duration::from_secs(30)).await.unwrap());
     assert_eq!(c.appliers_writing().await.unwrap(), 1);
     c.end_apply("applier").await.unwrap();
     assert_eq!(c.totals().await.unwrap(), t);
+}
+
+/// A rebuild whose marker expired and was taken by another rebuild can neither
+/// overwrite that one's counters nor drop its marker.
+#[tokio::test]
+async fn a_rebuild_never_drops_another_rebuilds_marker() {
+    let prefix = format!("{}:", kit::unique("store-rebuild"));
+    let c = Counters::connect(&kit::redis_url(), &prefix).await.unwrap();
+    let totals = bandvote_store::Totals { total: 3, by_band: HashMap::from([("Caifanes".into(), 3)]), by_album: HashMap::from([("x".into(), 3)]) };
+    assert!(c.begin_rebuild("slow", Duration::from_millis(100)).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(200)).await; // the slow rebuild's marker expires
+    assert!(c.begin_rebuild("next", Duration::from_secs(30)).await.unwrap());
+    let refused = c.replace_all("slow", "votes", &totals, &HashMap::from([(0, 2)])).await.expect_err("not the holder");
+    assert!(refused.to_string().contains("NOTOWNER"), "{refused}");
+    c.end_rebuild("slow").await.unwrap();
+    assert!(!c.begin_apply("applier", Duration::from_secs(30)).await.unwrap(), "the other rebuild still holds the marker");
+    assert!(c.is_empty("votes").await.unwrap(), "nothing written by the refused rebuild");
+    c.replace_all("next", "votes", &totals, &HashMap::from([(0, 2), (1, 7)])).await.unwrap();
+    assert_eq!(c.totals().await.unwrap(), totals);
+    assert_eq!(c.leaderboard_totals().await.unwrap().by_band, totals.by_band);
+    assert_eq!(c.applied_offsets("votes").await.unwrap(), HashMap::from([(0, 2), (1, 7)]));
+    assert!(c.begin_apply("applier", Duration::from_secs(30)).await.unwrap(), "marker dropped by its holder");
+    c.end_apply("applier").await.unwrap();
+}
+
+/// The script refuses what it cannot count without losing votes: no applied
+/// offsets while the log has votes (Redis flushed between the consumer's
+/// check and the script), and a batch past the applied offset + 1 (Redis
+/// restored older while the consumer kept its partitions).
+#[tokio::test]
+async fn the_apply_script_refuses_lost_counters_and_gaps() {
+    use bandvote_store::counters::Refusal;
+    let prefix = format!("{}:", kit::unique("store-refuse"));
+    let c = Counters::connect(&kit::redis_url(), &prefix).await.unwrap();
+    let batch = |first: i64, last: i64| PartitionBatch {
+        first_offset: first,
+        last_offset: last,
+        votes: (first..=last).map(|o| located(0, o, "Caifanes", &format!("r-{o}"))).collect(),
+    };
+    let lost = c.apply("votes", 0, &batch(10, 12), &HashSet::new(), 1, true).await.expect_err("the log has votes, Redis none");
+    assert_eq!(Refusal::of(&lost), Some(Refusal::CountersLost), "{lost}");
+    assert_eq!(c.totals().await.unwrap().total, 0, "nothing counted");
+    c.apply("votes", 0, &batch(0, 4), &HashSet::new(), 1, false).await.unwrap();
+    let gap = c.apply("votes", 0, &batch(7, 9), &HashSet::new(), 1, true).await.expect_err("5 and 6 were never counted");
+    assert_eq!(Refusal::of(&gap), Some(Refusal::Gap { applied: 4 }), "{gap}");
+    assert_eq!(c.apply("votes", 0, &batch(5, 9), &HashSet::new(), 1, true).await.unwrap().counted, 5);
+    // A partition not seen yet starts anywhere once the topic has applied offsets.
+    let other = PartitionBatch { first_offset: 3, last_offset: 3, votes: vec![located(1, 3, "Maná", "p1")] };
+    assert_eq!(c.apply("votes", 1, &other, &HashSet::new(), 1, true).await.unwrap().counted, 1);
+    assert_eq!(c.totals().await.unwrap().total, 11);
+    // Records lost to retention: the counters go on after them, never back.
+    c.skip_lost("votes", 0, 20).await.unwrap();
+    c.skip_lost("votes", 0, 15).await.unwrap();
+    assert_eq!(c.applied_offsets("votes").await.unwrap()[&0], 20);
+}
+
+/// One offset twice in one batch (a seek back refetched it) counts once: the
+/// script advances the applied offset with every vote it counts.
+#[tokio::test]
+async fn an_offset_twice_in_one_batch_counts_once() {
+    let prefix = format!("{}:", kit::unique("store-dup"));
+    let c = Counters::connect(&kit::redis_url(), &prefix).await.unwrap();
+    let votes = vec![
+        located(0, 5, "Caifanes", "a"),
+        located(0, 6, "Caifanes", "b"),
+        located(0, 5, "Caifanes", "a"),
+        located(0, 6, "Caifanes", "b"),
+        located(0, 7, "Maná", "c"),
+    ];
+    let applied = c.apply("votes", 0, &PartitionBatch { first_offset: 5, last_offset: 7, votes }, &HashSet::new(), 1_700_000_000, false).await.unwrap();
+    assert_eq!((applied.counted, applied.replayed), (3, 2));
+    assert_eq!(c.totals().await.unwrap().by_band, HashMap::from([("Caifanes".into(), 2), ("Maná".into(), 1)]));
+    assert_eq!(c.applied_offsets("votes").await.unwrap(), HashMap::from([(0, 7)]));
 }
 
 #[tokio::test]
@@ -131,7 +204,13 @@ async fn key_claims_tell_first_use_retry_and_conflict_and_expire() {
     assert_eq!(claims.claim(&[a.clone(), c.clone()]).await.unwrap(), [Claim::First, Claim::First]);
     assert_eq!(claims.claim(&[a.clone(), b.clone()]).await.unwrap(), [Claim::Retry, Claim::Conflict]);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(claims.claim(&[b]).await.unwrap(), [Claim::First], "after the window the key is free again");
+    assert_eq!(claims.claim(&[b.clone()]).await.unwrap(), [Claim::First], "after the window the key is free again");
+    // A claim given back (its publish never reached Kafka) frees the key for a corrected vote at once;
+    // releasing for another vote than the holder changes nothing.
+    claims.release(&a).await.unwrap();
+    assert_eq!(claims.claim(&[a.clone()]).await.unwrap(), [Claim::Conflict], "only the holder's release counts");
+    claims.release(&b).await.unwrap();
+    assert_eq!(claims.claim(&[a.clone()]).await.unwrap(), [Claim::First]);
     // Redis unreachable: an error fast, never a hang (the publisher then publishes unchecked).
     let down = KeyClaims::new("redis://127.0.0.1:1/", "", Duration::from_secs(1)).unwrap();
     let started = std::time::Instant::now();
