@@ -29,6 +29,10 @@ pub struct HostConfig {
     /// Longest wait for a free instance slot, in milliseconds (bursts queue instead of 503).
     #[arg(long, env = "BANDVOTE_SLOT_WAIT_MS", default_value_t = 1_000)]
     pub slot_wait_ms: u64,
+    /// Longest time to receive a request body, in milliseconds; read in full
+    /// before the request takes an instance slot (slow senders get 408).
+    #[arg(long, env = "BANDVOTE_BODY_TIMEOUT_MS", default_value_t = 5_000)]
+    pub body_timeout_ms: u64,
     /// Deadline for one request, in milliseconds (epoch interruption + timer).
     #[arg(long, env = "BANDVOTE_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
@@ -54,6 +58,7 @@ impl HostConfig {
             max_concurrent: self.max_concurrent,
             slot_wait: Duration::from_millis(self.slot_wait_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
             instance_memory_bytes: self.instance_memory_mib << 20,
             max_connections: self.max_connections,
             guest_perf_map: self.guest_perf_map,

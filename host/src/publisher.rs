@@ -18,16 +18,41 @@ wasmtime::component::bindgen!({
 pub use bandvote::publisher::publisher as wit;
 
 /// What the publisher import needs from the host, per request (cloned into
-/// every request's store: two reference counts, nothing more).
+/// every request's store: two reference counts, and the request's
+/// [`Attempted`] ids).
 #[derive(Clone)]
 pub struct PublisherHost {
     pub publisher: Arc<dyn Publish>,
     pub metrics: Arc<HostMetrics>,
+    attempted: Attempted,
+}
+
+/// The ids of the votes one request handed to the publisher: if the request
+/// then ends in an error (deadline, fault), its reply names them, since they
+/// may have reached Kafka (`Reply::may_have_published`).
+#[derive(Clone, Default)]
+pub struct Attempted(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Attempted {
+    fn add(&self, ids: impl IntoIterator<Item = String>) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(ids);
+    }
+
+    /// The ids handed to the publisher so far.
+    pub fn ids(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
 }
 
 impl PublisherHost {
     pub fn new(publisher: impl Publish, metrics: HostMetrics) -> Self {
-        Self { publisher: Arc::new(publisher), metrics: Arc::new(metrics) }
+        Self { publisher: Arc::new(publisher), metrics: Arc::new(metrics), attempted: Attempted::default() }
+    }
+
+    /// The host state for one request, and the record of what it publishes.
+    pub fn for_request(&self) -> (Self, Attempted) {
+        let attempted = Attempted::default();
+        (Self { publisher: self.publisher.clone(), metrics: self.metrics.clone(), attempted: attempted.clone() }, attempted)
     }
 }
 
@@ -77,6 +102,7 @@ impl wit::Host for PublisherHost {
         let host = self.clone();
         let result = match from_wit(v) {
             Ok(vote) => {
+                host.attempted.add([vote.vote_id.clone()]);
                 let started = Instant::now();
                 let r = host.publisher.publish(&vote).await;
                 host.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());
@@ -94,6 +120,7 @@ impl wit::Host for PublisherHost {
     ) -> Result<Vec<Result<wit::Ack, wit::PublishError>>, wit::PublishError> {
         let host = self.clone();
         let votes = votes.into_iter().map(from_wit).collect::<Result<Vec<_>, _>>()?;
+        host.attempted.add(votes.iter().map(|v| v.vote_id.clone()));
         let started = Instant::now();
         let results = host.publisher.publish_batch(&votes).await.map_err(to_wit_error)?;
         host.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());

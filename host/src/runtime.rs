@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bandvote_intake_core::{check_declared_length, PublishFailure, Reply, RequestMeta};
+use bandvote_vote::{limits, VoteError};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -34,6 +35,10 @@ pub struct RuntimeConfig {
     pub slot_wait: Duration,
     /// Deadline for one request.
     pub request_timeout: Duration,
+    /// Longest time to receive a request's body, read in full (bounded by the
+    /// vote size limit) before the request takes an instance slot: a client
+    /// that trickles its body holds a connection, never an instance.
+    pub body_timeout: Duration,
     /// Linear memory per instance.
     pub instance_memory_bytes: usize,
     /// Open client connections at once; past it new ones are closed at once
@@ -117,23 +122,66 @@ impl IntakeRuntime {
     pub async fn handle(&self, req: hyper::Request<Incoming>) -> HostResponse {
         let metrics = &self.host.metrics;
         let started = Instant::now();
-        metrics.in_flight.inc();
+        // Counted down on drop: hyper drops this future when the client goes
+        // away mid-request, and the gauge must not keep it forever.
+        let _in_flight = InFlight::enter(&metrics.in_flight);
+        let response = match self.read_body(req).await {
+            Ok(req) => self.admit(req).await,
+            Err(early) => early,
+        };
+        metrics.request_seconds.observe(started.elapsed().as_secs_f64());
+        metrics.requests.with_label_values(&[response.status().as_str()]).inc();
+        response
+    }
+
+    /// The request with its body read in full, before any instance slot is
+    /// taken: at most the vote size limit + 1 byte (enough for the component
+    /// to answer 413) within `body_timeout`. A larger body is 413 here (the
+    /// rest drained in the background), a slower one 408.
+    async fn read_body(&self, req: hyper::Request<Incoming>) -> Result<hyper::Request<BufferedBody>, HostResponse> {
+        let req = refuse_oversized(req)?;
+        let (parts, mut body) = req.into_parts();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(self.config.body_timeout, async {
+            while let Some(frame) = body.frame().await {
+                if let Some(data) = frame?.data_ref() {
+                    if buf.len() + data.len() > limits::MAX_BODY_BYTES + 1 {
+                        return Ok(false);
+                    }
+                    buf.extend_from_slice(data);
+                }
+            }
+            Ok::<_, hyper::Error>(true)
+        })
+        .await;
+        match read {
+            Ok(Ok(true)) => {
+                let never: fn(std::convert::Infallible) -> hyper::Error = |never| match never {};
+                Ok(hyper::Request::from_parts(parts, Full::new(Bytes::from(buf)).map_err(never)))
+            }
+            Ok(Ok(false)) => {
+                drain(body);
+                Err(reply(Reply::error(&VoteError::BodyTooLarge { size: buf.len() + 1, limit: limits::MAX_BODY_BYTES })))
+            }
+            Ok(Err(e)) => Err(reply(Reply::bad_body(&format!("reading the request body: {e}")))),
+            Err(_) => Err(reply(Reply::body_timeout(self.config.body_timeout))),
+        }
+    }
+
+    /// Run a request whose body is read: wait (bounded) for a slot, or 503.
+    async fn admit(&self, req: hyper::Request<BufferedBody>) -> HostResponse {
         // A burst waits (at most `slot_wait`) for an instance slot instead of
         // being refused at once; past that the pool is truly saturated: 503.
         let slot = match self.slots.clone().try_acquire_owned() {
             Ok(slot) => Some(slot),
             Err(_) => tokio::time::timeout(self.config.slot_wait, self.slots.clone().acquire_owned()).await.ok().and_then(Result::ok),
         };
-        let response = match slot {
+        match slot {
             // The slot moves into the instance's task: it is released when the
             // instance ends, not when the client goes away.
             Some(slot) => self.run(req, slot).await,
             None => reply(Reply::unavailable(&PublishFailure::Overloaded { retry_after_secs: 1 })),
-        };
-        metrics.in_flight.dec();
-        metrics.request_seconds.observe(started.elapsed().as_secs_f64());
-        metrics.requests.with_label_values(&[response.status().as_str()]).inc();
-        response
+        }
     }
 
     /// Instances alive now (each holds one slot of the pool until it ends).
@@ -141,11 +189,8 @@ impl IntakeRuntime {
         self.config.pool_size() as usize - self.slots.available_permits()
     }
 
-    async fn run(&self, req: hyper::Request<Incoming>, slot: OwnedSemaphorePermit) -> HostResponse {
-        let req = match refuse_oversized(req) {
-            Ok(req) => req,
-            Err(early) => return early,
-        };
+    async fn run(&self, req: hyper::Request<BufferedBody>, slot: OwnedSemaphorePermit) -> HostResponse {
+        let (publisher, attempted) = self.host.for_request();
         let state = RequestState {
             wasi: WasiCtx::builder().build(),
             http: WasiHttpCtx::new(),
@@ -155,7 +200,7 @@ impl IntakeRuntime {
                 .instances(16)
                 .trap_on_grow_failure(true)
                 .build(),
-            publisher: self.host.clone(),
+            publisher,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -192,7 +237,7 @@ impl IntakeRuntime {
         let abort = task.abort_handle();
         match tokio::time::timeout(self.config.request_timeout, receiver).await {
             Ok(Ok(Ok(resp))) => resp,
-            Ok(Ok(Err(code))) => reply(Reply::internal(&format!("intake error: {code:?}"))),
+            Ok(Ok(Err(code))) => reply(Reply::internal(&format!("intake error: {code:?}")).may_have_published(&attempted.ids())),
             Ok(Err(_)) => {
                 // The guest dropped the response: it trapped or returned without one.
                 let why = match task.await {
@@ -201,14 +246,31 @@ impl IntakeRuntime {
                     Err(e) => format!("the intake task failed: {e}"),
                 };
                 tracing::warn!(%why, "component fault");
-                reply(Reply::internal(&why))
+                reply(Reply::internal(&why).may_have_published(&attempted.ids()))
             }
             Err(_) => {
                 abort.abort();
                 tracing::warn!(timeout_ms = self.config.request_timeout.as_millis() as u64, "request deadline");
-                reply(Reply::timeout())
+                reply(Reply::timeout().may_have_published(&attempted.ids()))
             }
         }
+    }
+}
+
+/// One request counted in the in-flight gauge for as long as it lives,
+/// whether it completes or its client goes away.
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn enter(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -286,7 +348,17 @@ fn refuse_oversized(req: hyper::Request<Incoming>) -> Result<hyper::Request<Inco
     let Err(refusal) = check_declared_length(&RequestMeta { content_length, ..Default::default() }) else {
         return Ok(req);
     };
-    let mut body = req.into_body();
+    drain(req.into_body());
+    Err(reply(refusal))
+}
+
+/// A request body read in full by the host ([`IntakeRuntime::read_body`]).
+type BufferedBody = http_body_util::combinators::MapErr<Full<Bytes>, fn(std::convert::Infallible) -> hyper::Error>;
+
+/// Read and discard the rest of a refused body in the background (up to
+/// [`DRAIN_LIMIT`] bytes and [`DRAIN_TIME`]), so the client finishes sending
+/// and reads the answer instead of a connection reset.
+fn drain(mut body: Incoming) {
     tokio::spawn(tokio::time::timeout(DRAIN_TIME, async move {
         let mut drained = 0usize;
         while let Some(Ok(frame)) = body.frame().await {
@@ -296,7 +368,6 @@ fn refuse_oversized(req: hyper::Request<Incoming>) -> Result<hyper::Request<Inco
             }
         }
     }));
-    Err(reply(refusal))
 }
 
 /// Most bytes of an oversized body read and discarded before closing the connection.
@@ -309,6 +380,9 @@ pub fn reply(r: Reply) -> HostResponse {
     let mut builder = hyper::Response::builder().status(r.status).header("content-type", "application/json");
     if let Some(secs) = r.retry_after {
         builder = builder.header("retry-after", secs.to_string());
+    }
+    if let Some(key) = &r.idempotency_key {
+        builder = builder.header("idempotency-key", key.as_str());
     }
     let body = Full::new(Bytes::from(r.body)).map_err(|never| match never {}).boxed_unsync();
     builder.body(body).expect("static response parts are valid")

@@ -33,7 +33,7 @@ async fn start(publisher: PublisherConfig, limits: RuntimeConfig) -> Running {
 }
 
 fn limits() -> RuntimeConfig {
-    RuntimeConfig { max_concurrent: 16, slot_wait: Duration::from_millis(200), request_timeout: Duration::from_secs(10), instance_memory_bytes: 32 << 20, max_connections: 10_000, guest_perf_map: false, compile_cache: None }
+    RuntimeConfig { max_concurrent: 16, slot_wait: Duration::from_millis(200), request_timeout: Duration::from_secs(10), body_timeout: Duration::from_secs(5), instance_memory_bytes: 32 << 20, max_connections: 10_000, guest_perf_map: false, compile_cache: None }
 }
 
 async fn start_on(topic: &str) -> Running {
@@ -227,11 +227,18 @@ fn the_intake_imports_only_wasi_and_the_publisher() {
         assert!(n.starts_with("wasi:") || n.starts_with("bandvote:publisher/"), "unexpected import {n}");
         assert!(!n.starts_with("wasi:http/outgoing-handler"), "the intake makes no outbound calls: {n}");
     }
-    // The composed Spin artifact (scripts/build-spin.sh) imports standard WASI only.
+    // The composed Spin artifact (scripts/build-spin.sh) imports standard WASI
+    // only, its settings through Spin's wasi:config version; the one for plain
+    // wasmtime carries its configuration store inside.
     if let Ok(spin) = std::env::var("BANDVOTE_SPIN_WASM") {
         let names = imports(std::path::Path::new(&spin));
         eprintln!("spin artifact imports: {names:?}");
         assert!(names.iter().all(|n| n.starts_with("wasi:")), "{names:?}");
+        assert!(names.iter().any(|n| n == "wasi:config/store@0.2.0-draft-2024-09-27"), "Spin variables: {names:?}");
+    }
+    if let Ok(serve) = std::env::var("BANDVOTE_WASMTIME_SERVE_WASM") {
+        let names = imports(std::path::Path::new(&serve));
+        assert!(names.iter().all(|n| n.starts_with("wasi:") && !n.starts_with("wasi:config/")), "{names:?}");
     }
 }
 
@@ -246,6 +253,7 @@ async fn a_slot_is_held_until_the_instance_ends() {
     assert!(gone.is_err(), "the client gave up first");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(host.runtime.instances_running(), 1, "the instance still runs, and holds its slot");
+    assert_eq!(host.runtime.host().metrics.in_flight.get(), 0, "the request is no longer in flight once its client left");
     let deadline = Instant::now() + Duration::from_secs(8);
     while host.runtime.instances_running() > 0 {
         assert!(Instant::now() < deadline, "the instance never ended");
@@ -307,16 +315,17 @@ async fn the_compiled_component_is_kept_in_the_compile_cache() {
 }
 
 /// The host links only the WASI an intake needs: a component importing more
-/// (the composed Spin artifact wants wasi:http/outgoing-handler) fails at startup.
+/// fails at startup (the composed Spin artifact wants wasi:config/store and
+/// wasi:http/outgoing-handler; the one for plain wasmtime, outgoing-handler).
 #[tokio::test]
 async fn a_component_asking_for_more_fails_to_link() {
-    let Ok(spin) = std::env::var("BANDVOTE_SPIN_WASM") else {
-        panic!("BANDVOTE_SPIN_WASM: run through scripts/test.sh (builds the Spin artifact)");
-    };
-    let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), ..Default::default() }).unwrap();
-    let linked = IntakeRuntime::new(std::path::Path::new(&spin), PublisherHost::new(publisher, HostMetrics::new()), limits());
-    let err = format!("{:#}", linked.err().expect("linking must fail"));
-    assert!(err.contains("outgoing-handler"), "{err}");
+    for (var, import) in [("BANDVOTE_SPIN_WASM", "wasi:config/store"), ("BANDVOTE_WASMTIME_SERVE_WASM", "outgoing-handler")] {
+        let wasm = std::env::var(var).unwrap_or_else(|_| panic!("{var}: run through scripts/test.sh (scripts/build-spin.sh)"));
+        let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), ..Default::default() }).unwrap();
+        let linked = IntakeRuntime::new(std::path::Path::new(&wasm), PublisherHost::new(publisher, HostMetrics::new()), limits());
+        let err = format!("{:#}", linked.err().expect("linking must fail"));
+        assert!(err.contains(import), "{var}: {err}");
+    }
 }
 
 /// A key reused for a different vote: 409 naming the key; a retry of the same vote: 201.
@@ -345,4 +354,134 @@ async fn a_key_reused_for_a_different_vote_is_409() {
     assert_eq!(body["error"]["code"], "idempotency_key_reused");
     assert_eq!((body["error"]["field"].as_str(), body["error"]["key"].as_str()), (Some("Idempotency-Key"), Some("k-dup")));
     assert_eq!(kit::read_topic(&topic, 3, Duration::from_secs(10)).await.len(), 2);
+}
+
+/// Publishes through the real VotePublisher, then (first call only) holds the
+/// answer past the host's deadline: the vote is in Kafka, the client gets 503.
+struct AckedTooLate {
+    inner: VotePublisher,
+    late: std::sync::atomic::AtomicBool,
+}
+
+impl bandvote_kafka::Publish for AckedTooLate {
+    fn publish<'a>(&'a self, vote: &'a bandvote_vote::Vote) -> futures::future::BoxFuture<'a, Result<bandvote_kafka::Ack, bandvote_kafka::PublishError>> {
+        Box::pin(async move {
+            let r = self.inner.publish(vote).await;
+            if self.late.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            r
+        })
+    }
+
+    fn publish_batch<'a>(
+        &'a self,
+        votes: &'a [bandvote_vote::Vote],
+    ) -> futures::future::BoxFuture<'a, Result<Vec<Result<bandvote_kafka::Ack, bandvote_kafka::PublishError>>, bandvote_kafka::PublishError>> {
+        Box::pin(self.inner.publish_batch(votes))
+    }
+}
+
+/// A vote sent without a key whose publish reached Kafka but whose answer
+/// missed the deadline: the 503 names its id (body and Idempotency-Key
+/// header); the client's retry with it is stored and counted once.
+#[tokio::test]
+async fn a_timed_out_publish_names_the_vote_and_its_retry_counts_once() {
+    use bandvote_consumer::metrics::ConsumerMetrics;
+    use bandvote_consumer::pipeline::Pipeline;
+    let topic = kit::fresh_topic("intake-late", 1).await;
+    bandvote_kafka::ensure_topic(&kit::kafka_brokers(), &format!("{topic}-dlq"), 1).await.unwrap();
+    let inner = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() }).unwrap();
+    let publisher = AckedTooLate { inner, late: std::sync::atomic::AtomicBool::new(true) };
+    let config = RuntimeConfig { request_timeout: Duration::from_secs(1), ..limits() };
+    let runtime = IntakeRuntime::new(&component(), PublisherHost::new(publisher, HostMetrics::new()), config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(bandvote_host::server::serve_intake(listener, runtime.clone(), std::future::pending(), Duration::from_secs(1)));
+
+    let body = r#"{"name":"Alux Nahual","album":"Alux Nahual","year":"1983","rank":"1"}"#;
+    let http = reqwest::Client::new();
+    let first = http.post(format!("http://{addr}/")).body(body).send().await.unwrap();
+    assert_eq!(first.status().as_u16(), 503);
+    let key = first.headers().get("idempotency-key").expect("the vote's id to retry with").to_str().unwrap().to_owned();
+    let json: Value = first.json().await.unwrap();
+    assert_eq!(json["error"]["vote_id"].as_str(), Some(key.as_str()), "{json}");
+    assert!(json["error"]["message"].as_str().unwrap().contains(&key), "{json}");
+
+    let retry = http.post(format!("http://{addr}/")).header("idempotency-key", &key).body(body).send().await.unwrap();
+    assert_eq!(retry.status().as_u16(), 201);
+    let recs = kit::read_topic(&topic, 2, Duration::from_secs(20)).await;
+    assert_eq!(recs.len(), 2, "the first publish did reach Kafka, and so did the retry");
+    assert!(recs.iter().all(|r| r.key == key.as_bytes()));
+
+    let cfg = bandvote_service_tests::isolated_consumer("late", &topic);
+    let pipeline = Pipeline::connect(cfg, ConsumerMetrics::new()).await.unwrap();
+    let (counters, log) = (pipeline.applier().counters().clone(), pipeline.applier().log().clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let consumer = tokio::spawn(pipeline.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counters.applied_offsets(&topic).await.unwrap().get(&0).copied() != Some(recs[1].offset) {
+        assert!(Instant::now() < deadline, "the consumer did not apply both records");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counters.totals().await.unwrap().total, 1, "counted once");
+    assert_eq!(log.collection().count_documents(mongodb::bson::doc! {}).await.unwrap(), 1, "stored once");
+    let _ = stop_tx.send(());
+    let _ = consumer.await;
+}
+
+/// Slowloris: 600 connections trickle their bodies (one byte a second) at a
+/// pool of 16 instance slots. Bodies are read before a slot is taken, so the
+/// trickling requests hold connections, not instances: normal votes still get
+/// 201 within their deadline, and the tricklers get 408 at the body timeout.
+#[tokio::test]
+async fn trickling_bodies_do_not_starve_the_instance_pool() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let topic = kit::fresh_topic("intake-slowloris", 1).await;
+    let host = start(
+        PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() },
+        RuntimeConfig { body_timeout: Duration::from_secs(4), ..limits() },
+    )
+    .await;
+    let mut tricklers = Vec::new();
+    for _ in 0..600 {
+        let addr = host.addr;
+        tricklers.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+            s.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n{").await.ok()?;
+            for _ in 0..8 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if s.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+            Some(String::from_utf8_lossy(&answer).split(' ').nth(1).unwrap_or("").to_owned())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await; // every trickler is mid-body now
+    let http = reqwest::Client::new();
+    for i in 0..20 {
+        let started = Instant::now();
+        let r = http
+            .post(format!("http://{}/", host.addr))
+            .body(format!(r#"{{"name":"band-{i}","album":"x","year":"1990","rank":"1"}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "vote {i} among 600 trickling bodies");
+        assert!(started.elapsed() < Duration::from_secs(5), "vote {i} took {:?}", started.elapsed());
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    for t in tricklers {
+        *statuses.entry(t.await.unwrap().unwrap_or_default()).or_insert(0) += 1;
+    }
+    // Each trickler is cut off at the body timeout: a 408, or a reset when the
+    // close overtook its next byte; never an instance, never a vote.
+    assert!(statuses.keys().all(|s| s == "408" || s.is_empty()), "{statuses:?}");
+    assert!(statuses.get("408").copied().unwrap_or(0) > 0, "{statuses:?}");
+    assert_eq!(kit::read_topic(&topic, 20, Duration::from_secs(20)).await.len(), 20);
 }

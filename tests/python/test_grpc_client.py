@@ -96,3 +96,62 @@ def test_malformed_protobuf_is_an_error_and_the_server_stays_up(stubs, server):
     vote_pb2, vote_pb2_grpc, _, _ = stubs
     ok = vote_pb2_grpc.VoteServiceStub(server).Cast(vote_pb2.Vote(band="Still Up", album="A", year="2000", rank="1"))
     assert ok.vote_id
+
+
+STUDENT_PROTO = """
+syntax = "proto3";
+package confproto;
+service getInfo {
+  rpc returnInfo (requestId) returns (replyInfo) {}
+}
+message requestId {
+  string name = 1;
+  string album = 2;
+  string year = 3;
+  string rank = 4;
+}
+message replyInfo {
+  string info = 1;
+}
+"""
+
+STUDENT_CLIENT = """
+import sys, grpc
+sys.path.insert(0, sys.argv[1])
+import student_pb2, student_pb2_grpc
+stub = student_pb2_grpc.getInfoStub(grpc.insecure_channel(sys.argv[2]))
+try:
+    print("OK", stub.returnInfo(student_pb2.requestId(name="Caifanes", album="El Silencio", year="1992", rank="1"), timeout=20).info)
+except grpc.RpcError as e:
+    print(e.code().name, e.details())
+"""
+
+
+def test_student_getinfo_layout_is_served_when_configured(tmp_path):
+    """Most student projects of the course call the same getInfo/returnInfo
+    with requestId { name = 1; album = 2; year = 3; rank = 4 }: a client
+    generated from that proto is served with --getinfo-layout student and
+    refused (INVALID_ARGUMENT naming the year) with the course's layout."""
+    (tmp_path / "student.proto").write_text(STUDENT_PROTO)
+    rc = protoc.main(["protoc", f"-I{tmp_path}", f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}", str(tmp_path / "student.proto")])
+    assert rc == 0
+    topic = f"pystudent-{uuid.uuid4().hex[:12]}"
+    subprocess.run(["nisshi", "topic", "create", topic, "--partitions", "1", "--broker", f"tcp://{BROKERS}"], check=True, capture_output=True)
+    answers = {}
+    for layout in ["student", "course"]:
+        grpc_port, rest_port, admin_port = free_port(), free_port(), free_port()
+        env = dict(os.environ, BANDVOTE_GRPC_LISTEN=f"127.0.0.1:{grpc_port}", BANDVOTE_REST_LISTEN=f"127.0.0.1:{rest_port}",
+                   BANDVOTE_GRPC_ADMIN_LISTEN=f"127.0.0.1:{admin_port}", BANDVOTE_TOPIC=topic, RUST_LOG="warn",
+                   BANDVOTE_GETINFO_LAYOUT=layout)
+        proc = subprocess.Popen([str(TARGET / "debug" / "bandvote-grpc")], env=env)
+        try:
+            channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+            grpc.channel_ready_future(channel).result(timeout=30)
+            channel.close()
+            out = subprocess.run([sys.executable, "-c", STUDENT_CLIENT, str(tmp_path), f"127.0.0.1:{grpc_port}"], capture_output=True, text=True, timeout=60)
+            answers[layout] = out.stdout.strip() or out.stderr.strip()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    assert answers["student"].startswith("OK") and "stored" in answers["student"], answers
+    assert answers["course"].startswith("INVALID_ARGUMENT") and "year" in answers["course"], answers

@@ -97,6 +97,9 @@ async fn main() -> anyhow::Result<()> {
                     if let Some(s) = r.retry_after {
                         b = b.header("retry-after", s.to_string());
                     }
+                    if let Some(k) = &r.idempotency_key {
+                        b = b.header("idempotency-key", k.as_str());
+                    }
                     Ok::<_, Infallible>(b.body(Full::new(Bytes::from(r.body))).unwrap())
                 }
             });

@@ -16,6 +16,12 @@ pub struct GrpcConfig {
     /// Address for /metrics, /healthz, /readyz.
     #[arg(long, env = "BANDVOTE_GRPC_ADMIN_LISTEN", default_value = "127.0.0.1:9182")]
     pub admin_listen: SocketAddr,
+    /// Field layout of `confproto.getInfo/returnInfo` votes: `course` (the
+    /// course's proto: album = 1, year = 2, artist = 3, ranked = 4) or
+    /// `student` (name = 1, album = 2, year = 3, rank = 4, as most student
+    /// clients have it). The wire cannot tell them apart: pick your clients'.
+    #[arg(long, env = "BANDVOTE_GETINFO_LAYOUT", default_value = "course")]
+    pub getinfo_layout: bandvote_vote::pb::GetInfoLayout,
     #[command(flatten)]
     pub kafka: PublisherArgs,
 }

@@ -165,5 +165,8 @@ async fn handle(State(hop): State<GrpcHop>, method: Method, uri: Uri, headers: H
             h.insert("retry-after", v);
         }
     }
+    if let Some(v) = reply.idempotency_key.as_deref().and_then(|k| k.parse().ok()) {
+        h.insert("idempotency-key", v);
+    }
     response
 }

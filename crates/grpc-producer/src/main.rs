@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
     let config = GrpcConfig::parse();
     let publisher = config.kafka.connect().context("creating the Kafka producer")?;
     let metrics = GrpcMetrics::new();
-    let intake = GrpcIntake::new(publisher.clone(), metrics.clone());
+    let intake = GrpcIntake::new(publisher.clone(), metrics.clone()).with_getinfo_layout(config.getinfo_layout);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<VoteServiceServer<GrpcIntake>>().await;

@@ -16,6 +16,7 @@ use crate::proto::confproto::get_info_server::GetInfo;
 pub struct GrpcIntake {
     publisher: VotePublisher,
     metrics: GrpcMetrics,
+    getinfo_layout: pb::GetInfoLayout,
 }
 
 fn now_ms() -> i64 {
@@ -48,7 +49,13 @@ fn idempotency_key<T>(req: &Request<T>) -> Option<String> {
 
 impl GrpcIntake {
     pub fn new(publisher: VotePublisher, metrics: GrpcMetrics) -> Self {
-        Self { publisher, metrics }
+        Self { publisher, metrics, getinfo_layout: pb::GetInfoLayout::Course }
+    }
+
+    /// Read `confproto.getInfo` votes with `layout`'s field numbers.
+    pub fn with_getinfo_layout(mut self, layout: pb::GetInfoLayout) -> Self {
+        self.getinfo_layout = layout;
+        self
     }
 
     fn count(&self, method: &str, result: &Result<impl Sized, Status>) {
@@ -143,7 +150,7 @@ impl GetInfo for GrpcIntake {
     async fn return_info(&self, request: Request<pb::RequestId>) -> Result<Response<pb::ReplyInfo>, Status> {
         let key = idempotency_key(&request);
         let r = self
-            .cast_one(request.into_inner().into(), key)
+            .cast_one(request.into_inner().into_raw(self.getinfo_layout), key)
             .await
             .map(|receipt| Response::new(pb::ReplyInfo { info: format!("vote {} stored", receipt.vote_id) }));
         self.count("returnInfo", &r);

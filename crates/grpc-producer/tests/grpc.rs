@@ -126,6 +126,36 @@ async fn start_hop(target: &str, deadline: Duration) -> String {
     format!("http://{addr}")
 }
 
+/// A batch under an Idempotency-Key through the hop: its items get the ids
+/// the wasm intake gives them (`KEY#<fingerprint>`), and the producer takes
+/// them by the same rule (it refused them all with 422 before).
+#[tokio::test]
+async fn a_batch_with_an_idempotency_key_passes_the_hop_with_its_derived_ids() {
+    let topic = kit::fresh_topic("hop-batch", 1).await;
+    let (url, _) = start(&topic).await;
+    let base = start_hop(&url, Duration::from_secs(5)).await;
+    let http = reqwest::Client::new();
+    let batch = r#"[{"name":"Caifanes","album":"El Silencio","year":"1992","rank":"1"},{"album":"Fiebre","year":"1999","artist":"Bohemia Suburbana","ranked":"09"}]"#;
+    let r = http.post(format!("{base}/grpc")).header("idempotency-key", "hop-batch-1").body(batch).send().await.unwrap();
+    let status = r.status().as_u16();
+    let json: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, 201, "{json}");
+    let expected: Vec<String> = bandvote_vote::parse_body(None, batch.as_bytes(), &bandvote_vote::Received::new(bandvote_vote::Source::Http, 0).with_idempotency_key(Some("hop-batch-1".into())))
+        .unwrap()
+        .votes
+        .into_iter()
+        .map(|v| v.vote_id)
+        .collect();
+    let recs = kit::read_topic(&topic, 2, Duration::from_secs(30)).await;
+    let keys: Vec<String> = recs.iter().map(|r| String::from_utf8(r.key.clone()).unwrap()).collect();
+    assert_eq!(keys, expected, "the same ids as the wasm intake derives");
+    // A forged derived id (another vote's fingerprint) is refused, naming the field.
+    let forged = format!(r#"{{"name":"Maná","album":"x","year":"1992","rank":"1","vote_id":"{}"}}"#, expected[0]);
+    let r = http.post(format!("{base}/grpc")).body(forged).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"]["field"], "vote_id");
+}
+
 /// Locust's JSON on `/grpc` travels HTTP → hop → gRPC → Kafka, and answers like the wasm intake.
 #[tokio::test]
 async fn grpc_client_hop_carries_locust_json_to_kafka() {

@@ -47,12 +47,16 @@ pub struct Reply {
     pub status: u16,
     /// Seconds for a `Retry-After` header (503 only).
     pub retry_after: Option<u64>,
+    /// An `Idempotency-Key` response header: the id of a vote that may have
+    /// been published although the answer is an error; a retry with it is
+    /// counted once ([`Reply::may_have_published`]).
+    pub idempotency_key: Option<String>,
     pub body: Vec<u8>,
 }
 
 impl Reply {
     pub fn json(status: u16, body: Value) -> Self {
-        Self { status, retry_after: None, body: body.to_string().into_bytes() }
+        Self { status, retry_after: None, idempotency_key: None, body: body.to_string().into_bytes() }
     }
 
     pub fn error(err: &VoteError) -> Self {
@@ -114,11 +118,54 @@ impl Reply {
         Self::simple(500, "internal", message)
     }
 
-    /// A 503 when the intake did not finish within its deadline.
+    /// A 408 when the client did not send its body within `limit`.
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        Self::simple(408, "body_timeout", &format!("the request body did not arrive within {} ms; send it at once", limit.as_millis()))
+    }
+
+    /// A 400 when the request body could not be read (the client broke off).
+    pub fn bad_body(message: &str) -> Self {
+        Self::simple(400, "bad_body", message)
+    }
+
+    /// A 503 when the intake did not finish within its deadline. If it had
+    /// started publishing, say which votes with [`Self::may_have_published`].
     pub fn timeout() -> Self {
-        let mut r = Self::simple(503, "timeout", "the vote was not acknowledged within the deadline; retry with the same Idempotency-Key");
+        let mut r = Self::simple(503, "timeout", "the vote was not acknowledged within the deadline");
         r.retry_after = Some(1);
         r
+    }
+
+    /// Mark an error reply to a request whose votes may have reached Kafka
+    /// (a delivery timeout, a deadline, a fault after publishing): the error
+    /// names their ids (`vote_id`, or `vote_ids` for a batch), one vote's id
+    /// is also the `Idempotency-Key` response header, and the message says to
+    /// retry with it. A retry without it would be a new vote, counted twice
+    /// if the first did reach Kafka. No ids: nothing was published, the reply
+    /// is unchanged.
+    pub fn may_have_published(mut self, vote_ids: &[String]) -> Self {
+        let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&self.body) else {
+            return self;
+        };
+        let Some(Value::Object(error)) = body.get_mut("error") else {
+            return self;
+        };
+        let hint = match vote_ids {
+            [] => return self,
+            [one] => {
+                error.insert("vote_id".into(), one.clone().into());
+                self.idempotency_key = Some(one.clone());
+                format!("; it may still have been published: retry with the header Idempotency-Key: {one} (a retry without it is a second vote)")
+            }
+            many => {
+                error.insert("vote_ids".into(), many.to_vec().into());
+                "; they may still have been published: retry each with its vote_id (a retry without it is a second vote)".to_owned()
+            }
+        };
+        let message = error.get("message").and_then(Value::as_str).unwrap_or("").to_owned();
+        error.insert("message".into(), format!("{message}{hint}").into());
+        self.body = Value::Object(body).to_string().into_bytes();
+        self
     }
 }
 
@@ -196,6 +243,9 @@ pub fn reply_published(submission: &Submission, published: Published) -> Reply {
     if !submission.batch {
         return match (&results[..], first_failure) {
             ([r], None) => Reply::json(201, receipt(&submission.votes[0], r)),
+            (_, Some(f @ (PublishFailure::Unavailable(_) | PublishFailure::Overloaded { .. }))) => {
+                Reply::unavailable(f).may_have_published(std::slice::from_ref(&submission.votes[0].vote_id))
+            }
             (_, Some(f)) => Reply::unavailable(f),
             _ => Reply::internal("publisher returned the wrong number of results"),
         };
@@ -273,6 +323,26 @@ mod tests {
         assert_eq!((r.status, r.retry_after), (503, Some(2)));
         let r = reply_published(&s, Ok(vec![Err(PublishFailure::Unavailable("down".into()))]));
         assert_eq!((r.status, r.retry_after), (503, Some(1)));
+    }
+
+    /// A 503 after a publish that may have reached Kafka names the vote's id
+    /// (body and Idempotency-Key header), so a client that sent no key can
+    /// retry without counting twice; the same for a deadline after publishing.
+    #[test]
+    fn an_error_that_may_have_published_carries_the_vote_id() {
+        let s = admit(&RequestMeta::default(), VOTE, Source::Http, 0).unwrap();
+        let id = s.votes[0].vote_id.clone();
+        let r = reply_published(&s, Ok(vec![Err(PublishFailure::Unavailable("delivery timed out".into()))]));
+        assert_eq!((r.status, r.idempotency_key.as_deref()), (503, Some(id.as_str())));
+        let b = body(&r);
+        assert_eq!(b["error"]["vote_id"].as_str(), Some(id.as_str()));
+        assert!(b["error"]["message"].as_str().unwrap().contains(&format!("Idempotency-Key: {id}")), "{b}");
+        let t = Reply::timeout().may_have_published(std::slice::from_ref(&id));
+        assert_eq!((t.status, t.idempotency_key.as_deref(), body(&t)["error"]["vote_id"].as_str()), (503, Some(id.as_str()), Some(id.as_str())));
+        let none = Reply::timeout().may_have_published(&[]);
+        assert_eq!((none.idempotency_key.as_deref(), body(&none)["error"].get("vote_id")), (None, None), "nothing published: nothing to name");
+        let final_ = reply_published(&s, Ok(vec![Err(PublishFailure::Conflict { key: id.clone() })]));
+        assert_eq!((final_.status, final_.idempotency_key.as_deref()), (409, None));
     }
 
     #[test]

@@ -125,6 +125,23 @@ impl Publish for VotePublisher {
     }
 }
 
+/// Why a send failed, and whether the record may still be in Kafka.
+enum SendError {
+    /// Never handed to librdkafka: certainly not in Kafka.
+    Unsent(PublishError),
+    /// Handed over, then no acknowledgement: it may be in Kafka.
+    MaybeSent(PublishError),
+}
+use SendError::{MaybeSent, Unsent};
+
+impl SendError {
+    fn into_publish_error(self) -> PublishError {
+        match self {
+            Unsent(e) | MaybeSent(e) => e,
+        }
+    }
+}
+
 /// Publishes votes to one topic; cheap to clone and share.
 #[derive(Clone)]
 pub struct VotePublisher {
@@ -172,9 +189,10 @@ impl VotePublisher {
         self
     }
 
-    /// For each vote: may it be published (`Ok`), or is its key taken (`Err(Conflict)`)?
-    async fn check_claims(&self, votes: &[Vote]) -> Vec<Result<(), PublishError>> {
-        let Some(claims) = &self.claims else { return votes.iter().map(|_| Ok(())).collect() };
+    /// For each vote: may it be published (`Ok(true)` when this call took its
+    /// key, `Ok(false)` for a retry or unchecked), or is its key taken (`Err(Conflict)`)?
+    async fn check_claims(&self, votes: &[Vote]) -> Vec<Result<bool, PublishError>> {
+        let Some(claims) = &self.claims else { return votes.iter().map(|_| Ok(false)).collect() };
         match claims.claim(votes).await {
             Ok(verdicts) => votes
                 .iter()
@@ -184,15 +202,28 @@ impl VotePublisher {
                         self.progress.claim_conflicts(1);
                         Err(PublishError::Conflict { vote_id: v.vote_id.clone() })
                     }
-                    Claim::First | Claim::Retry => Ok(()),
+                    Claim::First => Ok(true),
+                    Claim::Retry => Ok(false),
                 })
                 .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "idempotency keys not checked: redis unavailable");
                 self.progress.claims_unchecked(votes.len());
-                votes.iter().map(|_| Ok(())).collect()
+                votes.iter().map(|_| Ok(false)).collect()
             }
         }
+    }
+
+    /// Send `vote`; if this call took its key and the record never reached
+    /// librdkafka's queue (so it cannot be in Kafka), give the key back.
+    async fn send_claimed(&self, vote: &Vote, took_key: bool) -> Result<Ack, PublishError> {
+        let r = self.send(vote).await;
+        if let (Err(Unsent(_)), true, Some(claims)) = (&r, took_key, &self.claims) {
+            if let Err(e) = claims.release(vote).await {
+                tracing::debug!(error = %e, vote_id = %vote.vote_id, "claim not released (it expires with the window)");
+            }
+        }
+        r.map_err(SendError::into_publish_error)
     }
 
     pub fn config(&self) -> &PublisherConfig {
@@ -208,13 +239,16 @@ impl VotePublisher {
     pub async fn publish(&self, vote: &Vote) -> Result<Ack, PublishError> {
         let _permit = self.in_flight.clone().try_acquire_owned().map_err(|_| overloaded())?;
         // Without key claims nothing to check (and no allocation per vote).
+        let mut took_key = false;
         if self.claims.is_some() {
-            if let Some(Err(conflict)) = self.check_claims(std::slice::from_ref(vote)).await.pop() {
-                return Err(conflict);
+            match self.check_claims(std::slice::from_ref(vote)).await.pop() {
+                Some(Err(conflict)) => return Err(conflict),
+                Some(Ok(took)) => took_key = took,
+                None => {}
             }
         }
         self.progress.started(self.in_flight() <= 1);
-        self.send(vote).await
+        self.send_claimed(vote, took_key).await
     }
 
     /// Publish a batch: all or nothing for admission (the batch takes
@@ -225,13 +259,13 @@ impl VotePublisher {
         let claimed = self.check_claims(votes).await;
         self.progress.started(self.in_flight() <= votes.len());
         Ok(futures::future::join_all(votes.iter().zip(claimed).map(|(v, claim)| async move {
-            claim?;
-            self.send(v).await
+            let took_key = claim?;
+            self.send_claimed(v, took_key).await
         }))
         .await)
     }
 
-    async fn send(&self, vote: &Vote) -> Result<Ack, PublishError> {
+    async fn send(&self, vote: &Vote) -> Result<Ack, SendError> {
         let rec = record::encode(vote);
         let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
         for (key, value) in &rec.headers {
@@ -240,8 +274,8 @@ impl VotePublisher {
         let fr = FutureRecord::to(&self.topic).key(&rec.key).payload(&rec.value).headers(headers);
         let delivery = match self.producer.send_result(fr) {
             Ok(d) => d,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => return Err(overloaded()),
-            Err((e, _)) => return Err(PublishError::Unavailable(e.to_string())),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => return Err(Unsent(overloaded())),
+            Err((e, _)) => return Err(Unsent(PublishError::Unavailable(e.to_string()))),
         };
         // librdkafka fails the message after message.timeout.ms; the extra
         // second only guards against a lost report.
@@ -251,9 +285,9 @@ impl VotePublisher {
                 self.progress.acked();
                 Ok(Ack { partition: d.partition, offset: d.offset })
             }
-            Ok(Ok(Err((e, _)))) => Err(PublishError::Unavailable(e.to_string())),
-            Ok(Err(_canceled)) => Err(PublishError::Unavailable("producer shut down".into())),
-            Err(_) => Err(PublishError::Unavailable("no delivery report in time".into())),
+            Ok(Ok(Err((e, _)))) => Err(MaybeSent(PublishError::Unavailable(e.to_string()))),
+            Ok(Err(_canceled)) => Err(MaybeSent(PublishError::Unavailable("producer shut down".into()))),
+            Err(_) => Err(MaybeSent(PublishError::Unavailable("no delivery report in time".into()))),
         }
     }
 

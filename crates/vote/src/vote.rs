@@ -79,16 +79,31 @@ pub struct RawVote {
 impl RawVote {
     /// Validate and normalise. `fallback_id` is used when the vote carries no
     /// `vote_id` of its own; with neither, a UUIDv7 is generated.
+    ///
+    /// An id of the batch form `KEY#<fingerprint>` ([`assemble_batch`]) is
+    /// accepted when the fingerprint is this vote's: an intake that derived it
+    /// (the `/grpc` hop) hands it on, and every intake takes it by the same
+    /// rule; no client can make it name another vote.
     pub fn validate(self, source: Source, received_at_ms: i64, fallback_id: Option<String>) -> Result<Vote, VoteError> {
         let band = normalise_text("band", self.band)?;
         let album = normalise_text("album", self.album)?;
         let year = parse_year(self.year)?;
         let rank = parse_rank(self.rank)?;
-        let vote_id = match self.vote_id.or(fallback_id) {
-            Some(id) => check_vote_id("vote_id", id)?,
+        let mut vote = Vote { vote_id: String::new(), band, album, year, rank, source, received_at_ms };
+        vote.vote_id = match self.vote_id.or(fallback_id) {
+            Some(id) => match id.split_once('#') {
+                Some((key, fp)) => {
+                    check_vote_id("vote_id", key.to_owned())?;
+                    if fp != vote.fingerprint().simple().to_string() {
+                        return Err(VoteError::field("vote_id", FieldProblem::BadVoteId));
+                    }
+                    id
+                }
+                None => check_vote_id("vote_id", id)?,
+            },
             None => uuid::Uuid::now_v7().to_string(),
         };
-        Ok(Vote { vote_id, band, album, year, rank, source, received_at_ms })
+        Ok(vote)
     }
 }
 
@@ -164,14 +179,16 @@ impl Vote {
     }
 }
 
-/// Invisible format characters (Unicode category Cf: zero-width spaces and
-/// joiners, bidi controls such as U+202E, the BOM, tags): they would make one
-/// band two keys, or reverse what a dashboard shows.
-fn is_format_character(c: char) -> bool {
-    matches!(c as u32,
-        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2 | 0x180E
-        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB
-        | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
+/// Invisible characters: Unicode's `Default_Ignorable_Code_Point` (zero-width
+/// spaces and joiners, variation selectors, Hangul fillers, U+034F, tags, ...)
+/// and every format character (category Cf: bidi controls such as U+202E, the
+/// BOM, prepended marks). They would make one band two keys, or reverse what
+/// a dashboard shows. Both properties come from ICU4X's data, not a hand list.
+fn is_invisible(c: char) -> bool {
+    use icu_properties::props::{DefaultIgnorableCodePoint, GeneralCategory};
+    use icu_properties::{CodePointMapData, CodePointSetData};
+    CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c)
+        || CodePointMapData::<GeneralCategory>::new().get(c) == GeneralCategory::Format
 }
 
 /// Trim, collapse inner whitespace runs to one space, NFC-normalise (so "é"
@@ -179,7 +196,7 @@ fn is_format_character(c: char) -> bool {
 fn normalise_text(field: &'static str, value: Option<String>) -> Result<String, VoteError> {
     use unicode_normalization::UnicodeNormalization as _;
     let value = value.ok_or_else(|| VoteError::field(field, FieldProblem::Missing))?;
-    if value.chars().any(|c| (c.is_control() && !c.is_whitespace()) || is_format_character(c)) {
+    if value.chars().any(|c| (c.is_control() && !c.is_whitespace()) || is_invisible(c)) {
         return Err(VoteError::field(field, FieldProblem::ControlCharacter));
     }
     let normalised = value.split_whitespace().collect::<Vec<_>>().join(" ").nfc().collect::<String>();
@@ -302,6 +319,46 @@ mod tests {
         assert_eq!(problem(missing.validate(Source::Http, 0, None)), ("album".into(), FieldProblem::Missing));
         let bad_id = raw("a", "b", "2000", "1").validate(Source::Http, 0, Some("has space".into()));
         assert_eq!(problem(bad_id), ("vote_id".into(), FieldProblem::BadVoteId));
+    }
+
+    /// A batch item's derived id (`KEY#<fingerprint>`) passes validation
+    /// again as the vote's own id (the /grpc hop hands it to the producer),
+    /// but only on the vote it was derived from.
+    #[test]
+    fn a_derived_id_validates_only_on_its_own_vote() {
+        let items = vec![raw("Caifanes", "El Silencio", "1992", "1"), raw("Maná", "x", "1992", "1")];
+        let votes = assemble_batch(items.clone(), Some("req-1"), Source::Http, 0).unwrap();
+        for (item, vote) in items.iter().zip(&votes) {
+            let again = RawVote { vote_id: Some(vote.vote_id.clone()), ..item.clone() }.validate(Source::Grpc, 0, None).unwrap();
+            assert_eq!(again.vote_id, vote.vote_id);
+            again.check().unwrap();
+        }
+        let forged = RawVote { vote_id: Some(votes[0].vote_id.clone()), ..items[1].clone() }.validate(Source::Grpc, 0, None);
+        assert_eq!(problem(forged), ("vote_id".into(), FieldProblem::BadVoteId));
+        let bad_key = RawVote { vote_id: Some(format!("a b#{}", votes[0].fingerprint().simple())), ..items[0].clone() }.validate(Source::Grpc, 0, None);
+        assert_eq!(problem(bad_key), ("vote_id".into(), FieldProblem::BadVoteId));
+    }
+
+    /// Every Default_Ignorable_Code_Point (the whole property, U+0000..U+10FFFF)
+    /// is refused inside a name; the ones a hand list once missed are named.
+    #[test]
+    fn every_default_ignorable_code_point_is_refused() {
+        use icu_properties::props::DefaultIgnorableCodePoint;
+        use icu_properties::CodePointSetData;
+        let named = [0x034F, 0x115F, 0x1160, 0x3164, 0xFE00, 0xFE0F, 0x180B, 0x180C, 0x180D, 0x2060, 0x2064, 0xFFA0, 0xE0100];
+        let set = CodePointSetData::new::<DefaultIgnorableCodePoint>();
+        let all: Vec<char> = (0..=0x10FFFFu32).filter_map(char::from_u32).filter(|c| set.contains(*c)).collect();
+        assert!(all.len() > 4000, "the property's data is there ({} code points)", all.len());
+        for n in named {
+            assert!(all.contains(&char::from_u32(n).unwrap()), "U+{n:04X} is Default_Ignorable");
+        }
+        for c in all {
+            let r = raw(&format!("Soda{c}Stereo"), "b", "2000", "1").validate(Source::Http, 0, None);
+            assert_eq!(problem(r), ("band".into(), FieldProblem::ControlCharacter), "U+{:04X}", c as u32);
+        }
+        for fine in ["Café Tacvba", "Maná", "방탄소년단", "Los Prisioneros 🎸", "Sigur Rós", "Ñu"] {
+            raw(fine, fine, "2000", "1").validate(Source::Http, 0, None).unwrap_or_else(|e| panic!("{fine}: {e}"));
+        }
     }
 
     #[test]

@@ -93,9 +93,10 @@ impl AppState {
         rx
     }
 
+    /// The Redis reader, connecting if there is none. The lock is never held
+    /// across the (up to 2 s) connect: no request waits behind another's.
     async fn counters(&self) -> Result<Counters, String> {
-        let mut slot = self.counters.lock().await;
-        if let Some(c) = slot.as_ref() {
+        if let Some(c) = self.counters.lock().await.as_ref() {
             return Ok(c.clone());
         }
         let connect = Counters::connect(&self.sources.redis_url, &self.sources.redis_prefix);
@@ -103,20 +104,18 @@ impl AppState {
             .await
             .map_err(|_| "redis: connection timed out".to_string())?
             .map_err(|e| format!("redis: {e}"))?;
-        *slot = Some(c.clone());
-        Ok(c)
+        Ok(self.counters.lock().await.get_or_insert(c).clone())
     }
 
+    /// The MongoDB reader (opening it does not touch the server).
     async fn log(&self) -> Result<VoteLog, String> {
-        let mut slot = self.log.lock().await;
-        if let Some(l) = slot.as_ref() {
+        if let Some(l) = self.log.lock().await.as_ref() {
             return Ok(l.clone());
         }
         let l = VoteLog::open(&self.sources.mongo_url, &self.sources.mongo_db, &self.sources.mongo_collection)
             .await
             .map_err(|e| format!("mongodb: {e}"))?;
-        *slot = Some(l.clone());
-        Ok(l)
+        Ok(self.log.lock().await.get_or_insert(l).clone())
     }
 
     /// The results document, or why it cannot be read.
@@ -246,6 +245,10 @@ async fn log_page(State(s): State<Arc<AppState>>, Query(q): Query<LogQuery>) -> 
     Json(body).into_response()
 }
 
+/// Ready = the process serves (its page, and the page's banner when a store
+/// is down): always 200, so a store outage never takes the page away behind
+/// a load balancer. The stores' state is in the body, as `ok` / `unavailable`
+/// (details in the log, not on a public endpoint).
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     let redis = match s.counters().await {
         Ok(c) => c.ping().await.map_err(|e| e.to_string()),
@@ -255,7 +258,13 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
         Ok(l) => l.ping().await.map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
-    let body = json!({ "redis": redis.as_ref().err().map_or("ok".to_string(), Clone::clone), "mongodb": mongo.as_ref().err().map_or("ok".to_string(), Clone::clone) });
-    let status = if redis.is_ok() && mongo.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(body)).into_response()
+    let state = |r: &Result<(), String>, store: &str| match r {
+        Ok(()) => "ok",
+        Err(e) => {
+            tracing::warn!(store, error = %e, "store unavailable");
+            "unavailable"
+        }
+    };
+    let body = json!({ "status": "ok", "redis": state(&redis, "redis"), "mongodb": state(&mongo, "mongodb") });
+    (StatusCode::OK, Json(body)).into_response()
 }
