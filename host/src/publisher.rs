@@ -81,6 +81,7 @@ fn to_wit_error(e: PublishError) -> wit::PublishError {
         }
         PublishError::Unavailable(m) | PublishError::Config(m) => wit::PublishError::Unavailable(m),
         PublishError::Conflict { vote_id } => wit::PublishError::Conflict(vote_id),
+        e @ PublishError::TooManyBands { .. } => wit::PublishError::Invalid(e.to_string()),
     }
 }
 

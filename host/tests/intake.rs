@@ -485,3 +485,26 @@ async fn trickling_bodies_do_not_starve_the_instance_pool() {
     assert!(statuses.get("408").copied().unwrap_or(0) > 0, "{statuses:?}");
     assert_eq!(kit::read_topic(&topic, 20, Duration::from_secs(20)).await.len(), 20);
 }
+
+/// Past the cap of distinct band names a vote for a new name is a 422 naming
+/// it; known names keep passing (issue 21, item 12).
+#[tokio::test]
+async fn a_new_band_past_the_cap_is_422_naming_it() {
+    let topic = kit::fresh_topic("intake-bandcap", 1).await;
+    let names = bandvote_store::BandNames::new(&kit::redis_url(), &format!("{}:", kit::unique("bandcap")), 2).unwrap();
+    let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() }).unwrap().with_band_cap(names);
+    let runtime = IntakeRuntime::new(&component(), PublisherHost::new(publisher, HostMetrics::new()), limits()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(bandvote_host::server::serve_intake(listener, runtime.clone(), std::future::pending(), Duration::from_secs(1)));
+    let vote = |band: &str| format!(r#"{{"name":"{band}","album":"x","year":"1990","rank":"1"}}"#);
+    for band in ["Caifanes", "Maná"] {
+        assert_eq!(post(addr, "/", None, vote(band)).await.0, 201);
+    }
+    let (status, _, json) = post(addr, "/", None, vote("Made Up Band")).await;
+    assert_eq!(status, 422, "{json}");
+    assert!(json["error"]["message"].as_str().unwrap().contains("Made Up Band"), "{json}");
+    assert_eq!(post(addr, "/", None, vote("Caifanes")).await.0, 201, "known names keep passing");
+    assert_eq!(kit::read_topic(&topic, 3, Duration::from_secs(20)).await.len(), 3, "the refused vote never reached Kafka");
+    assert_eq!(runtime.host().metrics.votes.with_label_values(&["invalid"]).get(), 1);
+}

@@ -20,6 +20,7 @@ fn failure(e: PublishError) -> PublishFailure {
     match e {
         PublishError::Overloaded { retry_after } => PublishFailure::Overloaded { retry_after_secs: retry_after.as_secs().max(1) },
         PublishError::Conflict { vote_id } => PublishFailure::Conflict { key: vote_id },
+        e @ PublishError::TooManyBands { .. } => PublishFailure::Invalid(e.to_string()),
         other => PublishFailure::Unavailable(other.to_string()),
     }
 }

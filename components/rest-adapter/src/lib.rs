@@ -82,6 +82,10 @@ fn produce(votes: Vec<WitVote>) -> Result<Vec<Result<Ack, PublishError>>, Publis
                 .map(|(o, id)| match (o["partition"].as_i64(), o["offset"].as_i64()) {
                     (Some(p), Some(off)) if o["error_code"].is_null() => Ok(Ack { partition: p as i32, offset: off }),
                     _ if o["error_code"].as_i64() == Some(40901) => Err(PublishError::Conflict(id)),
+                    // 422xx: refused for good (a new band name past the cap).
+                    _ if o["error_code"].as_i64().is_some_and(|c| (42200..42300).contains(&c)) => {
+                        Err(PublishError::Invalid(o["error"].as_str().unwrap_or("vote refused").to_owned()))
+                    }
                     _ => Err(PublishError::Unavailable(o["error"].as_str().unwrap_or("record not acknowledged").to_owned())),
                 })
                 .collect())

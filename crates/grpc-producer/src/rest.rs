@@ -119,6 +119,10 @@ async fn produce_inner(b: &RestBridge, topic: &str, headers: &HeaderMap, body: &
                 b.metrics.votes.with_label_values(&["conflict"]).inc();
                 json!({ "partition": null, "offset": null, "error_code": 40901, "error": e.to_string() })
             }
+            Err(e @ PublishError::TooManyBands { .. }) => {
+                b.metrics.votes.with_label_values(&["invalid"]).inc();
+                json!({ "partition": null, "offset": null, "error_code": 42204, "error": e.to_string() })
+            }
             Err(e) => {
                 b.metrics.votes.with_label_values(&["unavailable"]).inc();
                 json!({ "partition": null, "offset": null, "error_code": 50002, "error": e.to_string() })

@@ -34,6 +34,8 @@ pub fn unavailable(e: &PublishError) -> Status {
         PublishError::Overloaded { .. } => Status::resource_exhausted(e.to_string()),
         // Final: the key stands for another vote; retrying will not help.
         PublishError::Conflict { .. } => return Status::already_exists(e.to_string()),
+        // Final: a new band name past the cap.
+        PublishError::TooManyBands { .. } => return Status::invalid_argument(e.to_string()),
         _ => Status::unavailable(e.to_string()),
     };
     let ms = (e.retry_after_secs() * 1000).to_string();
@@ -91,6 +93,7 @@ impl GrpcIntake {
             Ok(_) => "acked",
             Err(PublishError::Overloaded { .. }) => "overloaded",
             Err(PublishError::Conflict { .. }) => "conflict",
+            Err(PublishError::TooManyBands { .. }) => "invalid",
             Err(_) => "unavailable",
         };
         self.metrics.votes.with_label_values(&[outcome]).inc();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use bandvote_store::KeyClaims;
+use bandvote_store::{BandNames, KeyClaims};
 
 use crate::{PublishError, PublisherConfig, VotePublisher};
 
@@ -34,16 +34,26 @@ pub struct PublisherArgs {
     /// Seconds an idempotency key keeps standing for its vote.
     #[arg(long, env = "BANDVOTE_IDEMPOTENCY_WINDOW_SECS", default_value_t = 300)]
     pub idempotency_window_secs: u64,
+    /// Most distinct band names counted (kept in the same Redis as the keys);
+    /// a vote for a new name past it is refused (422 / INVALID_ARGUMENT). 0: no cap.
+    #[arg(long, env = "BANDVOTE_MAX_BANDS", default_value_t = 1_000)]
+    pub max_bands: usize,
 }
 
 impl PublisherArgs {
-    /// The publisher these flags describe, with key claims when a Redis URL is set.
+    /// The publisher these flags describe, with key claims and the band-name
+    /// cap when a Redis URL is set.
     pub fn connect(&self) -> Result<VotePublisher, PublishError> {
         let publisher = VotePublisher::new(self.publisher())?;
         let Some(url) = &self.idempotency_redis_url else { return Ok(publisher) };
         let window = Duration::from_secs(self.idempotency_window_secs.max(1));
         let claims = KeyClaims::new(url, "", window).map_err(|e| PublishError::Config(format!("idempotency redis {url}: {e}")))?;
-        Ok(publisher.with_key_claims(claims))
+        let publisher = publisher.with_key_claims(claims);
+        if self.max_bands == 0 {
+            return Ok(publisher);
+        }
+        let names = BandNames::new(url, "", self.max_bands).map_err(|e| PublishError::Config(format!("band names redis {url}: {e}")))?;
+        Ok(publisher.with_band_cap(names))
     }
 
     pub fn publisher(&self) -> PublisherConfig {

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bandvote_store::{Claim, KeyClaims};
+use bandvote_store::{BandNames, Claim, KeyClaims};
 use bandvote_vote::{record, Vote};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -90,6 +90,10 @@ pub enum PublishError {
     /// vote within the claim window (HTTP 409, gRPC ALREADY_EXISTS). Final: a retry will not help.
     #[error("idempotency key {vote_id:?} was already used for a different vote")]
     Conflict { vote_id: String },
+    /// The band is a new name and the deployment already counts its cap of
+    /// distinct names (HTTP 422, gRPC INVALID_ARGUMENT). Final.
+    #[error("band {band:?} is a new name and {cap} distinct bands are counted already (the cap): vote for one of them")]
+    TooManyBands { band: String, cap: usize },
     /// The publisher's configuration is wrong (fatal at start-up).
     #[error("kafka client configuration: {0}")]
     Config(String),
@@ -125,6 +129,13 @@ impl Publish for VotePublisher {
     }
 }
 
+/// The band-name cap and the names this process saw admitted.
+#[derive(Clone)]
+struct BandCap {
+    names: BandNames,
+    known: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
 /// Why a send failed, and whether the record may still be in Kafka.
 enum SendError {
     /// Never handed to librdkafka: certainly not in Kafka.
@@ -151,6 +162,7 @@ pub struct VotePublisher {
     progress: Arc<Progress>,
     config: Arc<PublisherConfig>,
     claims: Option<KeyClaims>,
+    band_names: Option<BandCap>,
 }
 
 impl VotePublisher {
@@ -176,6 +188,7 @@ impl VotePublisher {
             progress: Arc::new(Progress::new()),
             config: Arc::new(config),
             claims: None,
+            band_names: None,
         })
     }
 
@@ -187,6 +200,54 @@ impl VotePublisher {
     pub fn with_key_claims(mut self, claims: KeyClaims) -> Self {
         self.claims = Some(claims);
         self
+    }
+
+    /// Bound the distinct band names ([`BandNames`]): a vote for a new name past
+    /// the cap is refused with [`PublishError::TooManyBands`]. Names admitted
+    /// once are remembered here, so known bands cost no Redis round trip; if
+    /// Redis cannot be reached the vote is published unchecked.
+    pub fn with_band_cap(mut self, names: BandNames) -> Self {
+        self.band_names = Some(BandCap { names, known: Arc::new(std::sync::Mutex::new(std::collections::HashSet::new())) });
+        self
+    }
+
+    /// For each vote: `Err(TooManyBands)` when its band is new past the cap.
+    async fn check_bands(&self, votes: &[Vote]) -> Vec<Result<(), PublishError>> {
+        let Some(cap) = &self.band_names else { return votes.iter().map(|_| Ok(())).collect() };
+        let unknown: Vec<&str> = {
+            let known = cap.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut unknown: Vec<&str> = votes.iter().map(|v| v.band.as_str()).filter(|b| !known.contains(*b)).collect();
+            unknown.sort_unstable();
+            unknown.dedup();
+            unknown
+        };
+        let mut refused = std::collections::HashSet::new();
+        if !unknown.is_empty() {
+            match cap.names.admit(&unknown).await {
+                Ok(admitted) => {
+                    let mut known = cap.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    for (name, ok) in unknown.iter().zip(admitted) {
+                        if ok {
+                            known.insert((*name).to_owned());
+                        } else {
+                            refused.insert(*name);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "band names not checked: redis unavailable"),
+            }
+        }
+        votes
+            .iter()
+            .map(|v| {
+                if refused.contains(v.band.as_str()) {
+                    self.progress.bands_refused(1);
+                    Err(PublishError::TooManyBands { band: v.band.clone(), cap: cap.names.cap() })
+                } else {
+                    Ok(())
+                }
+            })
+            .collect()
     }
 
     /// For each vote: may it be published (`Ok(true)` when this call took its
@@ -239,6 +300,11 @@ impl VotePublisher {
     pub async fn publish(&self, vote: &Vote) -> Result<Ack, PublishError> {
         let _permit = self.in_flight.clone().try_acquire_owned().map_err(|_| overloaded())?;
         // Without key claims nothing to check (and no allocation per vote).
+        if self.band_names.is_some() {
+            if let Some(Err(refused)) = self.check_bands(std::slice::from_ref(vote)).await.pop() {
+                return Err(refused);
+            }
+        }
         let mut took_key = false;
         if self.claims.is_some() {
             match self.check_claims(std::slice::from_ref(vote)).await.pop() {
@@ -256,9 +322,11 @@ impl VotePublisher {
     pub async fn publish_batch(&self, votes: &[Vote]) -> Result<Vec<Result<Ack, PublishError>>, PublishError> {
         let n = u32::try_from(votes.len()).map_err(|_| overloaded())?;
         let _permits = self.in_flight.clone().try_acquire_many_owned(n).map_err(|_| overloaded())?;
+        let bands = self.check_bands(votes).await;
         let claimed = self.check_claims(votes).await;
         self.progress.started(self.in_flight() <= votes.len());
-        Ok(futures::future::join_all(votes.iter().zip(claimed).map(|(v, claim)| async move {
+        Ok(futures::future::join_all(votes.iter().zip(bands).zip(claimed).map(|((v, band), claim)| async move {
+            band?;
             let took_key = claim?;
             self.send_claimed(v, took_key).await
         }))

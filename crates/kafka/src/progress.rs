@@ -21,6 +21,8 @@ pub struct Progress {
     claim_conflicts: AtomicU64,
     /// Votes published without a key check (Redis unreachable).
     claims_unchecked: AtomicU64,
+    /// Votes refused: a new band name past the cap.
+    bands_refused: AtomicU64,
 }
 
 impl Progress {
@@ -31,6 +33,7 @@ impl Progress {
             busy_since_ms: AtomicU64::new(0),
             claim_conflicts: AtomicU64::new(0),
             claims_unchecked: AtomicU64::new(0),
+            bands_refused: AtomicU64::new(0),
         }
     }
 
@@ -41,6 +44,11 @@ impl Progress {
     /// `n` votes were refused: their keys stood for other votes.
     pub fn claim_conflicts(&self, n: usize) {
         self.claim_conflicts.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// `n` votes were refused: new band names past the cap.
+    pub fn bands_refused(&self, n: usize) {
+        self.bands_refused.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// `n` votes went out without a key check.
@@ -91,6 +99,7 @@ pub(crate) struct PublisherCollector {
     stalled: IntGauge,
     conflicts: IntCounter,
     unchecked: IntCounter,
+    bands_refused: IntCounter,
     descs: Vec<Desc>,
 }
 
@@ -106,8 +115,16 @@ impl PublisherCollector {
         ))?;
         let unchecked =
             IntCounter::with_opts(opts("idempotency_unchecked_total", "Votes published without an idempotency key check (Redis unreachable)"))?;
-        let descs = [in_flight.desc(), last_ack_age.desc(), stalled.desc(), conflicts.desc(), unchecked.desc()].into_iter().flatten().cloned().collect();
-        Ok(Self { publisher, in_flight, last_ack_age, stalled, conflicts, unchecked, descs })
+        let bands_refused = IntCounter::with_opts(opts(
+            "bands_refused_total",
+            "Votes refused (422 / INVALID_ARGUMENT): a new band name past the cap of distinct names",
+        ))?;
+        let descs = [in_flight.desc(), last_ack_age.desc(), stalled.desc(), conflicts.desc(), unchecked.desc(), bands_refused.desc()]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        Ok(Self { publisher, in_flight, last_ack_age, stalled, conflicts, unchecked, bands_refused, descs })
     }
 }
 
@@ -123,7 +140,16 @@ impl Collector for PublisherCollector {
         let progress = &self.publisher.progress;
         self.conflicts.inc_by(progress.claim_conflicts.load(Ordering::Relaxed).saturating_sub(self.conflicts.get()));
         self.unchecked.inc_by(progress.claims_unchecked.load(Ordering::Relaxed).saturating_sub(self.unchecked.get()));
-        [self.in_flight.collect(), self.last_ack_age.collect(), self.stalled.collect(), self.conflicts.collect(), self.unchecked.collect()].concat()
+        self.bands_refused.inc_by(progress.bands_refused.load(Ordering::Relaxed).saturating_sub(self.bands_refused.get()));
+        [
+            self.in_flight.collect(),
+            self.last_ack_age.collect(),
+            self.stalled.collect(),
+            self.conflicts.collect(),
+            self.unchecked.collect(),
+            self.bands_refused.collect(),
+        ]
+        .concat()
     }
 }
 

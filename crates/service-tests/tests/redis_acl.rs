@@ -181,6 +181,12 @@ async fn consumer_web_and_grafana_work_as_their_acl_users_and_readers_cannot_wri
     let claims = bandvote_store::KeyClaims::new(&url["intake"], "", Duration::from_secs(5)).unwrap();
     let claimed = claims.claim(&[kit::vote("Caifanes", Some(&kit::unique("acl-key")))]).await.expect("the intake claims keys as its ACL user");
     assert_eq!(claimed, [bandvote_store::Claim::First]);
+    let given_back = kit::vote("Caifanes", Some(&kit::unique("acl-key")));
+    claims.claim(std::slice::from_ref(&given_back)).await.unwrap();
+    claims.release(&given_back).await.expect("the intake gives a claim back as its ACL user");
+    // ... and admits band names into the capped set.
+    let names = bandvote_store::BandNames::new(&url["intake"], "", 1_000).unwrap();
+    assert_eq!(names.admit(&["Caifanes"]).await.expect("the intake admits band names as its ACL user"), [true]);
     let mut intake = redis::Client::open(url["intake"].as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let read: Result<Option<String>, _> = redis::cmd("GET").arg(format!("{prefix}votes:total")).query_async(&mut intake).await;
     assert!(read.is_err(), "the intake user reads no counters");

@@ -22,6 +22,9 @@ pub const APPLYING: &str = "applying:";
 /// What an idempotency key (vote id) stands for, for a window (`idem:<vote id>`
 /// → fingerprint; [`crate::key_claims`]).
 pub const CLAIMED_KEY: &str = "idem:";
+/// Set of the band names admitted so far, at most the deployment's cap
+/// ([`crate::band_names`]).
+pub const KNOWN_BANDS: &str = "bands:known";
 /// The per-vote set of early versions; deleted by a rebuild, never written.
 pub const LEGACY_SEEN_VOTES: &str = "seen_votes";
 

@@ -13,6 +13,7 @@
 //! Nothing here knows Kafka beyond a vote's position ([`Located`]), so readers
 //! build without librdkafka.
 
+pub mod band_names;
 pub mod counters;
 pub mod key_claims;
 pub mod keys;
@@ -23,6 +24,7 @@ use std::collections::HashMap;
 
 use bandvote_vote::Vote;
 
+pub use band_names::BandNames;
 pub use counters::{Applied, Counters};
 pub use key_claims::{Claim, KeyClaims};
 #[cfg(feature = "mongo")]

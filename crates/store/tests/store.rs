@@ -194,6 +194,17 @@ async fn log_pages_follow_their_cursors_newest_first() {
     log.collection().drop().await.unwrap();
 }
 
+/// The distinct band names are capped: known names always pass, a new one
+/// only while the set has room.
+#[tokio::test]
+async fn band_names_are_admitted_up_to_the_cap() {
+    let names = bandvote_store::BandNames::new(&kit::redis_url(), &format!("{}:", kit::unique("bands")), 2).unwrap();
+    assert_eq!(names.admit(&["Caifanes", "Maná"]).await.unwrap(), [true, true]);
+    assert_eq!(names.admit(&["Café Tacvba", "Caifanes"]).await.unwrap(), [false, true], "full: a new name is refused, a known one passes");
+    let down = bandvote_store::BandNames::new("redis://127.0.0.1:1/", "", 2).unwrap();
+    assert!(down.admit(&["x"]).await.is_err(), "an error fast (the publisher then publishes unchecked)");
+}
+
 #[tokio::test]
 async fn key_claims_tell_first_use_retry_and_conflict_and_expire() {
     use bandvote_store::{Claim, KeyClaims};

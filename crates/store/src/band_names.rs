@@ -1,0 +1,71 @@
+//! The distinct band names a deployment counts, bounded: every new name is a
+//! new hash field and leaderboard member in Redis (and a row a rebuild loads),
+//! so a client sending made-up names must not grow them without end. One
+//! Redis set (`bands:known`) holds the names admitted so far; a new name is
+//! admitted while the set has fewer than `cap`, refused past it (HTTP 422,
+//! gRPC INVALID_ARGUMENT). A contest roster, when there is one, replaces this
+//! cap with its own list.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use crate::keys;
+
+/// Admit `ARGV[1]` into the set `KEYS[1]` of at most `ARGV[2]` names.
+/// 1: known or admitted now; 0: new, and the set is full.
+static ADMIT_LUA: &str = r"
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
+if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('SADD', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+";
+
+/// The bounded set of band names, over one auto-reconnecting connection.
+#[derive(Clone)]
+pub struct BandNames {
+    con: ConnectionManager,
+    key: String,
+    cap: usize,
+    script: Script,
+}
+
+impl BandNames {
+    /// The set at `url` (keys under `prefix`), connected on first use; an
+    /// admission gives up after 500 ms (the caller then publishes unchecked).
+    pub fn new(url: &str, prefix: &str, cap: usize) -> Result<Self, redis::RedisError> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(Duration::from_millis(500)))
+            .set_number_of_retries(1);
+        let con = ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)?;
+        Ok(Self { con, key: format!("{prefix}{}", keys::KNOWN_BANDS), cap, script: Script::new(ADMIT_LUA) })
+    }
+
+    /// How many distinct names are admitted at most.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Admit each name (one round trip); `true` per name that is known or
+    /// admitted now, `false` when it is new and the cap is reached.
+    pub async fn admit(&self, names: &[&str]) -> Result<Vec<bool>, redis::RedisError> {
+        let mut pipe = redis::pipe();
+        for name in names {
+            pipe.cmd("EVALSHA").arg(self.script.get_hash()).arg(1).arg(&self.key).arg(*name).arg(self.cap);
+        }
+        let mut con = self.con.clone();
+        let codes: Vec<i64> = match pipe.query_async(&mut con).await {
+            Ok(c) => c,
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.script.load_async(&mut con).await?;
+                pipe.query_async(&mut con).await?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(codes.into_iter().map(|c| c == 1).collect())
+    }
+}
