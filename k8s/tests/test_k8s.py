@@ -377,3 +377,24 @@ def test_plain_secret_is_caught():
 def test_broken_dockerfile_is_caught():
     assert lint_dockerfile("FROM rust:latest\nRUN cargo build\n")
     assert "runtime stage does not switch to a non-root USER" in lint_dockerfile("FROM a:1 AS b\nFROM c:2\nUSER root\n")
+
+
+def test_alert_rules_use_real_metrics_and_are_loaded():
+    """Every metric an alert rule reads is exported by a service (the
+    publisher's own metrics carry the binary's prefix), and Prometheus loads
+    the rules file from its mounted config."""
+    metrics = set()
+    for src in ["host/src/metrics.rs", "crates/consumer/src/metrics.rs", "crates/grpc-producer/src/metrics.rs"]:
+        metrics |= set(re.findall(r'"(bandvote_[a-z_]+)"', (ROOT / src).read_text()))
+    progress = set(re.findall(r'opts\(\s*"([a-z_]+)"', (ROOT / "crates/kafka/src/progress.rs").read_text()))
+    metrics |= {f"{prefix}_{name}" for prefix in ("bandvote_host", "bandvote_grpc") for name in progress}
+    rules = yaml.safe_load((K8S / "base/prometheus/alerts.yml").read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    assert exprs
+    for expr in exprs:
+        for name in re.findall(r"\b(bandvote_[a-z_]+)", expr):
+            assert name in metrics, f"alert reads {name}, which no service exports"
+    config = yaml.safe_load((K8S / "base/prometheus/prometheus.yml").read_text())
+    assert "/etc/prometheus/alerts.yml" in config["rule_files"]
+    cm = next(o for o in render("local") if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("prometheus-config"))
+    assert "alerts.yml" in cm["data"]
