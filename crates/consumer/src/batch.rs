@@ -45,11 +45,11 @@ impl Batch {
     /// consumer fetched again after a seek back (revoke + re-assign while the
     /// batch was filling), and counting it would count it twice.
     pub fn push_record(&mut self, partition: i32, offset: i64, key: &[u8], value: &[u8], schema: Option<&[u8]>) {
-        if let Some(held) = self.partitions.get(&partition) {
-            if offset <= held.last_offset {
-                self.refetched += 1;
-                return;
-            }
+        if let Some(held) = self.partitions.get(&partition)
+            && offset <= held.last_offset
+        {
+            self.refetched += 1;
+            return;
         }
         let entry = self.partitions.entry(partition).or_insert_with(|| PartitionBatch { votes: Vec::new(), first_offset: offset, last_offset: offset });
         entry.last_offset = offset;

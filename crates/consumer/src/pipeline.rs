@@ -434,14 +434,14 @@ impl Pipeline {
         let (consumer, topic) = (self.consumer.clone(), self.config.topic.clone());
         let low = tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, r.partition, Duration::from_secs(5)).map(|(low, _)| low)).await;
         let mut from = r.from;
-        if let Ok(Ok(low)) = low {
-            if low > r.from {
-                tracing::error!(partition = r.partition, from = r.from, log_start = low, "records the counters never saw are gone from Kafka (retention): they cannot be counted; run `recount --rebuild` to count what MongoDB has");
-                if let Err(e) = self.applier.counters().skip_lost(&self.config.topic, r.partition, low - 1).await {
-                    tracing::warn!(error = %e, "could not move the counters past the lost records; will retry on the next batch");
-                }
-                from = low;
+        if let Ok(Ok(low)) = low
+            && low > r.from
+        {
+            tracing::error!(partition = r.partition, from = r.from, log_start = low, "records the counters never saw are gone from Kafka (retention): they cannot be counted; run `recount --rebuild` to count what MongoDB has");
+            if let Err(e) = self.applier.counters().skip_lost(&self.config.topic, r.partition, low - 1).await {
+                tracing::warn!(error = %e, "could not move the counters past the lost records; will retry on the next batch");
             }
+            from = low;
         }
         if let Err(e) = self.consumer.seek(&self.config.topic, r.partition, Offset::Offset(from), Duration::from_secs(5)) {
             tracing::warn!(partition = r.partition, from, error = %e, "seek back failed; the next batch of this partition is refused again (a gap) and the seek retried");

@@ -279,10 +279,10 @@ impl VotePublisher {
     /// librdkafka's queue (so it cannot be in Kafka), give the key back.
     async fn send_claimed(&self, vote: &Vote, took_key: bool) -> Result<Ack, PublishError> {
         let r = self.send(vote).await;
-        if let (Err(Unsent(_)), true, Some(claims)) = (&r, took_key, &self.claims) {
-            if let Err(e) = claims.release(vote).await {
-                tracing::debug!(error = %e, vote_id = %vote.vote_id, "claim not released (it expires with the window)");
-            }
+        if let (Err(Unsent(_)), true, Some(claims)) = (&r, took_key, &self.claims)
+            && let Err(e) = claims.release(vote).await
+        {
+            tracing::debug!(error = %e, vote_id = %vote.vote_id, "claim not released (it expires with the window)");
         }
         r.map_err(SendError::into_publish_error)
     }
@@ -300,10 +300,10 @@ impl VotePublisher {
     pub async fn publish(&self, vote: &Vote) -> Result<Ack, PublishError> {
         let _permit = self.in_flight.clone().try_acquire_owned().map_err(|_| overloaded())?;
         // Without key claims nothing to check (and no allocation per vote).
-        if self.band_names.is_some() {
-            if let Some(Err(refused)) = self.check_bands(std::slice::from_ref(vote)).await.pop() {
-                return Err(refused);
-            }
+        if self.band_names.is_some()
+            && let Some(Err(refused)) = self.check_bands(std::slice::from_ref(vote)).await.pop()
+        {
+            return Err(refused);
         }
         let mut took_key = false;
         if self.claims.is_some() {

@@ -77,7 +77,7 @@ impl Refusal {
     pub fn of(e: &redis::RedisError) -> Option<Self> {
         match e.code() {
             Some("NOSTATE") => Some(Self::CountersLost),
-            Some("GAP") => e.detail().and_then(|d| d.trim().split_whitespace().next()?.parse().ok()).map(|applied| Self::Gap { applied }),
+            Some("GAP") => e.detail().and_then(|d| d.split_whitespace().next()?.parse().ok()).map(|applied| Self::Gap { applied }),
             _ => None,
         }
     }

@@ -215,13 +215,13 @@ async fn key_claims_tell_first_use_retry_and_conflict_and_expire() {
     assert_eq!(claims.claim(&[a.clone(), c.clone()]).await.unwrap(), [Claim::First, Claim::First]);
     assert_eq!(claims.claim(&[a.clone(), b.clone()]).await.unwrap(), [Claim::Retry, Claim::Conflict]);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(claims.claim(&[b.clone()]).await.unwrap(), [Claim::First], "after the window the key is free again");
+    assert_eq!(claims.claim(std::slice::from_ref(&b)).await.unwrap(), [Claim::First], "after the window the key is free again");
     // A claim given back (its publish never reached Kafka) frees the key for a corrected vote at once;
     // releasing for another vote than the holder changes nothing.
     claims.release(&a).await.unwrap();
-    assert_eq!(claims.claim(&[a.clone()]).await.unwrap(), [Claim::Conflict], "only the holder's release counts");
+    assert_eq!(claims.claim(std::slice::from_ref(&a)).await.unwrap(), [Claim::Conflict], "only the holder's release counts");
     claims.release(&b).await.unwrap();
-    assert_eq!(claims.claim(&[a.clone()]).await.unwrap(), [Claim::First]);
+    assert_eq!(claims.claim(std::slice::from_ref(&a)).await.unwrap(), [Claim::First]);
     // Redis unreachable: an error fast, never a hang (the publisher then publishes unchecked).
     let down = KeyClaims::new("redis://127.0.0.1:1/", "", Duration::from_secs(1)).unwrap();
     let started = std::time::Instant::now();
