@@ -398,3 +398,28 @@ def test_alert_rules_use_real_metrics_and_are_loaded():
     assert "/etc/prometheus/alerts.yml" in config["rule_files"]
     cm = next(o for o in render("local") if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("prometheus-config"))
     assert "alerts.yml" in cm["data"]
+
+
+def test_spinapp_variables_reach_the_component():
+    """The SpinApp's spec.variables are Spin variables: each must be declared in
+    spin.toml's [variables] and handed to the component ([component.intake.variables]),
+    whose adapter reads exactly those keys through wasi:config/store; the REST
+    proxy it names must be an allowed outbound host of the component."""
+    import tomllib
+    manifest = tomllib.loads((ROOT / "spin.toml").read_text())
+    declared = set(manifest["variables"])
+    component = manifest["component"]["intake"]
+    handed = {k for k, v in component["variables"].items() if v.strip() == "{{ %s }}" % k}
+    adapter = (ROOT / "components/rest-adapter/src/lib.rs").read_text()
+    read = set(re.findall(r'config\("([a-z_]+)"\)', adapter))
+    assert read and read <= handed <= declared, (read, handed, declared)
+    assert component["source"] == "dist/bandvote-intake-spin.wasm"
+    spinapp = next(o for o in render("spinkube") if o["kind"] == "SpinApp")
+    values = {v["name"]: v["value"] for v in spinapp["spec"]["variables"]}
+    assert set(values) <= declared, set(values) - declared
+    url = values["kafka_rest_url"]
+    assert url in component["allowed_outbound_hosts"], f"{url} is not an allowed outbound host"
+    # ... and it names the REST bridge's Service and port in the overlay.
+    svc = next(o for o in render("spinkube") if o["kind"] == "Service" and o["metadata"]["name"] == "bandvote-grpc")
+    host, port = url.removeprefix("http://").split(":")
+    assert host.split(".")[0] == "bandvote-grpc" and int(port) in [p["port"] for p in svc["spec"]["ports"]]
