@@ -251,28 +251,41 @@ impl VotePublisher {
     }
 
     /// For each vote: may it be published (`Ok(true)` when this call took its
-    /// key, `Ok(false)` for a retry or unchecked), or is its key taken (`Err(Conflict)`)?
+    /// key, `Ok(false)` for a retry, unchecked, or an id the intake generated),
+    /// or is its key taken (`Err(Conflict)`)? Only ids that can collide are
+    /// claimed: a generated id ([`bandvote_vote::is_generated_id`]) belongs to
+    /// no other vote, so keyless traffic makes no Redis round trip.
     async fn check_claims(&self, votes: &[Vote]) -> Vec<Result<bool, PublishError>> {
         let Some(claims) = &self.claims else { return votes.iter().map(|_| Ok(false)).collect() };
-        match claims.claim(votes).await {
-            Ok(verdicts) => votes
-                .iter()
-                .zip(verdicts)
-                .map(|(v, c)| match c {
+        let collidable: Vec<&Vote> = votes.iter().filter(|v| !bandvote_vote::is_generated_id(&v.vote_id)).collect();
+        if collidable.is_empty() {
+            return votes.iter().map(|_| Ok(false)).collect();
+        }
+        let owned: Vec<Vote> = collidable.iter().map(|v| (*v).clone()).collect();
+        let mut verdicts = match claims.claim(&owned).await {
+            Ok(verdicts) => verdicts.into_iter(),
+            Err(e) => {
+                tracing::warn!(error = %e, "idempotency keys not checked: redis unavailable");
+                self.progress.claims_unchecked(owned.len());
+                return votes.iter().map(|_| Ok(false)).collect();
+            }
+        };
+        votes
+            .iter()
+            .map(|v| {
+                if bandvote_vote::is_generated_id(&v.vote_id) {
+                    return Ok(false);
+                }
+                match verdicts.next().unwrap_or(Claim::Retry) {
                     Claim::Conflict => {
                         self.progress.claim_conflicts(1);
                         Err(PublishError::Conflict { vote_id: v.vote_id.clone() })
                     }
                     Claim::First => Ok(true),
                     Claim::Retry => Ok(false),
-                })
-                .collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "idempotency keys not checked: redis unavailable");
-                self.progress.claims_unchecked(votes.len());
-                votes.iter().map(|_| Ok(false)).collect()
-            }
-        }
+                }
+            })
+            .collect()
     }
 
     /// Send `vote`; if this call took its key and the record never reached

@@ -101,7 +101,7 @@ impl RawVote {
                 }
                 None => check_vote_id("vote_id", id)?,
             },
-            None => uuid::Uuid::now_v7().to_string(),
+            None => generated_id(),
         };
         Ok(vote)
     }
@@ -254,6 +254,32 @@ fn check_stored_id(id: &str) -> Result<(), VoteError> {
     check_vote_id("vote_id", client.to_owned()).and_then(|_| if derived_ok { Ok(()) } else { Err(VoteError::field("vote_id", FieldProblem::BadVoteId)) })
 }
 
+/// The 12 `rand_a` bits of every vote id an intake generates (a UUIDv7 with
+/// these bits fixed instead of random: still a valid UUIDv7, time-ordered).
+const GENERATED_TAG: u16 = 0xB07;
+
+/// A new vote id for a vote that came without one: a UUIDv7 tagged as
+/// generated here ([`is_generated_id`]).
+pub fn generated_id() -> String {
+    let mut bytes = *uuid::Uuid::now_v7().as_bytes();
+    bytes[6] = 0x70 | ((GENERATED_TAG >> 8) as u8);
+    bytes[7] = (GENERATED_TAG & 0xFF) as u8;
+    uuid::Uuid::from_bytes(bytes).to_string()
+}
+
+/// Whether an intake generated this id ([`generated_id`]): no other vote can
+/// ever carry it, so it cannot collide and needs no idempotency-key claim.
+/// A client key that happens to be a UUIDv7 with the same 12 bits (1 in 4,096
+/// random ones) is taken for generated too: it is then not claimed, which
+/// costs only the 409 on its reuse (the consumer still counts an id once).
+pub fn is_generated_id(id: &str) -> bool {
+    id.len() == 36
+        && uuid::Uuid::try_parse(id).is_ok_and(|u| {
+            let b = u.as_bytes();
+            u.get_version_num() == 7 && b[6] & 0x0F == (GENERATED_TAG >> 8) as u8 && b[7] == (GENERATED_TAG & 0xFF) as u8
+        })
+}
+
 pub(crate) fn check_vote_id(field: &'static str, id: String) -> Result<String, VoteError> {
     let ok = !id.is_empty()
         && id.len() <= limits::MAX_VOTE_ID_LEN
@@ -319,6 +345,25 @@ mod tests {
         assert_eq!(problem(missing.validate(Source::Http, 0, None)), ("album".into(), FieldProblem::Missing));
         let bad_id = raw("a", "b", "2000", "1").validate(Source::Http, 0, Some("has space".into()));
         assert_eq!(problem(bad_id), ("vote_id".into(), FieldProblem::BadVoteId));
+    }
+
+    /// Ids the intake generates are recognised as such; client keys, derived
+    /// batch ids and plain UUIDs are not.
+    #[test]
+    fn generated_ids_are_told_from_client_keys() {
+        let v = raw("a", "b", "2000", "1").validate(Source::Http, 0, None).unwrap();
+        assert!(is_generated_id(&v.vote_id), "{}", v.vote_id);
+        assert_eq!(uuid::Uuid::parse_str(&v.vote_id).unwrap().get_version_num(), 7);
+        v.check().unwrap();
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            assert!(ids.insert(generated_id()), "unique");
+        }
+        for client in ["k1", "req-9", &uuid::Uuid::now_v7().to_string(), &format!("req-9#{}", v.fingerprint().simple())] {
+            let keyed = raw("a", "b", "2000", "1").validate(Source::Http, 0, Some(client.to_owned())).unwrap();
+            assert!(!is_generated_id(&keyed.vote_id) || client.len() == 36, "{client}");
+        }
+        assert!(!is_generated_id("k1") && !is_generated_id(&uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, b"x").to_string()));
     }
 
     /// A batch item's derived id (`KEY#<fingerprint>`) passes validation
