@@ -387,8 +387,6 @@ impl bandvote_kafka::Publish for AckedTooLate {
 /// header); the client's retry with it is stored and counted once.
 #[tokio::test]
 async fn a_timed_out_publish_names_the_vote_and_its_retry_counts_once() {
-    use bandvote_consumer::metrics::ConsumerMetrics;
-    use bandvote_consumer::pipeline::Pipeline;
     let topic = kit::fresh_topic("intake-late", 1).await;
     bandvote_kafka::ensure_topic(&kit::kafka_brokers(), &format!("{topic}-dlq"), 1).await.unwrap();
     let inner = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() }).unwrap();
@@ -415,12 +413,8 @@ async fn a_timed_out_publish_names_the_vote_and_its_retry_counts_once() {
     assert!(recs.iter().all(|r| r.key == key.as_bytes()));
 
     let cfg = bandvote_service_tests::isolated_consumer("late", &topic);
-    let pipeline = Pipeline::connect(cfg, ConsumerMetrics::new()).await.unwrap();
-    let (counters, log) = (pipeline.applier().counters().clone(), pipeline.applier().log().clone());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let consumer = tokio::spawn(pipeline.run(async move {
-        let _ = stop_rx.await;
-    }));
+    let consumer = bandvote_service_tests::run_consumer(cfg).await;
+    let (counters, log) = (consumer.counters.clone(), consumer.log.clone());
     let deadline = Instant::now() + Duration::from_secs(30);
     while counters.applied_offsets(&topic).await.unwrap().get(&0).copied() != Some(recs[1].offset) {
         assert!(Instant::now() < deadline, "the consumer did not apply both records");
@@ -428,8 +422,7 @@ async fn a_timed_out_publish_names_the_vote_and_its_retry_counts_once() {
     }
     assert_eq!(counters.totals().await.unwrap().total, 1, "counted once");
     assert_eq!(log.collection().count_documents(mongodb::bson::doc! {}).await.unwrap(), 1, "stored once");
-    let _ = stop_tx.send(());
-    let _ = consumer.await;
+    consumer.stop().await;
 }
 
 /// Slowloris: 600 connections trickle their bodies (one byte a second) at a

@@ -80,8 +80,8 @@ impl Batch {
 mod tests {
     use super::*;
 
-    #[test]
-    fn groups_by_partition_and_sets_aside_poison() {
+    /// One valid vote as the record an intake writes.
+    fn a_vote_record() -> record::KafkaRecord {
         let v = bandvote_vote::RawVote {
             band: Some("a".into()),
             album: Some("b".into()),
@@ -91,7 +91,12 @@ mod tests {
         }
         .validate(bandvote_vote::Source::Http, 0, None)
         .unwrap();
-        let rec = record::encode(&v);
+        record::encode(&v)
+    }
+
+    #[test]
+    fn groups_by_partition_and_sets_aside_poison() {
+        let rec = a_vote_record();
         let mut b = Batch::default();
         b.push(1, 10, &rec.key, &rec.value);
         b.push(0, 3, &rec.key, &rec.value);
@@ -110,16 +115,7 @@ mod tests {
     /// each offset is kept once (the first time), whatever its kind.
     #[test]
     fn an_offset_fetched_twice_is_held_once() {
-        let v = bandvote_vote::RawVote {
-            band: Some("a".into()),
-            album: Some("b".into()),
-            year: Some("2000".into()),
-            rank: Some("1".into()),
-            vote_id: Some("id-1".into()),
-        }
-        .validate(bandvote_vote::Source::Http, 0, None)
-        .unwrap();
-        let rec = record::encode(&v);
+        let rec = a_vote_record();
         let mut b = Batch::default();
         for offset in [5, 6, 7] {
             b.push(0, offset, &rec.key, &rec.value);

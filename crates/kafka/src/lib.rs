@@ -257,23 +257,24 @@ impl VotePublisher {
     /// no other vote, so keyless traffic makes no Redis round trip.
     async fn check_claims(&self, votes: &[Vote]) -> Vec<Result<bool, PublishError>> {
         let Some(claims) = &self.claims else { return votes.iter().map(|_| Ok(false)).collect() };
-        let collidable: Vec<&Vote> = votes.iter().filter(|v| !bandvote_vote::is_generated_id(&v.vote_id)).collect();
-        if collidable.is_empty() {
+        let collidable: Vec<bool> = votes.iter().map(|v| !bandvote_vote::is_generated_id(&v.vote_id)).collect();
+        let n = collidable.iter().filter(|c| **c).count();
+        if n == 0 {
             return votes.iter().map(|_| Ok(false)).collect();
         }
-        let owned: Vec<Vote> = collidable.iter().map(|v| (*v).clone()).collect();
-        let mut verdicts = match claims.claim(&owned).await {
+        let mut verdicts = match claims.claim(votes.iter().zip(&collidable).filter(|(_, c)| **c).map(|(v, _)| v)).await {
             Ok(verdicts) => verdicts.into_iter(),
             Err(e) => {
                 tracing::warn!(error = %e, "idempotency keys not checked: redis unavailable");
-                self.progress.claims_unchecked(owned.len());
+                self.progress.claims_unchecked(n);
                 return votes.iter().map(|_| Ok(false)).collect();
             }
         };
         votes
             .iter()
-            .map(|v| {
-                if bandvote_vote::is_generated_id(&v.vote_id) {
+            .zip(collidable)
+            .map(|(v, collidable)| {
+                if !collidable {
                     return Ok(false);
                 }
                 match verdicts.next().unwrap_or(Claim::Retry) {

@@ -5,8 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use bandvote_consumer::metrics::ConsumerMetrics;
-use bandvote_consumer::pipeline::Pipeline;
 use bandvote_consumer::recount;
 use bandvote_grpc::proto::bandvote::vote_service_client::VoteServiceClient;
 use bandvote_testkit as kit;
@@ -22,12 +20,8 @@ async fn kill_9_of_host_and_grpc_loses_and_doubles_nothing() {
     let topic = kit::fresh_topic("intake-kill", 3).await;
     bandvote_kafka::ensure_topic(&kit::kafka_brokers(), &format!("{topic}-dlq"), 1).await.unwrap();
     let cfg = bandvote_service_tests::isolated_consumer("faults", &topic);
-    let pipeline = Pipeline::connect(cfg.clone(), ConsumerMetrics::new()).await.unwrap();
-    let (counters, log) = (pipeline.applier().counters().clone(), pipeline.applier().log().clone());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let consumer = tokio::spawn(pipeline.run(async move {
-        let _ = stop_rx.await;
-    }));
+    let consumer = bandvote_service_tests::run_consumer(cfg.clone()).await;
+    let (counters, log) = (consumer.counters.clone(), consumer.log.clone());
 
     let common = vec![("BANDVOTE_KAFKA_BROKERS".to_string(), kit::kafka_brokers()), ("BANDVOTE_TOPIC".to_string(), topic.clone())];
     let (http, host_admin) = (free_addr(), free_addr());
@@ -120,6 +114,5 @@ async fn kill_9_of_host_and_grpc_loses_and_doubles_nothing() {
     assert_eq!(totals.total, want, "every acknowledged vote counted exactly once");
     assert_eq!(log.collection().count_documents(mongodb::bson::doc! {}).await.unwrap(), want, "stored once");
     assert!(recount::recount(&log, &counters).await.unwrap().1.is_empty());
-    let _ = stop_tx.send(());
-    consumer.await.unwrap();
+    consumer.stop().await;
 }

@@ -10,8 +10,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bandvote_consumer::config::ConsumerConfig;
-use bandvote_consumer::metrics::ConsumerMetrics;
-use bandvote_consumer::pipeline::Pipeline;
 use bandvote_kafka::{PublisherConfig, VotePublisher};
 use bandvote_store::{Counters, Totals};
 use bandvote_testkit as kit;
@@ -92,12 +90,8 @@ async fn consumer_web_and_grafana_work_as_their_acl_users_and_readers_cannot_wri
     bandvote_kafka::ensure_topic(&kit::kafka_brokers(), &format!("{topic}-dlq"), 1).await.unwrap();
     let cfg = ConsumerConfig { redis_url: url["consumer"].clone(), batch_max: 50, ..bandvote_service_tests::isolated_consumer("acl", &topic) };
     let prefix = cfg.redis_prefix.clone();
-    let pipeline = Pipeline::connect(cfg, ConsumerMetrics::new()).await.unwrap();
-    let as_consumer = pipeline.applier().counters().clone();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let consumer = tokio::spawn(pipeline.run(async move {
-        let _ = stop_rx.await;
-    }));
+    let consumer = bandvote_service_tests::run_consumer(cfg).await;
+    let as_consumer = consumer.counters.clone();
     let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() }).unwrap();
     let bands = ["Caifanes", "Maná", "Café Tacvba", "Aterciopelados"];
     for i in 0..40 {
@@ -113,8 +107,7 @@ async fn consumer_web_and_grafana_work_as_their_acl_users_and_readers_cannot_wri
     assert!(as_consumer.begin_rebuild("acl-test", Duration::from_secs(5)).await.unwrap());
     assert_eq!(as_consumer.appliers_writing().await.unwrap(), 0);
     as_consumer.end_rebuild("acl-test").await.unwrap();
-    let _ = stop_tx.send(());
-    consumer.await.unwrap();
+    consumer.stop().await;
     let totals: Totals = counters.totals().await.unwrap();
     assert_eq!(totals.total, 40);
 

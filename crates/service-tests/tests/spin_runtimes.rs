@@ -17,8 +17,6 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bandvote_consumer::metrics::ConsumerMetrics;
-use bandvote_consumer::pipeline::Pipeline;
 use bandvote_testkit as kit;
 use bandvote_testkit::process::{bin, free_addr, log_dir, wait_ready, Service};
 use serde_json::Value;
@@ -159,12 +157,8 @@ async fn spin_artifact_on_spinkube_and_our_wasmtime_answers_and_counts_once() {
 
     // The consumer counts what the runtimes acknowledged: once each.
     let cfg = bandvote_service_tests::isolated_consumer("spin", &topic);
-    let pipeline = Pipeline::connect(cfg, ConsumerMetrics::new()).await.unwrap();
-    let (counters, log) = (pipeline.applier().counters().clone(), pipeline.applier().log().clone());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let consumer = tokio::spawn(pipeline.run(async move {
-        let _ = stop_rx.await;
-    }));
+    let consumer = bandvote_service_tests::run_consumer(cfg).await;
+    let (counters, log) = (consumer.counters.clone(), consumer.log.clone());
     let want = acked.len() as u64;
     let deadline = Instant::now() + Duration::from_secs(60);
     while counters.totals().await.map(|t| t.total).unwrap_or(0) < want && Instant::now() < deadline {
@@ -177,7 +171,6 @@ async fn spin_artifact_on_spinkube_and_our_wasmtime_answers_and_counts_once() {
         assert_eq!(log.collection().count_documents(mongodb::bson::doc! { "_id": id }).await.unwrap(), 1, "vote {id} stored");
     }
     assert_eq!(counters.band_total("Bohemia Suburbana").await.unwrap(), want / 5);
-    let _ = stop_tx.send(());
-    let _ = consumer.await;
+    consumer.stop().await;
     bridge.kill_9();
 }

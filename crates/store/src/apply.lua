@@ -23,11 +23,12 @@ if ARGV[7] == '1' and redis.call('EXISTS', offsets) == 0 then
   return redis.error_reply('NOSTATE no applied offsets but the vote log is not empty: rebuild from MongoDB')
 end
 local stored_raw = redis.call('HGET', offsets, partition)
-local applied = tonumber(stored_raw or '-1')
+local stored = tonumber(stored_raw or '-1')
+local applied = stored
 -- Redis went back in time (restored, a replica promoted): the records after
 -- its applied offset were never counted here. The consumer seeks back.
-if stored_raw and tonumber(ARGV[6]) > applied + 1 then
-  return redis.error_reply('GAP ' .. applied)
+if stored_raw and tonumber(ARGV[6]) > stored + 1 then
+  return redis.error_reply('GAP ' .. stored)
 end
 local last = tonumber(ARGV[4])
 local now = ARGV[5]
@@ -52,7 +53,6 @@ if counted > 0 then
   redis.call('INCRBY', sec, counted)
   redis.call('EXPIRE', sec, 3600)
 end
-local stored = tonumber(redis.call('HGET', offsets, partition) or '-1')
 if last > stored then
   redis.call('HSET', offsets, partition, last)
 end

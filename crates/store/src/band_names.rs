@@ -6,11 +6,10 @@
 //! gRPC INVALID_ARGUMENT). A contest roster, when there is one, replaces this
 //! cap with its own list.
 
-use std::time::Duration;
-
 use redis::aio::ConnectionManager;
 use redis::Script;
 
+use crate::intake_redis::{fail_fast_connection, run_script_pipeline};
 use crate::keys;
 
 /// Admit `ARGV[1]` into the set `KEYS[1]` of at most `ARGV[2]` names.
@@ -37,11 +36,7 @@ impl BandNames {
     /// The set at `url` (keys under `prefix`), connected on first use; an
     /// admission gives up after 500 ms (the caller then publishes unchecked).
     pub fn new(url: &str, prefix: &str, cap: usize) -> Result<Self, redis::RedisError> {
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(Duration::from_millis(500)))
-            .set_number_of_retries(1);
-        let con = ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)?;
+        let con = fail_fast_connection(url)?;
         Ok(Self { con, key: format!("{prefix}{}", keys::KNOWN_BANDS), cap, script: Script::new(ADMIT_LUA) })
     }
 
@@ -57,15 +52,7 @@ impl BandNames {
         for name in names {
             pipe.cmd("EVALSHA").arg(self.script.get_hash()).arg(1).arg(&self.key).arg(*name).arg(self.cap);
         }
-        let mut con = self.con.clone();
-        let codes: Vec<i64> = match pipe.query_async(&mut con).await {
-            Ok(c) => c,
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.script.load_async(&mut con).await?;
-                pipe.query_async(&mut con).await?
-            }
-            Err(e) => return Err(e),
-        };
+        let codes = run_script_pipeline(&self.con, &self.script, &pipe).await?;
         Ok(codes.into_iter().map(|c| c == 1).collect())
     }
 }

@@ -12,6 +12,7 @@ use bandvote_vote::Vote;
 use redis::aio::ConnectionManager;
 use redis::Script;
 
+use crate::intake_redis::{fail_fast_connection, run_script_pipeline};
 use crate::keys;
 
 /// Claim `KEYS[1]` for fingerprint `ARGV[1]` for `ARGV[2]` seconds.
@@ -54,31 +55,19 @@ impl KeyClaims {
     /// Redis is down, and a claim gives up after 500 ms (the caller then
     /// publishes unchecked) instead of holding the vote.
     pub fn new(url: &str, prefix: &str, window: Duration) -> Result<Self, redis::RedisError> {
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(Duration::from_millis(500)))
-            .set_number_of_retries(1);
-        let con = ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)?;
+        let con = fail_fast_connection(url)?;
         Ok(Self { con, prefix: prefix.to_owned(), window, script: Script::new(CLAIM_LUA), release: Script::new(RELEASE_LUA) })
     }
 
     /// Claim each vote's id for it, in one round trip; one [`Claim`] per vote, in order.
-    pub async fn claim(&self, votes: &[Vote]) -> Result<Vec<Claim>, redis::RedisError> {
+    pub async fn claim<'a>(&self, votes: impl IntoIterator<Item = &'a Vote>) -> Result<Vec<Claim>, redis::RedisError> {
         let mut pipe = redis::pipe();
         for v in votes {
             // EVALSHA with the script's hash; loaded below when the server does not know it.
             pipe.cmd("EVALSHA").arg(self.script.get_hash()).arg(1).arg(format!("{}{}{}", self.prefix, keys::CLAIMED_KEY, v.vote_id))
                 .arg(v.fingerprint().simple().to_string()).arg(self.window.as_secs().max(1));
         }
-        let mut con = self.con.clone();
-        let codes: Vec<i64> = match pipe.query_async(&mut con).await {
-            Ok(c) => c,
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.script.load_async(&mut con).await?;
-                pipe.query_async(&mut con).await?
-            }
-            Err(e) => return Err(e),
-        };
+        let codes = run_script_pipeline(&self.con, &self.script, &pipe).await?;
         Ok(codes
             .into_iter()
             .map(|c| match c {

@@ -15,6 +15,7 @@
 
 pub mod band_names;
 pub mod counters;
+mod intake_redis;
 pub mod key_claims;
 pub mod keys;
 #[cfg(feature = "mongo")]
