@@ -162,6 +162,7 @@ fn vote_raw(seq: u64, prefix: &str) -> bandvote_vote::Vote {
         year: Some(year.into()),
         rank: Some(format!("{}", seq % 10 + 1)),
         vote_id: Some(format!("{prefix}-{seq}")),
+voter: None,
     }
     .validate(bandvote_vote::Source::Http, 0, None)
     .expect("bench votes are valid")
@@ -175,6 +176,7 @@ fn vote_pb(seq: u64, prefix: &str, invalid: bool) -> pb::Vote {
         year: if invalid { "83".into() } else { year.into() },
         rank: format!("{}", seq % 10 + 1),
         vote_id: format!("{prefix}-{seq}"),
+        voter: String::new(),
     }
 }
 

@@ -68,6 +68,8 @@ fn from_wit(v: wit::Vote) -> Result<Vote, wit::PublishError> {
             wit::Source::Grpc => Source::Grpc,
         },
         received_at_ms: v.received_at_ms,
+        voter: v.voter,
+        contest: None,
     };
     // The guest is not trusted to have validated: re-check cheaply.
     vote.check().map_err(|e| wit::PublishError::Invalid(e.to_string()))?;
@@ -82,6 +84,13 @@ fn to_wit_error(e: PublishError) -> wit::PublishError {
         PublishError::Unavailable(m) | PublishError::Config(m) => wit::PublishError::Unavailable(m),
         PublishError::Conflict { vote_id } => wit::PublishError::Conflict(vote_id),
         e @ PublishError::TooManyBands { .. } => wit::PublishError::Invalid(e.to_string()),
+        PublishError::Refused(r) => wit::PublishError::Refused(wit::Refusal {
+            status: r.http_status(),
+            code: r.code().into(),
+            field: r.field().into(),
+            message: r.to_string(),
+            details: r.details().to_string(),
+        }),
     }
 }
 
@@ -93,6 +102,7 @@ impl PublisherHost {
             Err(wit::PublishError::Unavailable(_)) => "unavailable",
             Err(wit::PublishError::Invalid(_)) => "invalid",
             Err(wit::PublishError::Conflict(_)) => "conflict",
+            Err(wit::PublishError::Refused(_)) => "refused",
         };
         self.metrics.votes.with_label_values(&[outcome]).inc();
     }

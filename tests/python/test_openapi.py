@@ -19,6 +19,10 @@ def test_openapi_matches_the_code():
     core = (ROOT / "crates/intake-core/src/lib.rs").read_text()
     codes |= set(re.findall(r'simple\(\d+, "([a-z_]+)"', core)) | set(re.findall(r'\("([a-z_]+)", (?:\*retry_after_secs|1)\)', core))
     codes |= {"timeout", "unavailable"}
+    refusal = (ROOT / "crates/contest/src/refusal.rs").read_text()
+    rules = set(re.findall(r'Self::\w+(?: \{ \.\. \}|\(_\))? => "([a-z_]+)"', refusal.split("pub fn code(&self)")[1].split("pub fn http_status")[0]))
+    assert rules == {"unknown_band", "voting_not_open", "voting_closed", "voter_required", "vote_limit_reached", "invalid_voter_token"}, rules
+    codes |= rules
     assert codes <= set(error["code"]["enum"]), codes - set(error["code"]["enum"])
     for path in ["/", "/api/results", "/api/stream", "/api/log", "/healthz", "/readyz"]:
         assert path in spec["paths"]

@@ -21,6 +21,13 @@ fn failure(e: PublishError) -> PublishFailure {
         PublishError::Overloaded { retry_after } => PublishFailure::Overloaded { retry_after_secs: retry_after.as_secs().max(1) },
         PublishError::Conflict { vote_id } => PublishFailure::Conflict { key: vote_id },
         e @ PublishError::TooManyBands { .. } => PublishFailure::Invalid(e.to_string()),
+        PublishError::Refused(r) => PublishFailure::Refused(bandvote_intake_core::Refusal {
+            status: r.http_status(),
+            code: r.code().into(),
+            field: r.field().into(),
+            message: r.to_string(),
+            details: r.details().to_string(),
+        }),
         other => PublishFailure::Unavailable(other.to_string()),
     }
 }
@@ -39,6 +46,7 @@ async fn handle(publisher: &dyn Publish, req: hyper::Request<Incoming>) -> Reply
     let meta = RequestMeta {
         content_type: ctype.as_deref(),
         idempotency_key: key.as_deref(),
+        voter: None,
         content_length: header("content-length").and_then(|v| v.parse().ok()),
     };
     if let Err(r) = core::check_declared_length(&meta) {

@@ -63,17 +63,19 @@ fn header(headers: &Fields, name: &str) -> Option<String> {
 
 fn handle_vote(request: &IncomingRequest) -> Reply {
     // The headers are a child of the request: read what we need and drop them.
-    let (content_type, idempotency_key, content_length) = {
+    let (content_type, idempotency_key, voter, content_length) = {
         let headers = request.headers();
         (
             header(&headers, "content-type"),
             header(&headers, "idempotency-key"),
+            header(&headers, "x-voter"),
             header(&headers, "content-length").and_then(|v| v.trim().parse().ok()),
         )
     };
     let meta = RequestMeta {
         content_type: content_type.as_deref(),
         idempotency_key: idempotency_key.as_deref(),
+        voter: voter.as_deref(),
         content_length,
     };
     if let Err(reply) = core::check_declared_length(&meta) {
@@ -182,6 +184,7 @@ fn to_wit(v: &Vote) -> wit::Vote {
             Source::Grpc => wit::Source::Grpc,
         },
         received_at_ms: v.received_at_ms,
+        voter: v.voter.clone(),
     }
 }
 
@@ -195,5 +198,12 @@ fn failure(e: wit::PublishError) -> PublishFailure {
         wit::PublishError::Overloaded(ms) => PublishFailure::Overloaded { retry_after_secs: u64::from(ms).div_ceil(1000) },
         wit::PublishError::Unavailable(m) => PublishFailure::Unavailable(m),
         wit::PublishError::Conflict(key) => PublishFailure::Conflict { key },
+        wit::PublishError::Refused(r) => PublishFailure::Refused(core::Refusal {
+            status: r.status,
+            code: r.code,
+            field: r.field,
+            message: r.message,
+            details: r.details,
+        }),
     }
 }

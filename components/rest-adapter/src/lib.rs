@@ -27,7 +27,7 @@ wit_bindgen::generate!({
     generate_all,
 });
 
-use exports::bandvote::publisher::publisher::{Ack, Guest, PublishError, Vote as WitVote};
+use exports::bandvote::publisher::publisher::{Ack, Guest, PublishError, Refusal, Vote as WitVote};
 use exports::bandvote::publisher::publisher::Source as WitSource;
 
 const MEDIA_TYPE: &str = "application/vnd.kafka.json.v2+json";
@@ -55,6 +55,8 @@ fn to_vote(v: WitVote) -> Vote {
             WitSource::Grpc => Source::Grpc,
         },
         received_at_ms: v.received_at_ms,
+        voter: v.voter,
+        contest: None,
     }
 }
 
@@ -82,6 +84,8 @@ fn produce(votes: Vec<WitVote>) -> Result<Vec<Result<Ack, PublishError>>, Publis
                 .map(|(o, id)| match (o["partition"].as_i64(), o["offset"].as_i64()) {
                     (Some(p), Some(off)) if o["error_code"].is_null() => Ok(Ack { partition: p as i32, offset: off }),
                     _ if o["error_code"].as_i64() == Some(40901) => Err(PublishError::Conflict(id)),
+                    // <status>10: a contest rule refused it; `error` is the intake's JSON error.
+                    _ if o["error_code"].as_i64().is_some_and(|c| c % 100 == 10 && (40000..50000).contains(&c)) => Err(refusal(o)),
                     // 422xx: refused for good (a new band name past the cap).
                     _ if o["error_code"].as_i64().is_some_and(|c| (42200..42300).contains(&c)) => {
                         Err(PublishError::Invalid(o["error"].as_str().unwrap_or("vote refused").to_owned()))
@@ -94,6 +98,24 @@ fn produce(votes: Vec<WitVote>) -> Result<Vec<Result<Ack, PublishError>>, Publis
         400 | 422 => Err(PublishError::Invalid(message)),
         s => Err(PublishError::Unavailable(format!("REST proxy answered {s}: {message}"))),
     }
+}
+
+/// A contest rule's refusal from the REST bridge's per-record error.
+fn refusal(o: &Value) -> PublishError {
+    let body: Value = o["error"].as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null);
+    let e = &body["error"];
+    let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+    let mut details = e.as_object().cloned().unwrap_or_default();
+    for k in ["status", "code", "field", "message"] {
+        details.remove(k);
+    }
+    PublishError::Refused(Refusal {
+        status: e["status"].as_u64().and_then(|s| u16::try_from(s).ok()).unwrap_or(422),
+        code: text("code"),
+        field: text("field"),
+        message: text("message"),
+        details: Value::Object(details).to_string(),
+    })
 }
 
 /// Split `http://host:port/prefix` into scheme, authority and path prefix.

@@ -88,6 +88,7 @@ mod tests {
             year: Some("2000".into()),
             rank: Some("1".into()),
             vote_id: Some("id-1".into()),
+voter: None,
         }
         .validate(bandvote_vote::Source::Http, 0, None)
         .unwrap();

@@ -15,9 +15,12 @@
 //!    the batch, and replays change nothing.
 
 pub mod batch;
+pub mod certify;
+pub mod contest_admin;
 pub mod config;
 pub mod dead_letter;
 pub mod health;
+pub mod judge;
 pub mod metrics;
 pub mod pipeline;
 pub mod recount;
@@ -37,6 +40,9 @@ pub enum SinkError {
     /// never commits) until upgraded, instead of dead-lettering acknowledged votes.
     #[error("record at partition {partition} offset {offset} has schema {schema:?}, unknown to this consumer: upgrade it")]
     UnknownSchema { schema: String, partition: i32, offset: i64 },
+    /// A contest definition could not be read.
+    #[error("contest: {0}")]
+    Contest(String),
     /// Another process is rebuilding the counters; retry the batch after it.
     #[error("counters are being rebuilt from MongoDB")]
     Rebuilding,

@@ -11,7 +11,7 @@ use bandvote_consumer::metrics::ConsumerMetrics;
 use bandvote_store::VoteLog;
 use bandvote_consumer::pipeline::Pipeline;
 use bandvote_consumer::recount;
-use bandvote_store::Counters;
+use bandvote_store::{ContestStore, Counters};
 use clap::Parser as _;
 
 #[derive(clap::Parser)]
@@ -38,6 +38,11 @@ enum Command {
         #[arg(long, value_parser = ["mongo", "kafka"], default_value = "mongo")]
         from: String,
     },
+    /// Run a contest: roster, voting window, votes per voter, certified result.
+    Contest {
+        #[command(subcommand)]
+        command: ContestCommand,
+    },
     /// The dead letters (poison records).
     Dlq {
         #[command(subcommand)]
@@ -52,6 +57,72 @@ enum DlqCommand {
     Replay,
 }
 
+#[derive(clap::Subcommand)]
+enum ContestCommand {
+    /// Create a contest (from --file, a JSON definition, or flags) and make it current.
+    Create {
+        /// A JSON definition (fields of `bandvote_contest::Contest`).
+        #[arg(long, conflicts_with_all = ["id", "title", "roster"])]
+        file: Option<std::path::PathBuf>,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        title: Option<String>,
+        /// Bands, comma-separated (empty: any band).
+        #[arg(long, value_delimiter = ',')]
+        roster: Vec<String>,
+        /// Opens this many seconds from now (0: now).
+        #[arg(long, default_value_t = 0)]
+        opens_in_secs: i64,
+        /// Stays open this many seconds.
+        #[arg(long, default_value_t = 3_600)]
+        open_for_secs: i64,
+        /// Most counted votes per voter (0: unlimited).
+        #[arg(long, default_value_t = 0)]
+        votes_per_voter: u32,
+        /// `anonymous`, `id` or `token`.
+        #[arg(long, default_value = "anonymous")]
+        voters: String,
+    },
+    /// Open voting now.
+    Open { #[arg(long)] id: Option<String> },
+    /// Close voting: votes received from the closing time on are refused (403) and never counted.
+    Close {
+        #[arg(long)]
+        id: Option<String>,
+        /// Close this many ms from now (default 2 s: longer than the intakes'
+        /// contest poll, so all of them refuse from the same instant).
+        #[arg(long, default_value_t = 2_000)]
+        in_ms: i64,
+    },
+    /// Print a contest (default: the current one), its live tally and its certificate.
+    Show { #[arg(long)] id: Option<String> },
+    /// Leave the current contest (votes count as without one; its results stay).
+    Archive,
+    /// Certify a closed contest: wait until every vote is applied, recount from
+    /// Kafka and MongoDB, compare with Redis; exit 1 and no certificate on any difference.
+    Certify {
+        #[arg(long)]
+        id: Option<String>,
+        /// Longest wait for the consumer to apply the topic up to its end.
+        #[arg(long, default_value_t = 120)]
+        wait_secs: u64,
+    },
+    /// Print voter tokens for a `voters = token` contest, one per line.
+    Tokens {
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        count: u32,
+        #[arg(long, default_value = "voter")]
+        prefix: String,
+        #[arg(long, default_value_t = 86_400)]
+        valid_secs: i64,
+        #[arg(long, env = "BANDVOTE_CONTEST_SECRET", hide_env_values = true)]
+        contest_secret: Option<String>,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     bandvote_telemetry::init_tracing();
@@ -59,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
     let config = cli.config;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(config).await,
+        Command::Contest { command } => contest_command(&config, command).await,
         Command::Dlq { command: DlqCommand::Replay } => {
             let log = VoteLog::open(&config.mongo_url, &config.mongo_db, &config.mongo_collection).await.context("connecting to MongoDB")?;
             let publisher = bandvote_kafka::VotePublisher::new(bandvote_kafka::PublisherConfig {
@@ -114,6 +186,76 @@ async fn recount_command(config: &ConsumerConfig, log: &VoteLog, counters: &Coun
     } else {
         anyhow::bail!("recount: {} differences", diffs.len())
     }
+}
+
+async fn contest_command(config: &ConsumerConfig, command: ContestCommand) -> anyhow::Result<()> {
+    use bandvote_consumer::contest_admin as admin;
+    let store = ContestStore::new(&config.redis_url, &config.redis_prefix).context("connecting to Redis")?;
+    let print = |c: &bandvote_contest::Contest| println!("{}", serde_json::to_string_pretty(c).unwrap_or_default());
+    match command {
+        ContestCommand::Create { file, id, title, roster, opens_in_secs, open_for_secs, votes_per_voter, voters } => {
+            let contest = match file {
+                Some(f) => serde_json::from_slice(&std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?)
+                    .with_context(|| format!("{} is not a contest definition", f.display()))?,
+                None => {
+                    let opens = admin::now_ms() + opens_in_secs * 1000;
+                    bandvote_contest::Contest {
+                        id: id.context("--id (or --file) is required")?,
+                        title: title.unwrap_or_default(),
+                        roster: roster.into_iter().filter(|b| !b.trim().is_empty()).map(|band| bandvote_contest::Entry { band, albums: vec![] }).collect(),
+                        opens_at_ms: opens,
+                        closes_at_ms: opens + open_for_secs * 1000,
+                        votes_per_voter,
+                        revote: bandvote_contest::Revote::Refuse,
+                        voters: serde_json::from_value(serde_json::Value::String(voters.clone())).with_context(|| format!("--voters {voters:?}: anonymous, id or token"))?,
+                    }
+                }
+            };
+            print(&admin::create(&store, contest).await?);
+        }
+        ContestCommand::Open { id } => print(&admin::open_now(&store, id.as_deref()).await?),
+        ContestCommand::Close { id, in_ms } => {
+            let c = admin::close_in(&store, id.as_deref(), in_ms).await?;
+            print(&c);
+            let wait = c.closes_at_ms - admin::now_ms();
+            if wait > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
+            }
+            println!("closed at {} ms", c.closes_at_ms);
+        }
+        ContestCommand::Archive => {
+            admin::archive(&store).await?;
+            println!("no current contest: votes count as without one");
+        }
+        ContestCommand::Show { id } => {
+            let c = admin::find(&store, id.as_deref()).await?;
+            print(&c);
+            let tally = store.tally(&c.id).await?;
+            println!("phase: {:?}; counted {} ({} voters); by status {:?}", c.phase(admin::now_ms()), tally.total, tally.voters, tally.by_status);
+            let log = VoteLog::open(&config.mongo_url, &config.mongo_db, &config.mongo_collection).await.context("connecting to MongoDB")?;
+            if let Some(cert) = log.certificate(&c.id).await? {
+                println!("final, certified at {} ms, digest {}", cert.certified_at_ms, cert.digest);
+            }
+            log.close().await;
+        }
+        ContestCommand::Tokens { id, count, prefix, valid_secs, contest_secret } => {
+            let c = admin::find(&store, id.as_deref()).await?;
+            for t in admin::tokens(&c, contest_secret.as_deref(), &prefix, count, valid_secs)? {
+                println!("{t}");
+            }
+        }
+        ContestCommand::Certify { id, wait_secs } => {
+            let c = admin::find(&store, id.as_deref()).await?;
+            let counters = Counters::connect(&config.redis_url, &config.redis_prefix).await.context("connecting to Redis")?;
+            let log = VoteLog::connect(&config.mongo_url, &config.mongo_db, &config.mongo_collection).await.context("connecting to MongoDB")?;
+            let r = bandvote_consumer::certify::certify(&config.kafka_brokers, &config.topic, &store, &counters, &log, &c.id, std::time::Duration::from_secs(wait_secs)).await;
+            log.close().await;
+            let (cert, new) = r?;
+            println!("{}", serde_json::to_string_pretty(&cert).unwrap_or_default());
+            println!("{} {}: final, certified at {} ms, digest {}", if new { "certified" } else { "already certified" }, cert.contest, cert.certified_at_ms, cert.digest);
+        }
+    }
+    Ok(())
 }
 
 async fn run(config: ConsumerConfig) -> anyhow::Result<()> {

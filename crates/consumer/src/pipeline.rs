@@ -20,7 +20,8 @@ use crate::health::KafkaHealth;
 use crate::metrics::ConsumerMetrics;
 use bandvote_store::VoteLog;
 use bandvote_store::counters::Refusal;
-use bandvote_store::Counters;
+use bandvote_store::{ContestStore, Counters, StoredVote, Tally};
+use crate::judge::{self, ContestBook, Verdict};
 use crate::{recount, SinkError};
 
 /// Hears librdkafka's events: logs rebalances (and drops the lag gauges of
@@ -153,6 +154,7 @@ pub struct BatchApplier {
     dead_letters: DeadLetters,
     counters: Counters,
     log: VoteLog,
+    contests: ContestBook,
     metrics: ConsumerMetrics,
     topic: String,
     /// The vote log held votes before the batch being applied (known once,
@@ -203,11 +205,13 @@ impl BatchApplier {
         let log = VoteLog::connect(&config.mongo_url, &config.mongo_db, &config.mongo_collection).await.map_err(SinkError::from)?;
         let dead_letters = DeadLetters::new(dlq, &config.dlq_topic, &config.topic, log.clone(), metrics.clone());
         let id = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
+        let contests = ContestBook::new(ContestStore::new(&config.redis_url, &config.redis_prefix).map_err(SinkError::from)?);
         Ok(Self {
             id,
             dead_letters,
             counters,
             log,
+            contests,
             metrics,
             topic: config.topic.clone(),
             log_nonempty: std::sync::atomic::AtomicBool::new(false),
@@ -273,30 +277,68 @@ impl BatchApplier {
     /// MongoDB first, then the counters: the part of a batch inside the rebuild fence.
     async fn write(&self, batch: &Batch, log_nonempty: bool) -> Result<Vec<ReadAgain>, SinkError> {
         let topic = &self.topic;
-        let votes: Vec<_> = batch.votes().collect();
-        let stored = self.log.store(topic, &votes).await.inspect_err(|_| self.metrics.sink_errors.with_label_values(&["mongo"]).inc())?;
+        let contests = self.contests.load(batch.votes()).await.map_err(|e| SinkError::Contest(e.to_string()))?;
+        let verdicts: std::collections::BTreeMap<i32, Vec<Verdict>> = batch
+            .partitions
+            .iter()
+            .map(|(p, pb)| (*p, pb.votes.iter().map(|v| judge::by_rules(&v.vote, &contests)).collect()))
+            .collect();
+        let judged: Vec<StoredVote<'_>> = batch
+            .partitions
+            .iter()
+            .flat_map(|(p, pb)| pb.votes.iter().zip(&verdicts[p]).map(|(v, j)| StoredVote { located: v, band: &j.band, status: j.status }))
+            .collect();
+        let stored = self.log.store_judged(topic, &judged).await.inspect_err(|_| self.metrics.sink_errors.with_label_values(&["mongo"]).inc())?;
+        drop(judged);
         self.metrics.duplicates.with_label_values(&["stored"]).inc_by(stored.already_stored);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         let mut read_again = Vec::new();
         for (partition, pb) in &batch.partitions {
-            let applied = match self.counters.apply(topic, *partition, pb, &stored.repeats, now, log_nonempty).await {
-                Ok(a) => a,
-                Err(e) => {
-                    self.metrics.sink_errors.with_label_values(&["redis"]).inc();
-                    match Refusal::of(&e) {
-                        Some(Refusal::Gap { applied }) => {
-                            tracing::warn!(partition, applied, first = pb.first_offset, "redis is behind this batch (restored older?): reading the partition again from its applied offset");
-                            read_again.push(ReadAgain { partition: *partition, from: applied + 1 });
-                            continue;
+            let is_repeat = |v: &bandvote_store::Located| stored.repeats.contains(&(v.partition, v.offset));
+            let duplicates = pb.votes.iter().filter(|v| is_repeat(v)).count() as u64;
+            let mut attempt = 0;
+            let applied = loop {
+                attempt += 1;
+                let mut verdicts = verdicts[partition].clone();
+                let judged_at = self.judge_caps(*partition, pb, &mut verdicts, &contests, &is_repeat).await?;
+                let tallies: Vec<Tally<'_>> = pb
+                    .votes
+                    .iter()
+                    .zip(&verdicts)
+                    .filter(|(v, _)| !is_repeat(v))
+                    .map(|(v, j)| Tally {
+                        offset: v.offset,
+                        band: &j.band,
+                        album: &v.vote.album,
+                        contest: v.vote.contest.as_deref(),
+                        voter: v.vote.voter.as_deref(),
+                        status: j.status,
+                    })
+                    .collect();
+                match self.counters.apply_judged(topic, *partition, pb, &tallies, duplicates, now, log_nonempty, judged_at).await {
+                    Ok(a) => break Some(a),
+                    Err(e) => {
+                        self.metrics.sink_errors.with_label_values(&["redis"]).inc();
+                        match Refusal::of(&e) {
+                            Some(Refusal::Stale) if attempt < 10 => {
+                                tracing::info!(partition, "the partition moved while its caps were judged: judging again");
+                                continue;
+                            }
+                            Some(Refusal::Gap { applied }) => {
+                                tracing::warn!(partition, applied, first = pb.first_offset, "redis is behind this batch (restored older?): reading the partition again from its applied offset");
+                                read_again.push(ReadAgain { partition: *partition, from: applied + 1 });
+                                break None;
+                            }
+                            Some(Refusal::CountersLost) => {
+                                tracing::warn!("redis lost its counters during the batch: rebuilding before the retry");
+                                return Err(SinkError::CountersLost);
+                            }
+                            _ => return Err(e.into()),
                         }
-                        Some(Refusal::CountersLost) => {
-                            tracing::warn!("redis lost its counters during the batch: rebuilding before the retry");
-                            return Err(SinkError::CountersLost);
-                        }
-                        None => return Err(e.into()),
                     }
                 }
             };
+            let Some(applied) = applied else { continue };
             self.metrics.applied.inc_by(applied.counted);
             self.metrics.duplicates.with_label_values(&["vote_id"]).inc_by(applied.duplicates);
             self.metrics.duplicates.with_label_values(&["replay"]).inc_by(applied.replayed);
@@ -304,6 +346,39 @@ impl BatchApplier {
         Ok(read_again)
     }
 
+    /// Decide the per-voter caps of one partition's votes (if any vote is
+    /// capped) against Redis, and store the decided statuses in MongoDB
+    /// before the counters move. Returns the applied offset they were
+    /// judged at (the apply script's `judged_at`).
+    async fn judge_caps(
+        &self,
+        partition: i32,
+        pb: &bandvote_store::PartitionBatch,
+        verdicts: &mut [Verdict],
+        contests: &judge::Contests,
+        is_repeat: &(dyn Fn(&bandvote_store::Located) -> bool + Sync),
+    ) -> Result<Option<i64>, SinkError> {
+        let mut voters: Vec<(&str, &str)> = pb
+            .votes
+            .iter()
+            .zip(verdicts.iter())
+            .filter(|(v, _)| !is_repeat(v))
+            .filter_map(|(v, j)| judge::cap_of(&v.vote, j, contests).map(|(c, voter, _)| (c, voter)))
+            .collect();
+        if voters.is_empty() {
+            return Ok(None);
+        }
+        voters.sort_unstable();
+        voters.dedup();
+        let (applied, counts) = self.counters.voter_counts(&self.topic, partition, &voters).await?;
+        let counts = voters.iter().zip(counts).map(|((c, v), n)| (((*c).to_owned(), (*v).to_owned()), n)).collect();
+        let decided = judge::apply_caps(&pb.votes, verdicts, contests, applied, counts, is_repeat);
+        for status in [bandvote_contest::VoteStatus::Counted, bandvote_contest::VoteStatus::OverLimit] {
+            let ids: Vec<&str> = decided.iter().filter(|i| verdicts[**i].status == Some(status)).map(|i| pb.votes[*i].vote.vote_id.as_str()).collect();
+            self.log.set_status(&ids, status).await?;
+        }
+        Ok(Some(applied))
+    }
 }
 
 impl Pipeline {

@@ -83,6 +83,11 @@ impl GrpcHop {
                 Ok(Err(status)) => status,
                 Err(_) => return Err(PublishFailure::Unavailable("the gRPC producer did not answer within the deadline".into())),
             };
+            if let (Code::InvalidArgument | Code::FailedPrecondition | Code::Unauthenticated, Some(r)) =
+                (status.code(), core::Refusal::from_json_error(status.message()))
+            {
+                return Err(PublishFailure::Refused(r));
+            }
             match status.code() {
                 Code::ResourceExhausted => return Err(PublishFailure::Overloaded { retry_after_secs: retry_after_secs(&status) }),
                 Code::InvalidArgument => return Err(PublishFailure::Invalid(status.message().to_owned())),
@@ -120,7 +125,7 @@ impl GrpcHop {
 
 /// The validated vote as the producer's message; its id travels with it.
 fn to_pb(v: &Vote) -> pb::Vote {
-    pb::Vote { band: v.band.clone(), album: v.album.clone(), year: v.year.to_string(), rank: v.rank.to_string(), vote_id: v.vote_id.clone() }
+    pb::Vote { band: v.band.clone(), album: v.album.clone(), year: v.year.to_string(), rank: v.rank.to_string(), vote_id: v.vote_id.clone(), voter: v.voter.clone().unwrap_or_default() }
 }
 
 fn retry_after_secs(status: &tonic::Status) -> u64 {
@@ -145,6 +150,7 @@ async fn handle(State(hop): State<GrpcHop>, method: Method, uri: Uri, headers: H
             let meta = RequestMeta {
                 content_type: header("content-type"),
                 idempotency_key: header("idempotency-key"),
+                voter: header("x-voter"),
                 content_length: header("content-length").and_then(|v| v.parse().ok()),
             };
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);

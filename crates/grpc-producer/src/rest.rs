@@ -105,6 +105,16 @@ async fn produce_inner(b: &RestBridge, topic: &str, headers: &HeaderMap, body: &
             r.headers_mut().insert(header::RETRY_AFTER, e.retry_after_secs().into());
             return r;
         }
+        // A contest rule refused the batch: every record carries the refusal
+        // (error_code <status>10, error = its JSON body), so an adapter can answer as our intakes do.
+        Err(PublishError::Refused(r)) => {
+            b.metrics.votes.with_label_values(&["refused"]).inc_by(votes.len() as u64);
+            let code = u32::from(r.http_status()) * 100 + 10;
+            let offsets: Vec<Value> =
+                votes.iter().map(|_| json!({ "partition": null, "offset": null, "error_code": code, "error": r.to_json().to_string() })).collect();
+            let body = json!({ "key_schema_id": null, "value_schema_id": null, "offsets": offsets });
+            return (StatusCode::OK, [(header::CONTENT_TYPE, KAFKA_JSON_V2)], Json(body)).into_response();
+        }
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, 50301, e.to_string()),
     };
     b.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());

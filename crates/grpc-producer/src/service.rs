@@ -36,6 +36,15 @@ pub fn unavailable(e: &PublishError) -> Status {
         PublishError::Conflict { .. } => return Status::already_exists(e.to_string()),
         // Final: a new band name past the cap.
         PublishError::TooManyBands { .. } => return Status::invalid_argument(e.to_string()),
+        // Final: a contest rule; the code says which (the JSON error in the message).
+        PublishError::Refused(r) => {
+            let message = r.to_json().to_string();
+            return match r.http_status() {
+                401 => Status::unauthenticated(message),
+                403 | 409 => Status::failed_precondition(message),
+                _ => Status::invalid_argument(message),
+            };
+        }
         _ => Status::unavailable(e.to_string()),
     };
     let ms = (e.retry_after_secs() * 1000).to_string();
@@ -94,6 +103,7 @@ impl GrpcIntake {
             Err(PublishError::Overloaded { .. }) => "overloaded",
             Err(PublishError::Conflict { .. }) => "conflict",
             Err(PublishError::TooManyBands { .. }) => "invalid",
+            Err(PublishError::Refused(_)) => "refused",
             Err(_) => "unavailable",
         };
         self.metrics.votes.with_label_values(&[outcome]).inc();

@@ -36,7 +36,7 @@ async fn start_with(publisher: VotePublisher) -> (String, String) {
 }
 
 fn vote(band: &str, id: &str) -> pb::Vote {
-    pb::Vote { band: band.into(), album: "Fiebre".into(), year: "2001".into(), rank: "09".into(), vote_id: id.into() }
+    pb::Vote { band: band.into(), album: "Fiebre".into(), year: "2001".into(), rank: "09".into(), vote_id: id.into(), voter: String::new() }
 }
 
 #[tokio::test]
@@ -221,7 +221,7 @@ async fn a_key_reused_for_a_different_vote_is_refused() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!((body["error"]["field"].as_str(), body["error"]["key"].as_str()), (Some("Idempotency-Key"), Some("dup-1")));
 
-    let mut other = bandvote_vote::RawVote { band: Some("Maná".into()), album: Some("x".into()), year: Some("2001".into()), rank: Some("1".into()), vote_id: Some("dup-1".into()) }
+    let mut other = bandvote_vote::RawVote { band: Some("Maná".into()), album: Some("x".into()), year: Some("2001".into()), rank: Some("1".into()), vote_id: Some("dup-1".into()), voter: None }
         .validate(bandvote_vote::Source::Http, 1_700_000_000_000, None)
         .unwrap();
     other.vote_id = "dup-1".into();

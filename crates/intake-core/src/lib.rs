@@ -103,6 +103,13 @@ impl Reply {
             PublishFailure::Overloaded { retry_after_secs } => ("overloaded", *retry_after_secs),
             PublishFailure::Unavailable(_) => ("kafka_unavailable", 1),
             PublishFailure::Invalid(_) => return Self::simple(422, "invalid_vote", &failure.to_string()),
+            PublishFailure::Refused(r) => {
+                let mut error = json!({ "status": r.status, "code": r.code, "field": r.field, "message": r.message });
+                if let (Some(e), Ok(Value::Object(d))) = (error.as_object_mut(), serde_json::from_str::<Value>(&r.details)) {
+                    e.extend(d);
+                }
+                return Self::json(r.status, json!({ "error": error }));
+            }
             PublishFailure::Conflict { key } => {
                 let error = json!({ "status": 409, "code": "idempotency_key_reused", "field": "Idempotency-Key", "key": key, "message": failure.to_string() });
                 return Self::json(409, json!({ "error": error }));
@@ -174,6 +181,8 @@ impl Reply {
 pub struct RequestMeta<'a> {
     pub content_type: Option<&'a str>,
     pub idempotency_key: Option<&'a str>,
+    /// The `X-Voter` header: the voter of every vote in the body that names none.
+    pub voter: Option<&'a str>,
     /// The `Content-Length` header, if sent: refused early when over the limit.
     pub content_length: Option<u64>,
 }
@@ -192,7 +201,8 @@ pub fn check_declared_length(meta: &RequestMeta<'_>) -> Result<(), Reply> {
 /// Check and parse a vote request body. `Err` is the reply to send at once.
 pub fn admit(meta: &RequestMeta<'_>, body: &[u8], source: Source, now_ms: i64) -> Result<Submission, Reply> {
     check_declared_length(meta)?;
-    let received = Received::new(source, now_ms).with_idempotency_key(meta.idempotency_key.map(str::to_owned));
+    let received = Received::new(source, now_ms).with_idempotency_key(meta.idempotency_key.map(str::to_owned))
+        .with_voter(meta.voter.map(str::to_owned));
     parse_body(meta.content_type, body, &received).map_err(|e| Reply::error(&e))
 }
 
@@ -211,6 +221,35 @@ pub enum PublishFailure {
     Conflict { key: String },
     Overloaded { retry_after_secs: u64 },
     Unavailable(String),
+    /// A contest rule refused the vote: final, with its own status and error.
+    Refused(Refusal),
+}
+
+/// A contest rule's refusal as the publisher reports it (the WIT `refusal`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub code: String,
+    pub field: String,
+    pub message: String,
+    /// A JSON object of extras merged into the error body.
+    pub details: String,
+}
+
+impl Refusal {
+    /// Read a refusal back from the JSON error an intake answers with
+    /// (`{"error":{"status","code","field","message",…}}`, as the gRPC
+    /// producer puts it in a status message): the `/grpc` hop answers it as is.
+    pub fn from_json_error(text: &str) -> Option<Self> {
+        let Value::Object(mut e) = serde_json::from_str::<Value>(text).ok()?.get_mut("error")?.take() else { return None };
+        let mut text = |k: &str| match e.remove(k) {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        };
+        let (code, field, message) = (text("code")?, text("field")?, text("message")?);
+        let status = u16::try_from(e.remove("status")?.as_u64()?).ok()?;
+        Some(Self { status, code, field, message, details: Value::Object(e).to_string() })
+    }
 }
 
 impl std::fmt::Display for PublishFailure {
@@ -220,6 +259,7 @@ impl std::fmt::Display for PublishFailure {
             Self::Conflict { key } => write!(f, "idempotency key {key:?} was already used for a different vote; use a new key for a new vote"),
             Self::Overloaded { retry_after_secs } => write!(f, "intake overloaded; retry after {retry_after_secs}s"),
             Self::Unavailable(m) => write!(f, "kafka unavailable: {m}"),
+            Self::Refused(r) => write!(f, "{}", r.message),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use bandvote_store::{BandNames, KeyClaims};
+use bandvote_store::{BandNames, ContestStore, KeyClaims};
 
 use crate::{PublishError, PublisherConfig, VotePublisher};
 
@@ -38,17 +38,29 @@ pub struct PublisherArgs {
     /// a vote for a new name past it is refused (422 / INVALID_ARGUMENT). 0: no cap.
     #[arg(long, env = "BANDVOTE_MAX_BANDS", default_value_t = 1_000)]
     pub max_bands: usize,
+    /// How often the current contest (in the same Redis) is read, in ms: a
+    /// contest an operator creates, opens or closes applies within this.
+    #[arg(long, env = "BANDVOTE_CONTEST_POLL_MS", default_value_t = 1_000)]
+    pub contest_poll_ms: u64,
+    /// Secret voter tokens are signed with (contests with `voters = token`);
+    /// unset: every token is refused (401).
+    #[arg(long, env = "BANDVOTE_CONTEST_SECRET", hide_env_values = true)]
+    pub contest_secret: Option<String>,
 }
 
 impl PublisherArgs {
-    /// The publisher these flags describe, with key claims and the band-name
-    /// cap when a Redis URL is set.
+    /// The publisher these flags describe, with key claims, the band-name
+    /// cap and the current contest's rules when a Redis URL is set. Call
+    /// inside a Tokio runtime (the contest is watched by a task).
     pub fn connect(&self) -> Result<VotePublisher, PublishError> {
         let publisher = VotePublisher::new(self.publisher())?;
         let Some(url) = &self.idempotency_redis_url else { return Ok(publisher) };
         let window = Duration::from_secs(self.idempotency_window_secs.max(1));
         let claims = KeyClaims::new(url, "", window).map_err(|e| PublishError::Config(format!("idempotency redis {url}: {e}")))?;
-        let publisher = publisher.with_key_claims(claims);
+        let contests = ContestStore::new(url, "").map_err(|e| PublishError::Config(format!("contest redis {url}: {e}")))?;
+        let watch = contests.watch(Duration::from_millis(self.contest_poll_ms.max(50)));
+        let secret = self.contest_secret.as_ref().map(|s| s.as_bytes().to_vec());
+        let publisher = publisher.with_key_claims(claims).with_contest(watch, secret);
         if self.max_bands == 0 {
             return Ok(publisher);
         }

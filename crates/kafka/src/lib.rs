@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bandvote_store::{BandNames, Claim, KeyClaims};
+use bandvote_store::{BandNames, Claim, ContestWatch, KeyClaims};
 use bandvote_vote::{record, Vote};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -94,6 +94,10 @@ pub enum PublishError {
     /// distinct names (HTTP 422, gRPC INVALID_ARGUMENT). Final.
     #[error("band {band:?} is a new name and {cap} distinct bands are counted already (the cap): vote for one of them")]
     TooManyBands { band: String, cap: usize },
+    /// A rule of the current contest refused the vote (HTTP 401/403/409/422
+    /// by [`bandvote_contest::Refusal::http_status`]). Final.
+    #[error("{0}")]
+    Refused(bandvote_contest::Refusal),
     /// The publisher's configuration is wrong (fatal at start-up).
     #[error("kafka client configuration: {0}")]
     Config(String),
@@ -163,6 +167,14 @@ pub struct VotePublisher {
     config: Arc<PublisherConfig>,
     claims: Option<KeyClaims>,
     band_names: Option<BandCap>,
+    contest: Option<ContestRules>,
+}
+
+/// The current contest and the secret its voter tokens are signed with.
+#[derive(Clone)]
+struct ContestRules {
+    watch: ContestWatch,
+    token_secret: Option<Arc<[u8]>>,
 }
 
 impl VotePublisher {
@@ -189,6 +201,7 @@ impl VotePublisher {
             config: Arc::new(config),
             claims: None,
             band_names: None,
+            contest: None,
         })
     }
 
@@ -211,9 +224,43 @@ impl VotePublisher {
         self
     }
 
+    /// Apply the current contest's rules ([`bandvote_contest::Contest::admit`])
+    /// to every vote: a refused vote gets [`PublishError::Refused`]; an
+    /// admitted one is stamped with the contest's id (and, in a contest of
+    /// voter tokens, the token's voter id replaces the token). Tokens are
+    /// verified here, natively, with `token_secret`: the wasm guest never
+    /// holds a secret. Without a current contest votes go through unchanged.
+    pub fn with_contest(mut self, watch: ContestWatch, token_secret: Option<Vec<u8>>) -> Self {
+        self.contest = Some(ContestRules { watch, token_secret: token_secret.map(Into::into) });
+        self
+    }
+
+    /// The vote as the current contest admits it (`Ok(None)`: no contest, unchanged).
+    fn admit(&self, vote: &Vote) -> Result<Option<Vote>, PublishError> {
+        let Some(rules) = &self.contest else { return Ok(None) };
+        let Some(contest) = rules.watch.current() else { return Ok(None) };
+        let now_ms = vote.received_at_ms;
+        let mut admitted = vote.clone();
+        if contest.voters == bandvote_contest::Voters::Token
+            && let Some(token) = &vote.voter
+        {
+            let secret = rules.token_secret.as_deref().unwrap_or_default();
+            let voter = bandvote_contest::token::verify(secret, &contest.id, token, now_ms / 1000)
+                .map_err(|e| PublishError::Refused(bandvote_contest::Refusal::InvalidToken(e.to_string())))?;
+            admitted.voter = Some(voter.to_owned());
+        }
+        contest.admit(&admitted, now_ms).map_err(PublishError::Refused)?;
+        admitted.contest = Some(contest.id.clone());
+        Ok(Some(admitted))
+    }
+
     /// For each vote: `Err(TooManyBands)` when its band is new past the cap.
     async fn check_bands(&self, votes: &[Vote]) -> Vec<Result<(), PublishError>> {
         let Some(cap) = &self.band_names else { return votes.iter().map(|_| Ok(())).collect() };
+        // A contest's roster bounds the names instead (and admitted votes are on it).
+        if self.contest.as_ref().and_then(|r| r.watch.current()).is_some_and(|c| !c.roster.is_empty()) {
+            return votes.iter().map(|_| Ok(())).collect();
+        }
         let unknown: Vec<&str> = {
             let known = cap.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut unknown: Vec<&str> = votes.iter().map(|v| v.band.as_str()).filter(|b| !known.contains(*b)).collect();
@@ -313,6 +360,8 @@ impl VotePublisher {
     /// Publish one vote; returns once Kafka acknowledged it with acks=all.
     pub async fn publish(&self, vote: &Vote) -> Result<Ack, PublishError> {
         let _permit = self.in_flight.clone().try_acquire_owned().map_err(|_| overloaded())?;
+        let admitted = self.admit(vote)?;
+        let vote = admitted.as_ref().unwrap_or(vote);
         // Without key claims nothing to check (and no allocation per vote).
         if self.band_names.is_some()
             && let Some(Err(refused)) = self.check_bands(std::slice::from_ref(vote)).await.pop()
@@ -336,6 +385,12 @@ impl VotePublisher {
     pub async fn publish_batch(&self, votes: &[Vote]) -> Result<Vec<Result<Ack, PublishError>>, PublishError> {
         let n = u32::try_from(votes.len()).map_err(|_| overloaded())?;
         let _permits = self.in_flight.clone().try_acquire_many_owned(n).map_err(|_| overloaded())?;
+        // A contest's rules refuse the whole batch at the first vote they refuse (all or nothing).
+        let admitted: Option<Vec<Vote>> = match self.contest.as_ref().and_then(|r| r.watch.current()) {
+            Some(_) => Some(votes.iter().map(|v| self.admit(v).map(|a| a.unwrap_or_else(|| v.clone()))).collect::<Result<_, _>>()?),
+            None => None,
+        };
+        let votes = admitted.as_deref().unwrap_or(votes);
         let bands = self.check_bands(votes).await;
         let claimed = self.check_claims(votes).await;
         self.progress.started(self.in_flight() <= votes.len());
@@ -443,6 +498,11 @@ fn plain_consumer(brokers: &str) -> Result<BaseConsumer, KafkaError> {
         .create()
 }
 
+/// `(partition, low, high)` watermarks of every partition of `topic`.
+pub fn watermarks_of(brokers: &str, topic: &str, timeout: Duration) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+    watermarks(&plain_consumer(brokers)?, topic, timeout)
+}
+
 /// Records held by `topic` now: the sum over its partitions of high − low watermark.
 pub fn topic_record_count(brokers: &str, topic: &str, timeout: Duration) -> Result<i64, KafkaError> {
     let c = plain_consumer(brokers)?;
@@ -518,6 +578,7 @@ mod tests {
             year: Some("2000".into()),
             rank: Some("1".into()),
             vote_id: None,
+            voter: None,
         }
         .validate(bandvote_vote::Source::Http, 0, None)
         .unwrap()

@@ -76,7 +76,7 @@ async fn kill_9_of_host_and_grpc_loses_and_doubles_nothing() {
                     if client.is_none() {
                         client = VoteServiceClient::connect(format!("http://{grpc}")).await.ok();
                     }
-                    let vote = pb::Vote { band: format!("band-{}", i % 4), album: "x".into(), year: "1990".into(), rank: "1".into(), vote_id: format!("g-{i}") };
+                    let vote = pb::Vote { band: format!("band-{}", i % 4), album: "x".into(), year: "1990".into(), rank: "1".into(), vote_id: format!("g-{i}"), voter: String::new() };
                     match client.as_mut() {
                         Some(c) => match c.cast(vote).await {
                             Ok(_) => break,

@@ -182,6 +182,7 @@ async fn soak_with_kill_9_of_broker_host_consumer_and_grpc() {
                         year: "1992".into(),
                         rank: "3".into(),
                         vote_id: format!("g-{w}-{i}"),
+                        voter: String::new(),
                     };
                     if let Some(c) = client.as_mut() {
                         match tokio::time::timeout(Duration::from_secs(15), c.cast(vote)).await {

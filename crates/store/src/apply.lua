@@ -1,7 +1,11 @@
 -- Apply one batch of one partition to the live counters, exactly once.
 -- ARGV: prefix, topic, partition, last_offset, now_secs, first_offset,
 --       log_nonempty ('1' when the vote log held votes before this batch),
---       then per vote: offset, band, album
+--       expected_applied ('' or the applied offset the consumer judged the
+--       batch's per-voter caps against: any other value refuses, STALE),
+--       then per vote: offset, band, album, contest ('' = none), voter
+--       ('' = none), status ('counted', 'over_limit', 'late', ...; '' = no
+--       contest: counted)
 -- The partition's last applied offset is stored in the same script, so a
 -- replayed batch (consumer crash before the Kafka commit, rebalance) is
 -- skipped. Client retries (the same vote id in another record) never reach
@@ -9,7 +13,8 @@
 -- Key names: keys.rs (a unit test checks this script spells them).
 -- `applied` advances with every counted offset, so an offset that appears
 -- twice in one batch (a seek back refetched it) is counted once.
--- Nothing is stored per vote. Returns {counted, skipped_replayed}.
+-- Nothing is stored per vote (per voter: one hash field per contest voter).
+-- Returns {counted, skipped_replayed}.
 local p, topic, partition = ARGV[1], ARGV[2], ARGV[3]
 -- A rebuild from MongoDB is replacing the counters: refuse; the consumer
 -- retries the batch after it (counters.rs, Counters::begin_rebuild).
@@ -30,20 +35,38 @@ local applied = stored
 if stored_raw and tonumber(ARGV[6]) > stored + 1 then
   return redis.error_reply('GAP ' .. stored)
 end
+-- The consumer judged the per-voter caps against the counters as of its
+-- read of `expected_applied`; another applier moved them since: judge again.
+if ARGV[8] ~= '' and tonumber(ARGV[8]) ~= stored then
+  return redis.error_reply('STALE ' .. stored)
+end
 local last = tonumber(ARGV[4])
 local now = ARGV[5]
 local counted, replayed = 0, 0
-for i = 8, #ARGV, 3 do
+for i = 9, #ARGV, 6 do
   local off = tonumber(ARGV[i])
   if off <= applied then
     replayed = replayed + 1
   else
-    local band, album = ARGV[i + 1], ARGV[i + 2]
-    redis.call('HINCRBY', p .. 'votos_banda', band, 1)
-    redis.call('HINCRBY', p .. 'votos_album', album, 1)
-    redis.call('ZINCRBY', p .. 'leaderboard:bands', 1, band)
-    redis.call('ZINCRBY', p .. 'leaderboard:albums', 1, album)
-    counted = counted + 1
+    local band, album, contest, voter, status = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+    local counts = status == '' or status == 'counted'
+    if counts then
+      redis.call('HINCRBY', p .. 'votos_banda', band, 1)
+      redis.call('HINCRBY', p .. 'votos_album', album, 1)
+      redis.call('ZINCRBY', p .. 'leaderboard:bands', 1, band)
+      redis.call('ZINCRBY', p .. 'leaderboard:albums', 1, album)
+      counted = counted + 1
+    end
+    if contest ~= '' then
+      local c = p .. 'contest:' .. contest .. ':'
+      redis.call('HINCRBY', c .. 'status', status, 1)
+      if counts then
+        redis.call('HINCRBY', c .. 'bands', band, 1)
+        redis.call('ZINCRBY', c .. 'board', 1, band)
+        redis.call('INCR', c .. 'total')
+        if voter ~= '' then redis.call('HINCRBY', c .. 'voters', voter, 1) end
+      end
+    end
     applied = off
   end
 end

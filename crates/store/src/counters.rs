@@ -9,7 +9,7 @@
 //! [`crate::vote_log::Stored::repeats`]), so Redis memory does not grow with
 //! the number of votes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use redis::aio::ConnectionManager;
 use redis::Script;
@@ -70,6 +70,9 @@ pub enum Refusal {
     CountersLost,
     /// The batch starts past the partition's applied offset + 1: read again from `applied + 1`.
     Gap { applied: i64 },
+    /// The per-voter caps were judged against an applied offset that is no
+    /// longer the partition's: judge the batch again.
+    Stale,
 }
 
 impl Refusal {
@@ -77,11 +80,33 @@ impl Refusal {
     pub fn of(e: &redis::RedisError) -> Option<Self> {
         match e.code() {
             Some("NOSTATE") => Some(Self::CountersLost),
+            Some("STALE") => Some(Self::Stale),
             Some("GAP") => e.detail().and_then(|d| d.split_whitespace().next()?.parse().ok()).map(|applied| Self::Gap { applied }),
             _ => None,
         }
     }
 }
+
+/// One vote as the apply script counts it: what the consumer decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tally<'a> {
+    pub offset: i64,
+    /// The band as counted (a contest's roster spelling).
+    pub band: &'a str,
+    pub album: &'a str,
+    pub contest: Option<&'a str>,
+    pub voter: Option<&'a str>,
+    /// `None`: no contest (counted as always).
+    pub status: Option<bandvote_contest::VoteStatus>,
+}
+
+/// Read a partition's applied offset and voters' counted votes in one
+/// script (one moment). ARGV: offsets key, partition, then (voters key, voter) pairs.
+static VOTER_COUNTS_LUA: &str = r"
+local r = {tonumber(redis.call('HGET', ARGV[1], ARGV[2]) or '-1')}
+for i = 3, #ARGV, 2 do r[#r + 1] = tonumber(redis.call('HGET', ARGV[i], ARGV[i + 1]) or '0') end
+return r
+";
 
 /// What one partition batch did to the counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -122,36 +147,77 @@ impl Counters {
         format!("{}{name}", self.prefix)
     }
 
-    /// Apply one partition's batch atomically (one Lua script). `repeats`
-    /// (partition, offset) are not counted, but the offset still advances past them.
-    ///
-    /// The script refuses (see [`Refusal::of`]) a batch it cannot count
-    /// without losing votes: Redis has no applied offsets while
-    /// `log_nonempty` (the vote log held votes before this batch), or the
-    /// batch starts past the partition's applied offset + 1.
+    /// Apply one partition's batch of votes outside any contest (see
+    /// [`Self::apply_judged`]): `repeats` (partition, offset) are not counted,
+    /// but the offset still advances past them.
     pub async fn apply(
         &self,
         topic: &str,
         partition: i32,
         batch: &PartitionBatch,
-        repeats: &HashSet<(i32, i64)>,
+        repeats: &std::collections::HashSet<(i32, i64)>,
         now_secs: i64,
         log_nonempty: bool,
+    ) -> Result<Applied, redis::RedisError> {
+        let tallies: Vec<Tally<'_>> = batch
+            .votes
+            .iter()
+            .filter(|v| !repeats.contains(&(v.partition, v.offset)))
+            .map(|v| Tally { offset: v.offset, band: &v.vote.band, album: &v.vote.album, contest: None, voter: None, status: None })
+            .collect();
+        let duplicates = (batch.votes.len() - tallies.len()) as u64;
+        self.apply_judged(topic, partition, batch, &tallies, duplicates, now_secs, log_nonempty, None).await
+    }
+
+    /// Apply one partition's batch atomically (one Lua script): `tallies`
+    /// are its votes minus the repeats (whose offsets still advance), as the
+    /// consumer decided them; `duplicates` is how many repeats were left out.
+    ///
+    /// The script refuses (see [`Refusal::of`]) a batch it cannot count
+    /// without losing votes: Redis has no applied offsets while
+    /// `log_nonempty` (the vote log held votes before this batch), or the
+    /// batch starts past the partition's applied offset + 1; and, with
+    /// `judged_at` (the applied offset the per-voter caps were judged
+    /// against, [`Self::voter_counts`]), a partition that moved since.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn apply_judged(
+        &self,
+        topic: &str,
+        partition: i32,
+        batch: &PartitionBatch,
+        tallies: &[Tally<'_>],
+        duplicates: u64,
+        now_secs: i64,
+        log_nonempty: bool,
+        judged_at: Option<i64>,
     ) -> Result<Applied, redis::RedisError> {
         let mut inv = self.script.prepare_invoke();
         inv.arg(&self.prefix).arg(topic).arg(partition).arg(batch.last_offset).arg(now_secs);
         inv.arg(batch.first_offset).arg(if log_nonempty { "1" } else { "0" });
-        let mut duplicates = 0;
-        for v in &batch.votes {
-            if repeats.contains(&(v.partition, v.offset)) {
-                duplicates += 1;
-                continue;
-            }
-            inv.arg(v.offset).arg(&v.vote.band).arg(&v.vote.album);
+        inv.arg(judged_at.map(|a| a.to_string()).unwrap_or_default());
+        for t in tallies {
+            inv.arg(t.offset).arg(t.band).arg(t.album).arg(t.contest.unwrap_or("")).arg(t.voter.unwrap_or(""));
+            inv.arg(t.status.map(|s| s.as_str()).unwrap_or(""));
         }
         let mut con = self.con.clone();
         let (counted, replayed): (u64, u64) = inv.invoke_async(&mut con).await?;
         Ok(Applied { counted, duplicates, replayed })
+    }
+
+    /// The partition's applied offset (-1: none) and, at the same moment,
+    /// each `(contest, voter)`'s counted votes: what a batch's per-voter caps
+    /// are judged against (pass the offset to [`Self::apply`] as `judged_at`).
+    pub async fn voter_counts(&self, topic: &str, partition: i32, voters: &[(&str, &str)]) -> Result<(i64, Vec<u64>), redis::RedisError> {
+        let script = Script::new(VOTER_COUNTS_LUA);
+        let mut inv = script.prepare_invoke();
+        inv.arg(self.offsets_key(topic)).arg(partition);
+        for (contest, voter) in voters {
+            inv.arg(self.key(&keys::contest(contest, keys::CONTEST_VOTERS))).arg(*voter);
+        }
+        let mut con = self.con.clone();
+        let r: Vec<i64> = inv.invoke_async(&mut con).await?;
+        let applied = r.first().copied().unwrap_or(-1);
+        Ok((applied, r.iter().skip(1).map(|n| (*n).max(0) as u64).collect()))
     }
 
     /// Records up to `offset` of `partition` are gone from Kafka (retention)

@@ -25,12 +25,32 @@ pub const CLAIMED_KEY: &str = "idem:";
 /// Set of the band names admitted so far, at most the deployment's cap
 /// ([`crate::band_names`]).
 pub const KNOWN_BANDS: &str = "bands:known";
+/// The id of the contest every intake applies (absent: no contest, every
+/// vote counts as before).
+pub const CONTEST_CURRENT: &str = "contest:current";
+/// A contest's definition as JSON (`contest:def:<id>`).
+pub const CONTEST_DEF: &str = "contest:def:";
+/// Per-contest keys (`contest:<id>:<name>`, [`contest`]): hash band → counted votes.
+pub const CONTEST_BANDS: &str = "bands";
+/// Sorted set band → counted votes (the contest's leaderboard).
+pub const CONTEST_BOARD: &str = "board";
+/// Counted votes.
+pub const CONTEST_TOTAL: &str = "total";
+/// Hash status (`counted`, `over_limit`, `late`, …) → votes.
+pub const CONTEST_STATUS: &str = "status";
+/// Hash voter → counted votes (the per-voter cap; bounded by voters, not votes).
+pub const CONTEST_VOTERS: &str = "voters";
 /// The per-vote set of early versions; deleted by a rebuild, never written.
 pub const LEGACY_SEEN_VOTES: &str = "seen_votes";
 
 /// The applied-offsets hash of `topic` (before the prefix).
 pub fn offsets(topic: &str) -> String {
     format!("{OFFSETS}{topic}")
+}
+
+/// A contest's key `name` (before the prefix): `contest:<id>:<name>`.
+pub fn contest(id: &str, name: &str) -> String {
+    format!("contest:{id}:{name}")
 }
 
 /// A leaderboard.
@@ -55,7 +75,7 @@ mod tests {
     #[test]
     fn the_apply_script_spells_the_same_keys() {
         let lua = include_str!("apply.lua");
-        for key in [super::BANDS, super::ALBUMS, super::BANDS_BOARD, super::ALBUMS_BOARD, super::TOTAL, super::PER_SECOND, super::OFFSETS, super::REBUILDING] {
+        for key in [super::BANDS, super::ALBUMS, super::BANDS_BOARD, super::ALBUMS_BOARD, super::TOTAL, super::PER_SECOND, super::OFFSETS, super::REBUILDING, super::CONTEST_BANDS, super::CONTEST_BOARD, super::CONTEST_TOTAL, super::CONTEST_STATUS, super::CONTEST_VOTERS] {
             assert!(lua.contains(&format!("'{key}'")), "apply.lua does not use {key:?}");
         }
     }

@@ -4,6 +4,7 @@
 //! * [`counters`]: the live counters in Redis. Key names are in [`keys`]
 //!   (optionally prefixed; empty prefix in production so dashboards read the
 //!   names they already know), the apply script in `apply.lua`.
+//! * [`contests`]: contest definitions, the current contest, their tallies.
 //! * [`key_claims`]: which vote each idempotency key stands for, for a
 //!   window (the intakes' 409 on a key reused for a different vote).
 //! * [`vote_log`] (feature `mongo`, default): the vote log in MongoDB, one
@@ -14,6 +15,7 @@
 //! build without librdkafka.
 
 pub mod band_names;
+pub mod contests;
 pub mod counters;
 mod intake_redis;
 pub mod key_claims;
@@ -26,10 +28,11 @@ use std::collections::HashMap;
 use bandvote_vote::Vote;
 
 pub use band_names::BandNames;
-pub use counters::{Applied, Counters};
+pub use contests::{ContestStore, ContestTally, ContestWatch};
+pub use counters::{Applied, Counters, Tally};
 pub use key_claims::{Claim, KeyClaims};
 #[cfg(feature = "mongo")]
-pub use vote_log::{LogCursor, LogEntry, LogPage, Stored, VoteLog};
+pub use vote_log::{LogCursor, LogEntry, LogPage, Stored, StoredVote, VoteLog};
 
 /// A vote with where it sits in Kafka.
 #[derive(Debug, Clone, PartialEq)]

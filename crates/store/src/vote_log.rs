@@ -7,6 +7,8 @@ use mongodb::bson::{doc, DateTime, Document};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
 
+use bandvote_contest::{Certificate, VoteStatus};
+
 use crate::{Located, Totals};
 
 /// MongoDB's duplicate-key error code.
@@ -35,6 +37,7 @@ pub struct Stored {
 pub struct VoteLog {
     votes: Collection<Document>,
     dead_letters: Collection<Document>,
+    certificates: Collection<Document>,
 }
 
 /// Where a page of the log starts: strictly older than this vote in the
@@ -116,18 +119,52 @@ impl std::str::FromStr for LogCursor {
     }
 }
 
-/// The document stored for one vote.
-pub fn document(topic: &str, v: &Located) -> Document {
-    doc! {
+/// A vote as the consumer decided it, ready to store.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredVote<'a> {
+    pub located: &'a Located,
+    /// The band as counted (a contest's roster spelling).
+    pub band: &'a str,
+    /// Its status in its contest (`None`: no contest).
+    pub status: Option<VoteStatus>,
+}
+
+impl<'a> StoredVote<'a> {
+    /// A vote outside any contest, stored as it came.
+    pub fn plain(located: &'a Located) -> Self {
+        Self { located, band: &located.vote.band, status: None }
+    }
+}
+
+/// Votes that count: outside any contest, or `counted` in theirs.
+fn counts_filter() -> Document {
+    doc! { "$or": [ { "status": { "$exists": false } }, { "status": VoteStatus::Counted.as_str() } ] }
+}
+
+/// The document stored for one vote (a contest's votes also carry
+/// `contest`, `voter` and `status`).
+pub fn document(topic: &str, s: &StoredVote<'_>) -> Document {
+    let v = s.located;
+    let mut d = doc! {
         "_id": &v.vote.vote_id,
-        "band": &v.vote.band,
+        "band": s.band,
         "album": &v.vote.album,
         "year": i32::from(v.vote.year),
         "rank": v.vote.rank,
         "source": v.vote.source.as_str(),
         "received_at": DateTime::from_millis(v.vote.received_at_ms),
         "kafka": { "topic": topic, "partition": v.partition, "offset": v.offset },
+    };
+    if let Some(c) = &v.vote.contest {
+        d.insert("contest", c);
     }
+    if let Some(voter) = &v.vote.voter {
+        d.insert("voter", voter);
+    }
+    if let Some(status) = s.status {
+        d.insert("status", status.as_str());
+    }
+    d
 }
 
 impl VoteLog {
@@ -162,7 +199,9 @@ impl VoteLog {
         options.app_name = Some("bandvote".into());
         let client = mongodb::Client::with_options(options)?;
         let db = client.database(database);
-        Ok(Self { votes: db.collection::<Document>(collection), dead_letters: db.collection(&format!("{collection}_dead_letters")) })
+        Ok(Self { votes: db.collection::<Document>(collection), dead_letters: db.collection(&format!("{collection}_dead_letters")),
+            certificates: db.collection(&format!("{collection}_contest_results")),
+        })
     }
 
     pub fn collection(&self) -> &Collection<Document> {
@@ -179,7 +218,14 @@ impl VoteLog {
     /// MongoDB's `_id` is thus the one place that knows which vote ids exist:
     /// no per-vote state in Redis, for any length of time.
     pub async fn store(&self, topic: &str, votes: &[&Located]) -> Result<Stored, mongodb::error::Error> {
-        let docs: Vec<Document> = votes.iter().map(|v| document(topic, v)).collect();
+        let judged: Vec<StoredVote<'_>> = votes.iter().map(|v| StoredVote::plain(v)).collect();
+        self.store_judged(topic, &judged).await
+    }
+
+    /// [`Self::store`] for votes the consumer decided (band as counted, status).
+    pub async fn store_judged(&self, topic: &str, judged: &[StoredVote<'_>]) -> Result<Stored, mongodb::error::Error> {
+        let votes: Vec<&Located> = judged.iter().map(|s| s.located).collect();
+        let docs: Vec<Document> = judged.iter().map(|s| document(topic, s)).collect();
         let n = docs.len() as u64;
         if n == 0 {
             return Ok(Stored::default());
@@ -221,11 +267,76 @@ impl VoteLog {
             .collect())
     }
 
-    /// Recompute the counters from the log.
+    /// Set the status of votes whose documents exist (the consumer's
+    /// per-voter cap, decided after the insert and before the counters).
+    pub async fn set_status(&self, ids: &[&str], status: VoteStatus) -> Result<(), mongodb::error::Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.votes.update_many(doc! { "_id": { "$in": ids } }, doc! { "$set": { "status": status.as_str() } }).await.map(drop)
+    }
+
+    /// One stored vote: its contest, band, status and Kafka position (receipts).
+    pub async fn find(&self, vote_id: &str) -> Result<Option<Document>, mongodb::error::Error> {
+        self.votes.find_one(doc! { "_id": vote_id }).await
+    }
+
+    /// Contest `id`'s votes by (status, band), from the log.
+    pub async fn contest_counts(&self, id: &str) -> Result<HashMap<(String, String), u64>, mongodb::error::Error> {
+        let pipeline = [
+            doc! { "$match": { "contest": id } },
+            doc! { "$group": { "_id": { "s": "$status", "b": "$band" }, "n": { "$sum": 1 } } },
+        ];
+        let mut out = HashMap::new();
+        let mut cur = self.votes.aggregate(pipeline).await?;
+        while let Some(d) = cur.try_next().await? {
+            let Ok(k) = d.get_document("_id") else { continue };
+            let key = (k.get_str("s").unwrap_or_default().to_owned(), k.get_str("b").unwrap_or_default().to_owned());
+            *out.entry(key).or_default() += int(&d, "n").unwrap_or(0) as u64;
+        }
+        Ok(out)
+    }
+
+    /// Contest `id`'s votes: `(vote_id, band, status)` of each (an audit: every id in memory).
+    pub async fn contest_votes(&self, id: &str) -> Result<Vec<(String, String, String)>, mongodb::error::Error> {
+        let mut cur = self.votes.find(doc! { "contest": id }).projection(doc! { "band": 1, "status": 1 }).await?;
+        let mut out = Vec::new();
+        while let Some(d) = cur.try_next().await? {
+            let text = |k| d.get_str(k).unwrap_or_default().to_owned();
+            out.push((text("_id"), text("band"), text("status")));
+        }
+        Ok(out)
+    }
+
+    /// The certified results (`<collection>_contest_results`, `_id` = contest id).
+    pub fn certificates(&self) -> Collection<Document> {
+        self.certificates.clone()
+    }
+
+    /// Write contest `c.contest`'s certificate; `false` if it was certified already (kept as it was).
+    pub async fn save_certificate(&self, c: &Certificate) -> Result<bool, mongodb::error::Error> {
+        let d = mongodb::bson::to_document(c).map_err(mongodb::error::Error::custom)?;
+        match self.certificates().insert_one(d).await {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(ref w)) if w.code == DUPLICATE_KEY) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Contest `id`'s certificate, if it was certified.
+    pub async fn certificate(&self, id: &str) -> Result<Option<Certificate>, mongodb::error::Error> {
+        match self.certificates().find_one(doc! { "_id": id }).await? {
+            Some(d) => mongodb::bson::from_document(d).map(Some).map_err(mongodb::error::Error::custom),
+            None => Ok(None),
+        }
+    }
+
+    /// Recompute the counters from the log (votes that count: outside any
+    /// contest, or `counted` in theirs).
     pub async fn totals(&self) -> Result<Totals, mongodb::error::Error> {
-        let mut t = Totals { total: self.votes.count_documents(doc! {}).await?, ..Default::default() };
+        let mut t = Totals { total: self.votes.count_documents(counts_filter()).await?, ..Default::default() };
         for (field, out) in [("$band", &mut t.by_band), ("$album", &mut t.by_album)] {
-            let mut cur = self.votes.aggregate([doc! { "$group": { "_id": field, "n": { "$sum": 1 } } }]).await?;
+            let mut cur = self.votes.aggregate([doc! { "$match": counts_filter() }, doc! { "$group": { "_id": field, "n": { "$sum": 1 } } }]).await?;
             while let Some(d) = cur.try_next().await? {
                 let key = d.get_str("_id").unwrap_or_default().to_owned();
                 let n = int(&d, "n").unwrap_or(0);

@@ -38,6 +38,7 @@ pub fn vote(band: &str, vote_id: Option<&str>) -> bandvote_vote::Vote {
         year: Some("1983".into()),
         rank: Some("1".into()),
         vote_id: vote_id.map(str::to_owned),
+voter: None,
     }
     .validate(bandvote_vote::Source::Http, 1_700_000_000_000, None)
     .expect("valid test vote")

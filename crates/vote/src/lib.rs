@@ -21,7 +21,7 @@ mod vote;
 
 pub use error::{FieldProblem, VoteError};
 pub use parse::{check_content_type, parse_body, Submission};
-pub use vote::{assemble_batch, generated_id, is_generated_id, resolve_single_id, Received, RawVote, Source, Vote};
+pub use vote::{assemble_batch, generated_id, is_generated_id, normalise_name, resolve_single_id, Received, RawVote, Source, Vote};
 
 /// Size and count limits every intake enforces.
 pub mod limits {
@@ -37,6 +37,8 @@ pub mod limits {
     pub const MAX_STORED_ID_LEN: usize = MAX_VOTE_ID_LEN + 1 + 32;
     /// Earliest and latest accepted album year.
     pub const YEAR_RANGE: std::ops::RangeInclusive<u16> = 1000..=2100;
+    /// Longest voter id or voter token, in characters.
+    pub const MAX_VOTER_CHARS: usize = 512;
     /// Largest accepted rank.
     pub const MAX_RANK: f64 = 100_000.0;
 }

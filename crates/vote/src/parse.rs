@@ -48,7 +48,7 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8], received: &Received) 
     let value: Value = serde_json::from_slice(body).map_err(|e| VoteError::MalformedJson(e.to_string()))?;
     match value {
         Value::Object(map) => {
-            let raw = raw_from_json(map)?;
+            let raw = with_voter(raw_from_json(map)?, received)?;
             let id = resolve_single_id(&raw, key.as_deref())?;
             let vote = raw.validate(received.source, received.received_at_ms, id)?;
             Ok(Submission { votes: vec![vote], batch: false })
@@ -65,13 +65,26 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8], received: &Received) 
                 .enumerate()
                 .map(|(i, item)| {
                     let Value::Object(map) = item else { return Err(VoteError::NotAnObject) };
-                    raw_from_json(map).map_err(|e| e.at_index(i))
+                    raw_from_json(map).and_then(|r| with_voter(r, received)).map_err(|e| e.at_index(i))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let votes = assemble_batch(raws, key.as_deref(), received.source, received.received_at_ms)?;
             Ok(Submission { votes, batch: true })
         }
         _ => Err(VoteError::NotAnObject),
+    }
+}
+
+/// The `X-Voter` header is the voter of every vote in the body that names
+/// none; a `voter` field that names another is a conflict (422).
+fn with_voter(mut raw: RawVote, received: &Received) -> Result<RawVote, VoteError> {
+    match (raw.voter.as_deref(), received.voter.as_deref()) {
+        (Some(own), Some(h)) if own.trim() != h.trim() => Err(VoteError::field("voter", FieldProblem::Conflict { with: "X-Voter" })),
+        (None, Some(h)) => {
+            raw.voter = Some(h.to_owned());
+            Ok(raw)
+        }
+        _ => Ok(raw),
     }
 }
 
@@ -86,6 +99,7 @@ fn raw_from_json(map: Map<String, Value>) -> Result<RawVote, VoteError> {
             "album" => (&mut raw.album, "album", None),
             "year" => (&mut raw.year, "year", None),
             "vote_id" => (&mut raw.vote_id, "vote_id", None),
+            "voter" => (&mut raw.voter, "voter", None),
             _ => return Err(VoteError::field(truncate(&key), FieldProblem::Unknown)),
         };
         let numbers_ok = matches!(canonical, "year" | "rank");
@@ -122,6 +136,7 @@ fn field_name(key: &str) -> &'static str {
         "ranked" => "ranked",
         "album" => "album",
         "year" => "year",
+        "voter" => "voter",
         _ => "vote_id",
     }
 }
@@ -150,6 +165,22 @@ mod tests {
 
     fn err(body: &str) -> VoteError {
         parse_body(Some("application/json"), body.as_bytes(), &rx()).unwrap_err()
+    }
+
+    #[test]
+    fn a_voter_comes_from_the_body_or_the_header_and_keys_the_record() {
+        let body = br#"{"name":"Alux Nahual","album":"a","year":"1983","rank":"1","voter":" fan-1 "}"#;
+        let v = parse_body(None, body, &rx()).unwrap().votes.remove(0);
+        assert_eq!(v.voter.as_deref(), Some("fan-1"));
+        assert_eq!(crate::record::encode(&v).key, b"fan-1", "one voter, one partition");
+        let plain = br#"{"name":"Alux Nahual","album":"a","year":"1983","rank":"1"}"#;
+        let h = parse_body(None, plain, &rx().with_voter(Some("fan-2".into()))).unwrap().votes.remove(0);
+        assert_eq!(h.voter.as_deref(), Some("fan-2"));
+        assert!(!String::from_utf8(crate::record::encode(&parse_body(None, plain, &rx()).unwrap().votes[0]).value).unwrap().contains("voter"));
+        let e = parse_body(None, body, &rx().with_voter(Some("fan-2".into()))).unwrap_err();
+        assert!(matches!(e, VoteError::Field { ref field, .. } if field == "voter"), "{e}");
+        let e = err(r#"{"name":"a","album":"a","year":"1983","rank":"1","voter":"two words"}"#);
+        assert!(matches!(e, VoteError::Field { ref field, problem: FieldProblem::ControlCharacter } if field == "voter"), "{e}");
     }
 
     #[test]
@@ -274,7 +305,7 @@ mod proptests {
         /// Valid votes survive the Kafka record round trip unchanged.
         #[test]
         fn record_round_trip(band in "[A-Za-z][A-Za-z ]{0,30}", year in 1000u16..=2100, rank in 0u32..1000) {
-            let raw = RawVote { band: Some(band), album: Some("x".into()), year: Some(year.to_string()), rank: Some(rank.to_string()), vote_id: None };
+            let raw = RawVote { band: Some(band), album: Some("x".into()), year: Some(year.to_string()), rank: Some(rank.to_string()), vote_id: None, voter: None };
             let vote = raw.validate(Source::Grpc, 5, None).unwrap();
             let rec = crate::record::encode(&vote);
             prop_assert_eq!(crate::record::decode(&rec.value).unwrap(), vote);

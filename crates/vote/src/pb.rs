@@ -18,6 +18,9 @@ pub struct Vote {
     /// Optional client idempotency key; empty means "generate one".
     #[prost(string, tag = "5")]
     pub vote_id: String,
+    /// Optional voter id or voter token; empty means "none".
+    #[prost(string, tag = "6")]
+    pub voter: String,
 }
 
 /// `bandvote.v1.Receipt`: the answer for one acknowledged vote.
@@ -65,7 +68,7 @@ fn opt(s: String) -> Option<String> {
 
 impl From<Vote> for RawVote {
     fn from(v: Vote) -> Self {
-        RawVote { band: opt(v.band), album: opt(v.album), year: opt(v.year), rank: opt(v.rank), vote_id: opt(v.vote_id) }
+        RawVote { band: opt(v.band), album: opt(v.album), year: opt(v.year), rank: opt(v.rank), vote_id: opt(v.vote_id), voter: opt(v.voter) }
     }
 }
 
@@ -112,7 +115,7 @@ impl RequestId {
             // field 1 = name, 2 = album, 3 = year, 4 = rank
             GetInfoLayout::Student => (self.album, self.year, self.artist, self.ranked),
         };
-        RawVote { band: opt(band), album: opt(album), year: opt(year), rank: opt(rank), vote_id: None }
+        RawVote { band: opt(band), album: opt(album), year: opt(year), rank: opt(rank), vote_id: None, voter: None }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The Kafka record format of a vote, shared by every producer and the consumer.
 //!
-//! * key: the `vote_id` bytes (a retried vote lands on the same partition),
+//! * key: the `voter` bytes when the vote names one (so one voter's votes
+//!   are in one partition, in Kafka's order: the per-voter cap depends on
+//!   it), else the `vote_id` bytes (a retried vote lands on the same partition),
 //! * value: the [`Vote`] as compact JSON, fields in declaration order,
 //! * headers: `content-type`, `schema`, `source`, `vote-id`.
 //!
@@ -28,7 +30,7 @@ pub fn encode(vote: &Vote) -> KafkaRecord {
     // A Vote is plain data with finite numbers: serialisation cannot fail.
     let value = serde_json::to_vec(vote).expect("a Vote always serialises");
     KafkaRecord {
-        key: vote.vote_id.as_bytes().to_vec(),
+        key: vote.voter.as_deref().unwrap_or(&vote.vote_id).as_bytes().to_vec(),
         value,
         headers: vec![
             ("content-type", CONTENT_TYPE.as_bytes().to_vec()),
@@ -96,6 +98,7 @@ mod tests {
             year: Some("1983".into()),
             rank: Some("09".into()),
             vote_id: Some("v-1".into()),
+            voter: None,
         }
         .validate(Source::Http, 1_700_000_000_000, None)
         .unwrap();

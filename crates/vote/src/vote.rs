@@ -42,6 +42,16 @@ pub struct Vote {
     pub source: Source,
     /// When the intake received it, milliseconds since the Unix epoch.
     pub received_at_ms: i64,
+    /// Who cast it, when the client said (`voter` field, `X-Voter` header;
+    /// under a token contest the token's voter id, put here by the publisher).
+    /// Absent from the record when `None`, so votes without a voter encode
+    /// as they always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voter: Option<String>,
+    /// The contest it was cast in: stamped by the publisher from the open
+    /// contest (`bandvote-contest`), never taken from a client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contest: Option<String>,
 }
 
 /// Context an intake supplies with a submission.
@@ -53,11 +63,19 @@ pub struct Received {
     /// a batch item without an id of its own gets `KEY#<fingerprint of the vote>`
     /// (see [`assemble_batch`]).
     pub idempotency_key: Option<String>,
+    /// The request's `X-Voter` header, if any (a `voter` field in the body
+    /// must then agree with it).
+    pub voter: Option<String>,
 }
 
 impl Received {
     pub fn new(source: Source, received_at_ms: i64) -> Self {
-        Self { source, received_at_ms, idempotency_key: None }
+        Self { source, received_at_ms, idempotency_key: None, voter: None }
+    }
+
+    pub fn with_voter(mut self, voter: Option<String>) -> Self {
+        self.voter = voter;
+        self
     }
 
     pub fn with_idempotency_key(mut self, key: Option<String>) -> Self {
@@ -74,6 +92,8 @@ pub struct RawVote {
     pub year: Option<String>,
     pub rank: Option<String>,
     pub vote_id: Option<String>,
+    /// Who cast it (optional; a contest with a per-voter cap requires it).
+    pub voter: Option<String>,
 }
 
 impl RawVote {
@@ -89,7 +109,8 @@ impl RawVote {
         let album = normalise_text("album", self.album)?;
         let year = parse_year(self.year)?;
         let rank = parse_rank(self.rank)?;
-        let mut vote = Vote { vote_id: String::new(), band, album, year, rank, source, received_at_ms };
+        let voter = self.voter.map(check_voter).transpose()?;
+        let mut vote = Vote { vote_id: String::new(), band, album, year, rank, source, received_at_ms, voter, contest: None };
         vote.vote_id = match self.vote_id.or(fallback_id) {
             Some(id) => match id.split_once('#') {
                 Some((key, fp)) => {
@@ -155,7 +176,11 @@ impl Vote {
     /// vote under the same id does not.
     pub fn fingerprint(&self) -> uuid::Uuid {
         const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6261_6e64_766f_7465_2d62_6174_6368_0001);
-        let canonical = format!("{}\u{0}{}\u{0}{}\u{0}{}", self.band, self.album, self.year, self.rank);
+        let mut canonical = format!("{}\u{0}{}\u{0}{}\u{0}{}", self.band, self.album, self.year, self.rank);
+        if let Some(voter) = &self.voter {
+            canonical.push('\u{0}');
+            canonical.push_str(voter);
+        }
         uuid::Uuid::new_v5(&NAMESPACE, canonical.as_bytes())
     }
 
@@ -168,6 +193,14 @@ impl Vote {
             if normalise_text(field, Some(text.clone()))? != *text {
                 return Err(VoteError::field(field, FieldProblem::WrongType { expected: "normalised text" }));
             }
+        }
+        if let Some(voter) = &self.voter
+            && check_voter(voter.clone())? != *voter
+        {
+            return Err(VoteError::field("voter", FieldProblem::WrongType { expected: "normalised text" }));
+        }
+        if let Some(contest) = &self.contest {
+            check_vote_id("contest", contest.clone())?;
         }
         if !limits::YEAR_RANGE.contains(&self.year) {
             return Err(VoteError::field("year", FieldProblem::NotAYear));
@@ -189,6 +222,12 @@ fn is_invisible(c: char) -> bool {
     use icu_properties::{CodePointMapData, CodePointSetData};
     CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c)
         || CodePointMapData::<GeneralCategory>::new().get(c) == GeneralCategory::Format
+}
+
+/// Normalise a name as votes' band and album are (for rosters and other
+/// names compared with votes).
+pub fn normalise_name(field: &'static str, value: &str) -> Result<String, VoteError> {
+    normalise_text(field, Some(value.to_owned()))
 }
 
 /// Trim, collapse inner whitespace runs to one space, NFC-normalise (so "é"
@@ -280,6 +319,22 @@ pub fn is_generated_id(id: &str) -> bool {
         })
 }
 
+/// A voter id or voter token: trimmed, 1 to [`limits::MAX_VOTER_CHARS`]
+/// characters, no whitespace inside, no control or invisible characters.
+fn check_voter(value: String) -> Result<String, VoteError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(VoteError::field("voter", FieldProblem::Empty));
+    }
+    if v.chars().any(|c| c.is_control() || c.is_whitespace() || is_invisible(c)) {
+        return Err(VoteError::field("voter", FieldProblem::ControlCharacter));
+    }
+    if v.chars().count() > limits::MAX_VOTER_CHARS {
+        return Err(VoteError::field("voter", FieldProblem::TooLong { max: limits::MAX_VOTER_CHARS }));
+    }
+    Ok(v.to_owned())
+}
+
 pub(crate) fn check_vote_id(field: &'static str, id: String) -> Result<String, VoteError> {
     let ok = !id.is_empty()
         && id.len() <= limits::MAX_VOTE_ID_LEN
@@ -298,6 +353,7 @@ mod tests {
             year: Some(year.into()),
             rank: Some(rank.into()),
             vote_id: None,
+            voter: None,
         }
     }
 

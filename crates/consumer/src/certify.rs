@@ -1,0 +1,144 @@
+//! `contest certify`: the final result, checked three ways. It waits until
+//! every partition of the topic is applied up to its end, recounts the
+//! contest from Kafka (distinct vote ids) and from MongoDB (status and band
+//! of each), compares both with Redis's tally, and only when all agree
+//! writes the [`Certificate`] (counts per band, refusals by status, end
+//! offsets, a SHA-256 over the counted `(vote_id, band)` pairs).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use bandvote_contest::{Certificate, Contest, Phase, VoteStatus};
+use bandvote_store::{ContestStore, Counters, VoteLog};
+use bandvote_vote::record;
+use rdkafka::message::Message as _;
+
+/// Why a contest was not certified.
+#[derive(Debug, thiserror::Error)]
+pub enum CertifyError {
+    #[error("contest {0:?} does not exist")]
+    NoContest(String),
+    #[error("contest {id:?} is still open until {closes_at_ms} (ms since the epoch): close it first")]
+    NotClosed { id: String, closes_at_ms: i64 },
+    #[error("the consumer has not applied partition {partition} up to its end ({applied} < {end}) after {waited:?}")]
+    NotApplied { partition: i32, applied: i64, end: i64, waited: Duration },
+    #[error("{} difference(s) between Kafka, MongoDB and Redis:\n  {}", .0.len(), .0.join("\n  "))]
+    Differences(Vec<String>),
+    #[error("{0}")]
+    Store(String),
+}
+
+fn store_err(e: impl std::fmt::Display) -> CertifyError {
+    CertifyError::Store(e.to_string())
+}
+
+/// The end offset of every partition of `topic` (its high watermark).
+fn end_offsets(brokers: &str, topic: &str) -> Result<BTreeMap<i32, i64>, CertifyError> {
+    bandvote_kafka::watermarks_of(brokers, topic, Duration::from_secs(10)).map(|w| w.into_iter().map(|(p, _, high)| (p, high)).collect()).map_err(store_err)
+}
+
+/// Certify contest `id` (or print the certificate it already has).
+pub async fn certify(
+    brokers: &str,
+    topic: &str,
+    contests: &ContestStore,
+    counters: &Counters,
+    log: &VoteLog,
+    id: &str,
+    wait: Duration,
+) -> Result<(Certificate, bool), CertifyError> {
+    let contest: Contest = contests.get(id).await.map_err(store_err)?.ok_or_else(|| CertifyError::NoContest(id.to_owned()))?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    if contest.phase(now) != Phase::Closed {
+        return Err(CertifyError::NotClosed { id: id.to_owned(), closes_at_ms: contest.closes_at_ms });
+    }
+    if let Some(c) = log.certificate(id).await.map_err(store_err)? {
+        return Ok((c, false));
+    }
+    // 1. Every partition applied up to its end (the end taken after the close).
+    let (b, t) = (brokers.to_owned(), topic.to_owned());
+    let ends = tokio::task::spawn_blocking(move || end_offsets(&b, &t)).await.map_err(store_err)??;
+    let started = Instant::now();
+    loop {
+        let applied = counters.applied_offsets(topic).await.map_err(store_err)?;
+        let behind = ends.iter().find(|(p, end)| **end > 0 && applied.get(p).copied().unwrap_or(-1) < **end - 1);
+        let Some((p, end)) = behind else { break };
+        if started.elapsed() > wait {
+            return Err(CertifyError::NotApplied { partition: *p, applied: applied.get(p).copied().unwrap_or(-1), end: *end, waited: wait });
+        }
+        eprintln!("certify: waiting for the consumer: partition {p} applied {} of {end}", applied.get(p).copied().unwrap_or(-1) + 1);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // 2. Kafka: the contest's distinct vote ids.
+    let (b, t, cid) = (brokers.to_owned(), topic.to_owned(), id.to_owned());
+    let in_kafka: HashSet<String> = tokio::task::spawn_blocking(move || {
+        let mut ids = HashSet::new();
+        bandvote_kafka::scan_topic(&b, &t, Duration::from_secs(10), Duration::from_secs(600), |m| {
+            if let Ok(v) = record::decode(m.payload().unwrap_or_default())
+                && v.contest.as_deref() == Some(cid.as_str())
+            {
+                ids.insert(v.vote_id);
+            }
+        })
+        .map(|()| ids)
+    })
+    .await
+    .map_err(store_err)?
+    .map_err(store_err)?;
+    // 3. MongoDB: each vote's status and band.
+    let votes = log.contest_votes(id).await.map_err(store_err)?;
+    let mut diffs = Vec::new();
+    let in_log: HashSet<&str> = votes.iter().map(|(v, _, _)| v.as_str()).collect();
+    let missing: Vec<&String> = in_kafka.iter().filter(|v| !in_log.contains(v.as_str())).take(5).collect();
+    if in_kafka.len() != in_log.len() || !missing.is_empty() {
+        diffs.push(format!("votes: {} in Kafka, {} in MongoDB (in Kafka only, first few: {missing:?})", in_kafka.len(), in_log.len()));
+    }
+    let mut by_band: BTreeMap<String, i64> = BTreeMap::new();
+    let mut by_status: BTreeMap<String, i64> = BTreeMap::new();
+    let mut counted = Vec::new();
+    for (vote_id, band, status) in &votes {
+        *by_status.entry(status.clone()).or_default() += 1;
+        if status == VoteStatus::Counted.as_str() {
+            *by_band.entry(band.clone()).or_default() += 1;
+            counted.push((vote_id.clone(), band.clone()));
+        }
+    }
+    // 4. Redis's live tally against the log.
+    let tally = contests.tally(id).await.map_err(store_err)?;
+    let total = counted.len() as i64;
+    if tally.total as i64 != total {
+        diffs.push(format!("counted: MongoDB {total}, Redis {}", tally.total));
+    }
+    compare("band", &by_band, &tally.by_band, &mut diffs);
+    compare("status", &by_status, &tally.by_status, &mut diffs);
+    if !diffs.is_empty() {
+        return Err(CertifyError::Differences(diffs));
+    }
+    let certificate = Certificate {
+        contest: id.to_owned(),
+        title: contest.title.clone(),
+        certified_at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
+        total,
+        by_band,
+        by_status,
+        end_offsets: ends.iter().map(|(p, o)| (p.to_string(), *o)).collect(),
+        votes_in_kafka: in_kafka.len() as i64,
+        digest: bandvote_contest::result_digest(counted),
+    };
+    let written = log.save_certificate(&certificate).await.map_err(store_err)?;
+    if !written {
+        // Another certify won the race: show the one stored.
+        return log.certificate(id).await.map_err(store_err)?.map(|c| (c, false)).ok_or_else(|| store_err("certificate vanished"));
+    }
+    Ok((certificate, true))
+}
+
+fn compare(what: &str, log: &BTreeMap<String, i64>, redis: &HashMap<String, u64>, diffs: &mut Vec<String>) {
+    let keys: std::collections::BTreeSet<&String> = log.keys().chain(redis.keys()).collect();
+    for k in keys {
+        let (a, b) = (log.get(k).copied().unwrap_or(0), redis.get(k).copied().unwrap_or(0) as i64);
+        if a != b {
+            diffs.push(format!("{what} {k:?}: MongoDB {a}, Redis {b}"));
+        }
+    }
+}

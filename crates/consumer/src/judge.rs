@@ -1,0 +1,182 @@
+//! What the consumer decides for each vote of a contest, before it is stored
+//! and counted: the contest's rules on the record alone (window by the time
+//! the intake received it, roster with its spelling), then the per-voter cap
+//! against the counters. The cap is decided here, with the voter's records
+//! in one partition (keyed by voter) in Kafka's order, against the counted
+//! votes Redis holds as of the partition's applied offset; the apply script
+//! refuses (STALE) if that offset moved before it runs, and the batch is
+//! judged again. So replays and retries decide the same way.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bandvote_contest::{Contest, VoteStatus};
+use bandvote_store::contests::ContestStoreError;
+use bandvote_store::{ContestStore, Located};
+use bandvote_vote::Vote;
+
+/// Contest definitions by id, as the batch's votes name them.
+pub type Contests = HashMap<String, Arc<Contest>>;
+
+/// One vote's verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// The band as counted (the roster's spelling when it has one).
+    pub band: String,
+    /// `None`: the vote is in no contest (counted as always).
+    pub status: Option<VoteStatus>,
+}
+
+/// The rules that need nothing but the record and the contest. A vote that
+/// names a contest this consumer cannot find is counted as it came (logged).
+pub fn by_rules(vote: &Vote, contests: &Contests) -> Verdict {
+    let Some(id) = &vote.contest else { return Verdict { band: vote.band.clone(), status: None } };
+    let Some(contest) = contests.get(id) else {
+        tracing::warn!(contest = %id, vote_id = %vote.vote_id, "vote names an unknown contest: counted without its rules");
+        return Verdict { band: vote.band.clone(), status: Some(VoteStatus::Counted) };
+    };
+    let status = contest.status(vote);
+    let band = contest.roster_band(&vote.band).unwrap_or(&vote.band).to_owned();
+    Verdict { band, status: Some(status) }
+}
+
+/// The (contest, voter, cap) a still-counted vote is capped by, if any.
+pub fn cap_of<'a>(vote: &'a Vote, verdict: &Verdict, contests: &Contests) -> Option<(&'a str, &'a str, u32)> {
+    if verdict.status != Some(VoteStatus::Counted) {
+        return None;
+    }
+    let id = vote.contest.as_deref()?;
+    let cap = contests.get(id)?.votes_per_voter;
+    (cap > 0).then_some((id, vote.voter.as_deref()?, cap))
+}
+
+/// Decide the per-voter cap for one partition's votes in offset order:
+/// `counts` are each (contest, voter)'s counted votes as of `applied`;
+/// votes at or below `applied` (already counted) and `skip`ped ones
+/// (repeats) are left alone. Returns the indices whose verdict it decided.
+pub fn apply_caps(
+    votes: &[Located],
+    verdicts: &mut [Verdict],
+    contests: &Contests,
+    applied: i64,
+    mut counts: HashMap<(String, String), u64>,
+    skip: impl Fn(&Located) -> bool,
+) -> Vec<usize> {
+    let mut decided = Vec::new();
+    for (i, v) in votes.iter().enumerate() {
+        if v.offset <= applied || skip(v) {
+            continue;
+        }
+        let Some((contest, voter, cap)) = cap_of(&v.vote, &verdicts[i], contests) else { continue };
+        let n = counts.entry((contest.to_owned(), voter.to_owned())).or_insert(0);
+        if *n >= u64::from(cap) {
+            verdicts[i].status = Some(VoteStatus::OverLimit);
+        } else {
+            *n += 1;
+        }
+        decided.push(i);
+    }
+    decided
+}
+
+/// Contest definitions, read from Redis when a batch names them and kept
+/// for a second (a change is applied within a second, like the intakes').
+pub struct ContestBook {
+    store: ContestStore,
+    cache: Mutex<HashMap<String, (Option<Arc<Contest>>, Instant)>>,
+}
+
+impl ContestBook {
+    pub fn new(store: ContestStore) -> Self {
+        Self { store, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// The definitions of the contests `votes` name.
+    pub async fn load<'a>(&self, votes: impl Iterator<Item = &'a Located>) -> Result<Contests, ContestStoreError> {
+        let mut ids: Vec<&str> = votes.filter_map(|v| v.vote.contest.as_deref()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out = Contests::new();
+        for id in ids {
+            let cached = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned();
+            let def = match cached {
+                Some((def, at)) if at.elapsed() < Duration::from_secs(1) => def,
+                _ => {
+                    let def = self.store.get(id).await?.map(Arc::new);
+                    self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.to_owned(), (def.clone(), Instant::now()));
+                    def
+                }
+            };
+            if let Some(def) = def {
+                out.insert(id.to_owned(), def);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bandvote_contest::{Entry, Revote, Voters};
+
+    fn contests(cap: u32) -> Contests {
+        let c = Contest {
+            id: "c1".into(),
+            title: "t".into(),
+            roster: vec![Entry { band: "Alux Nahual".into(), albums: vec![] }, Entry { band: "Maná".into(), albums: vec![] }],
+            opens_at_ms: 0,
+            closes_at_ms: 1_000,
+            votes_per_voter: cap,
+            revote: Revote::Refuse,
+            voters: Voters::Id,
+        };
+        HashMap::from([("c1".to_owned(), Arc::new(c))])
+    }
+
+    fn located(offset: i64, band: &str, voter: &str, at: i64) -> Located {
+        let mut vote = bandvote_vote::RawVote {
+            band: Some(band.into()),
+            album: Some("x".into()),
+            year: Some("1990".into()),
+            rank: Some("1".into()),
+            vote_id: Some(format!("id-{offset}")),
+            voter: Some(voter.into()),
+        }
+        .validate(bandvote_vote::Source::Http, at, None)
+        .unwrap();
+        vote.contest = Some("c1".into());
+        Located { partition: 0, offset, vote }
+    }
+
+    #[test]
+    fn rules_use_the_roster_spelling_and_the_received_time() {
+        let c = contests(0);
+        assert_eq!(by_rules(&located(1, "alux  nahual", "a", 10).vote, &c), Verdict { band: "Alux Nahual".into(), status: Some(VoteStatus::Counted) });
+        assert_eq!(by_rules(&located(1, "Maná", "a", 1_000).vote, &c).status, Some(VoteStatus::Late));
+        assert_eq!(by_rules(&located(1, "Soda", "a", 10).vote, &c).status, Some(VoteStatus::UnknownBand));
+        let mut plain = located(1, "Soda", "a", 10).vote;
+        plain.contest = None;
+        assert_eq!(by_rules(&plain, &c).status, None);
+    }
+
+    #[test]
+    fn the_cap_counts_from_the_applied_state_in_offset_order() {
+        let c = contests(2);
+        let votes = vec![
+            located(5, "Maná", "a", 10),   // already applied: left alone
+            located(6, "Maná", "a", 10),   // a's second vote (1 counted before)
+            located(7, "Maná", "a", 10),   // a's third: over
+            located(8, "Maná", "b", 10),   // a repeat: skipped
+            located(9, "Maná", "b", 10),   // b's first
+            located(10, "Maná", "a", 2_000), // late: not capped
+        ];
+        let mut verdicts: Vec<Verdict> = votes.iter().map(|v| by_rules(&v.vote, &c)).collect();
+        let counts = HashMap::from([(("c1".to_owned(), "a".to_owned()), 1)]);
+        let decided = apply_caps(&votes, &mut verdicts, &c, 5, counts, |v| v.offset == 8);
+        assert_eq!(decided, vec![1, 2, 4]);
+        let s: Vec<_> = verdicts.iter().map(|v| v.status.unwrap().as_str()).collect();
+        assert_eq!(s, ["counted", "counted", "over_limit", "counted", "counted", "late"]);
+    }
+}

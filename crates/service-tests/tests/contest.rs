@@ -1,0 +1,353 @@
+//! A contest's rules against the real services: the intake's refusals
+//! (roster, window, voter, tokens), the per-voter cap decided by the
+//! consumer exactly once across kill -9 of the consumer and the host with
+//! client retries, closing the window during load, and `certify` (which
+//! refuses a tampered Redis). Each test uses a Redis database of its own,
+//! since the intakes read the one current contest (`contest:current`).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bandvote_consumer::{certify, contest_admin as admin};
+use bandvote_contest::{Contest, Entry, Revote, Voters};
+use bandvote_store::{ContestStore, Counters, VoteLog};
+use bandvote_testkit as kit;
+use bandvote_testkit::process::{bin, free_addr, wait_ready, Service};
+use mongodb::bson::doc;
+
+/// Redis database `db` of the test Redis.
+fn redis_db(db: u8) -> String {
+    format!("{}/{db}", kit::redis_url().trim_end_matches('/'))
+}
+
+async fn flush(url: &str) {
+    let mut con = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut con).await.unwrap();
+}
+
+fn contest(id: &str, cap: u32, voters: Voters) -> Contest {
+    let now = admin::now_ms();
+    Contest {
+        id: id.into(),
+        title: "Festival de Bandas".into(),
+        roster: ["Alux Nahual", "Bohemia Suburbana", "Viernes Verde"].into_iter().map(|b| Entry { band: b.into(), albums: vec![] }).collect(),
+        opens_at_ms: now - 1_000,
+        closes_at_ms: now + 3_600_000,
+        votes_per_voter: cap,
+        revote: Revote::Refuse,
+        voters,
+    }
+}
+
+/// A host (and its admin address) publishing to `topic`, reading contests from `redis`.
+fn host(name: &str, topic: &str, redis: &str, extra: &[(&str, &str)]) -> (Service, std::net::SocketAddr, std::net::SocketAddr) {
+    let wasm = std::env::var("BANDVOTE_INTAKE_WASM").expect("BANDVOTE_INTAKE_WASM: run through scripts/test.sh");
+    let (http, admin_addr) = (free_addr(), free_addr());
+    let mut envs = vec![
+        ("BANDVOTE_KAFKA_BROKERS".to_string(), kit::kafka_brokers()),
+        ("BANDVOTE_TOPIC".to_string(), topic.to_owned()),
+        ("BANDVOTE_IDEMPOTENCY_REDIS_URL".to_string(), redis.to_owned()),
+        ("BANDVOTE_CONTEST_POLL_MS".to_string(), "200".to_string()),
+    ];
+    envs.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let svc = Service::new(
+        name,
+        bin("bandvote-host"),
+        vec!["--component".into(), wasm, "--listen".into(), http.to_string(), "--admin-listen".into(), admin_addr.to_string()],
+        envs,
+    );
+    (svc, http, admin_addr)
+}
+
+/// The consumer binary for `topic`, counting into `redis` (no prefix) and collection `collection`.
+fn consumer_process(name: &str, topic: &str, redis: &str, collection: &str) -> (Service, std::net::SocketAddr) {
+    let admin_addr = free_addr();
+    let envs = vec![
+        ("BANDVOTE_KAFKA_BROKERS".to_string(), kit::kafka_brokers()),
+        ("BANDVOTE_TOPIC".to_string(), topic.to_owned()),
+        ("BANDVOTE_DLQ_TOPIC".to_string(), format!("{topic}-dlq")),
+        ("BANDVOTE_CONSUMER_GROUP".to_string(), kit::unique("grp")),
+        ("BANDVOTE_CONSUMER_INSTANCE_ID".to_string(), kit::unique("c")),
+        ("BANDVOTE_REDIS_URL".to_string(), redis.to_owned()),
+        ("BANDVOTE_MONGO_URL".to_string(), kit::mongo_url()),
+        ("BANDVOTE_MONGO_DB".to_string(), "bandvote_test".to_string()),
+        ("BANDVOTE_MONGO_COLLECTION".to_string(), collection.to_owned()),
+        ("BANDVOTE_BATCH_MAX".to_string(), "50".to_string()),
+        ("BANDVOTE_CONSUMER_ADMIN_LISTEN".to_string(), admin_addr.to_string()),
+    ];
+    (Service::new(name, bin("bandvote-consumer"), vec!["run".into()], envs), admin_addr)
+}
+
+async fn post(client: &reqwest::Client, http: std::net::SocketAddr, body: &str, headers: &[(&str, &str)]) -> Option<(u16, serde_json::Value)> {
+    let mut req = client.post(format!("http://{http}/")).body(body.to_owned());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.json().await.unwrap_or_default()))
+}
+
+fn vote(band: &str) -> String {
+    format!(r#"{{"name":"{band}","album":"En Vivo","year":"1990","rank":"1"}}"#)
+}
+
+#[tokio::test]
+async fn the_intake_refuses_by_the_rules_with_clear_errors() {
+    let redis = redis_db(11);
+    flush(&redis).await;
+    let topic = kit::fresh_topic("contest-rules", 1).await;
+    let store = ContestStore::new(&redis, "").unwrap();
+    admin::create(&store, contest("rules", 1, Voters::Id)).await.unwrap();
+    let (mut h, http, admin_addr) = host("contest-rules-host", &topic, &redis, &[("BANDVOTE_CONTEST_SECRET", "s3cret")]);
+    h.start();
+    wait_ready(admin_addr, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = reqwest::Client::new();
+
+    let (s, b) = post(&client, http, &vote("Bohemia Suburbano"), &[("x-voter", "fan-1")]).await.unwrap();
+    assert_eq!((s, b["error"]["code"].as_str(), b["error"]["field"].as_str()), (422, Some("unknown_band"), Some("band")), "{b}");
+    assert_eq!(b["error"]["closest"][0], "Bohemia Suburbana", "{b}");
+    let (s, b) = post(&client, http, &vote("Alux Nahual"), &[]).await.unwrap();
+    assert_eq!((s, b["error"]["code"].as_str()), (422, Some("voter_required")), "{b}");
+    // Case and spacing fold onto the roster's spelling; the voter may come in the body.
+    let (s, b) = post(&client, http, r#"{"name":"alux  NAHUAL","album":"x","year":"1990","rank":"1","voter":"fan-2"}"#, &[]).await.unwrap();
+    assert_eq!(s, 201, "{b}");
+    // A batch is refused whole at its first refused vote.
+    let batch = format!("[{},{}]", vote("Viernes Verde"), vote("Maná"));
+    let (s, b) = post(&client, http, &batch, &[("x-voter", "fan-3")]).await.unwrap();
+    assert_eq!((s, b["error"]["code"].as_str()), (422, Some("unknown_band")), "{b}");
+
+    // Closed: 403 with the closing time.
+    admin::close_in(&store, None, 0).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (s, b) = post(&client, http, &vote("Alux Nahual"), &[("x-voter", "fan-4")]).await.unwrap();
+    assert_eq!((s, b["error"]["code"].as_str()), (403, Some("voting_closed")), "{b}");
+    assert!(b["error"]["closes_at_ms"].as_i64().is_some(), "{b}");
+
+    // Not open yet.
+    let mut later = contest("later", 0, Voters::Anonymous);
+    later.opens_at_ms = admin::now_ms() + 3_600_000;
+    later.closes_at_ms = later.opens_at_ms + 1_000;
+    admin::create(&store, later).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (s, b) = post(&client, http, &vote("Alux Nahual"), &[]).await.unwrap();
+    assert_eq!((s, b["error"]["code"].as_str(), b["error"]["opens_at_ms"].is_i64()), (403, Some("voting_not_open"), true), "{b}");
+
+    // Tokens: signed with the deployment's secret for this contest only.
+    let tokened = contest("tokened", 1, Voters::Token);
+    admin::create(&store, tokened.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let good = admin::tokens(&tokened, Some("s3cret"), "ticket", 1, 600).unwrap().remove(0);
+    let other_contest = admin::tokens(&contest("other", 1, Voters::Token), Some("s3cret"), "ticket", 1, 600).unwrap().remove(0);
+    let wrong_secret = admin::tokens(&tokened, Some("guess"), "ticket", 1, 600).unwrap().remove(0);
+    let expired = admin::tokens(&tokened, Some("s3cret"), "ticket", 1, -10).unwrap().remove(0);
+    for bad in [other_contest.as_str(), wrong_secret.as_str(), expired.as_str(), "ticket-0001"] {
+        let (s, b) = post(&client, http, &vote("Viernes Verde"), &[("x-voter", bad)]).await.unwrap();
+        assert_eq!((s, b["error"]["code"].as_str()), (401, Some("invalid_voter_token")), "{bad}: {b}");
+    }
+    let (s, b) = post(&client, http, &vote("Viernes Verde"), &[("x-voter", good.as_str())]).await.unwrap();
+    assert_eq!(s, 201, "{b}");
+    // The record carries the token's voter id, never the token.
+    let records = kit::read_topic(&topic, 2, Duration::from_secs(20)).await;
+    let last = bandvote_vote::record::decode(&records.last().unwrap().value).unwrap();
+    assert_eq!((last.voter.as_deref(), last.contest.as_deref()), (Some("ticket-0001"), Some("tokened")));
+    assert_eq!(records.last().unwrap().key, b"ticket-0001", "keyed by voter: one voter, one partition");
+
+    // No contest: today's behaviour.
+    admin::archive(&store).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (s, b) = post(&client, http, &vote("Any Band At All"), &[]).await.unwrap();
+    assert_eq!(s, 201, "{b}");
+}
+
+/// Every voter sends 3 votes (cap 2), each retried with its key until 201,
+/// some sent again after their 201; the consumer is killed -9 twice and the
+/// host once meanwhile. Exactly 2 per voter are counted, the third of each
+/// is stored as `over_limit`; `certify` then agrees, after refusing a
+/// tampered Redis.
+#[tokio::test]
+async fn a_capped_contest_counts_n_per_voter_across_kill_9_and_certifies() {
+    const VOTERS: usize = 40;
+    const CAP: u64 = 2;
+    let redis = redis_db(12);
+    flush(&redis).await;
+    let topic = kit::fresh_topic("contest-cap", 3).await;
+    bandvote_kafka::ensure_topic(&kit::kafka_brokers(), &format!("{topic}-dlq"), 1).await.unwrap();
+    let collection = kit::unique("contest-cap");
+    let store = ContestStore::new(&redis, "").unwrap();
+    admin::create(&store, contest("cap", CAP as u32, Voters::Id)).await.unwrap();
+    let (mut h, http, host_admin) = host("contest-cap-host", &topic, &redis, &[]);
+    let (mut c, consumer_admin) = consumer_process("contest-cap-consumer", &topic, &redis, &collection);
+    h.start();
+    c.start();
+    wait_ready(host_admin, Duration::from_secs(60)).await;
+    wait_ready(consumer_admin, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let bands = ["Alux Nahual", "Bohemia Suburbana", "Viernes Verde"];
+    let clients = tokio::spawn(async move {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+        futures::future::join_all((0..8).map(|w| {
+            let client = client.clone();
+            async move {
+                for v in (w..VOTERS).step_by(8) {
+                    for k in 0..3 {
+                        let (voter, key) = (format!("fan-{v}"), format!("fan-{v}-vote-{k}"));
+                        let body = vote(bands[(v + k) % 3]);
+                        let deadline = Instant::now() + Duration::from_secs(90);
+                        // A retried vote (and, every 5th, one sent again after its 201) keeps its key.
+                        let sends = if v % 5 == 0 { 2 } else { 1 };
+                        for _ in 0..sends {
+                            loop {
+                                let r = post(&client, http, &body, &[("x-voter", &voter), ("idempotency-key", &key)]).await;
+                                match r {
+                                    Some((201, _)) => break,
+                                    Some((s @ 400..=499, b)) => panic!("vote {key}: {s} {b}"),
+                                    _ => {}
+                                }
+                                assert!(Instant::now() < deadline, "vote {key} never acknowledged");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        }
+                    }
+                }
+            }
+        }))
+        .await;
+    });
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        c.kill_9();
+        c.start();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        h.kill_9();
+        h.start();
+    }
+    clients.await.unwrap();
+
+    let want = (VOTERS * 3) as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let tally = loop {
+        let t = store.tally("cap").await.unwrap();
+        if t.by_status.values().sum::<u64>() >= want || Instant::now() > deadline {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tally2 = store.tally("cap").await.unwrap();
+    assert_eq!(tally, tally2, "nothing applied twice after the end");
+    assert_eq!(tally.total, VOTERS as u64 * CAP, "exactly {CAP} counted per voter: {tally:?}");
+    assert_eq!(tally.by_status.get("over_limit").copied(), Some(VOTERS as u64), "{tally:?}");
+    assert_eq!(tally.voters, VOTERS as u64);
+    let mut con = redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let per_voter: HashMap<String, u64> = redis::cmd("HGETALL").arg("contest:cap:voters").query_async(&mut con).await.unwrap();
+    assert!(per_voter.values().all(|n| *n == CAP), "{per_voter:?}");
+
+    let log = VoteLog::connect(&kit::mongo_url(), "bandvote_test", &collection).await.unwrap();
+    assert_eq!(log.collection().count_documents(doc! { "contest": "cap" }).await.unwrap(), want, "stored once each");
+    assert_eq!(log.collection().count_documents(doc! { "status": "over_limit" }).await.unwrap(), VOTERS as u64);
+    // The third vote of each voter (in Kafka's order) is the one over the limit.
+    for v in 0..VOTERS {
+        let counted = log.collection().count_documents(doc! { "voter": format!("fan-{v}"), "status": "counted" }).await.unwrap();
+        assert_eq!(counted, CAP, "fan-{v}");
+    }
+
+    // certify: refuses while open, refuses a tampered Redis, then certifies.
+    let counters = Counters::connect(&redis, "").await.unwrap();
+    let brokers = kit::kafka_brokers();
+    let certify = || certify::certify(&brokers, &topic, &store, &counters, &log, "cap", Duration::from_secs(60));
+    assert!(matches!(certify().await, Err(certify::CertifyError::NotClosed { .. })));
+    admin::close_in(&store, Some("cap"), 0).await.unwrap();
+    let _: () = redis::cmd("HINCRBY").arg("contest:cap:bands").arg("Alux Nahual").arg(1).query_async(&mut con).await.unwrap();
+    match certify().await {
+        Err(certify::CertifyError::Differences(d)) => assert!(d.iter().any(|d| d.contains("Alux Nahual")), "{d:?}"),
+        other => panic!("a tampered counter was certified: {other:?}"),
+    }
+    assert!(log.certificate("cap").await.unwrap().is_none(), "no certificate on a difference");
+    let _: () = redis::cmd("HINCRBY").arg("contest:cap:bands").arg("Alux Nahual").arg(-1).query_async(&mut con).await.unwrap();
+    let (cert, new) = certify().await.unwrap();
+    assert!(new);
+    assert_eq!((cert.total, cert.votes_in_kafka, cert.by_status.get("over_limit").copied()), (VOTERS as i64 * 2, want as i64, Some(VOTERS as i64)));
+    assert_eq!(cert.by_band.values().sum::<i64>(), cert.total);
+    assert_eq!(cert.digest.len(), 64);
+    let (again, new) = certify().await.unwrap();
+    assert!(!new, "certified once");
+    assert_eq!(again, cert);
+    drop(c);
+    drop(h);
+}
+
+/// Closing during load: every vote the intake acknowledged was received
+/// before the close and is counted; every vote after it is refused (403)
+/// and never stored.
+#[tokio::test]
+async fn closing_the_window_during_load_counts_every_vote_before_it_and_none_after() {
+    let redis = redis_db(13);
+    flush(&redis).await;
+    let topic = kit::fresh_topic("contest-close", 3).await;
+    bandvote_kafka::ensure_topic(&kit::kafka_brokers(), &format!("{topic}-dlq"), 1).await.unwrap();
+    let store = ContestStore::new(&redis, "").unwrap();
+    admin::create(&store, contest("close", 0, Voters::Anonymous)).await.unwrap();
+    let mut cfg = bandvote_service_tests::isolated_consumer("contest-close", &topic);
+    cfg.redis_url = redis.clone();
+    cfg.redis_prefix = String::new();
+    let consumer = bandvote_service_tests::run_consumer(cfg).await;
+    let (mut h, http, host_admin) = host("contest-close-host", &topic, &redis, &[]);
+    h.start();
+    wait_ready(host_admin, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let results = futures::future::join_all((0..8).map(|w| {
+                let (client, stop) = (client.clone(), stop.clone());
+                async move {
+                    let (mut acked, mut refused) = (0u64, 0u64);
+                    let mut i = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        i += 1;
+                        let key = format!("close-{w}-{i}");
+                        match post(&client, http, &vote("Viernes Verde"), &[("idempotency-key", &key)]).await {
+                            Some((201, _)) => acked += 1,
+                            Some((403, b)) => {
+                                assert_eq!(b["error"]["code"], "voting_closed", "{b}");
+                                refused += 1;
+                            }
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                    (acked, refused)
+                }
+            }))
+            .await;
+            results.into_iter().fold((0, 0), |a, r| (a.0 + r.0, a.1 + r.1))
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let closed = admin::close_in(&store, None, 1_000).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, refused) = load.await.unwrap();
+    assert!(acked > 0 && refused > 0, "the close fell inside the load: {acked} acked, {refused} refused");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tally = loop {
+        let t = store.tally("close").await.unwrap();
+        if t.by_status.values().sum::<u64>() >= acked || Instant::now() > deadline {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(tally.total, acked, "every acknowledged vote counted: {tally:?}");
+    assert_eq!(tally.by_status.get("late"), None, "no acknowledged vote was late: {tally:?}");
+    let stored = consumer.log.collection().count_documents(doc! { "contest": "close" }).await.unwrap();
+    assert_eq!(stored, acked, "refused votes never stored");
+    let late = consumer.log.collection().count_documents(doc! { "received_at": { "$gte": mongodb::bson::DateTime::from_millis(closed.closes_at_ms) } }).await.unwrap();
+    assert_eq!(late, 0);
+    consumer.stop().await;
+}
