@@ -2,7 +2,12 @@
 # The main job: start the services and the whole pipeline on loopback, send
 # votes through every entry (HTTP via the wasm host, JSON over the gRPC client
 # hop, native gRPC) for a bounded time with progress lines, wait for the
-# consumer to catch up, and print a summary.
+# consumer to catch up, and print a summary. Then it runs a contest (a roster
+# of five bands, one vote per voter, voters by id): fans vote through the
+# wasm host and the /grpc hop (some twice, some for a band not on the roster,
+# some without a voter, some after the close), the contest is closed and
+# certified, and a second summary prints counted / over_limit / late /
+# refusals and the certificate.
 #
 #   scripts/demo.sh                 # 20 s of traffic
 #   BANDVOTE_DEMO_SECONDS=60 scripts/demo.sh
@@ -68,6 +73,10 @@ wait_ready consumer "http://127.0.0.1:9181/readyz"
 wait_ready grpc-client "http://127.0.0.1:9183/readyz"
 wait_ready web "http://127.0.0.1:$WEB_PORT/readyz"
 log "live results: http://127.0.0.1:$WEB_PORT/  (open it now to watch the votes arrive)"
+
+# The course's traffic runs with no contest (a contest applies to every intake).
+"$BIN/bandvote-consumer" contest archive >/dev/null 2>&1 || true
+sleep 1.2
 
 # Redis's running total, or nothing when Redis does not answer.
 total() { local t; t=$(redis-cli -p "$REDIS_PORT" GET votes:total 2>/dev/null | tr -dc 0-9); echo "${t:-0}"; }
@@ -162,6 +171,64 @@ else:
 sys.exit(0 if ok else 1)
 PY
 echo "$recount" | sed 's/^/[recount] /'
-echo "web page: http://127.0.0.1:$WEB_PORT/   (Grafana provisioning: k8s/base/grafana; metrics: :9180 :9181 :9182 :9183 /metrics)"
+
+# A contest: roster, window, one vote per voter, certified result.
+contest_id="festival-$(date +%s)"
+roster="Alux Nahual,Bohemia Suburbana,Viernes Verde,Malacates Trébol Shop,Radio Viejo"
+log "contest $contest_id: roster of 5 bands, 1 vote per voter, voters by id (bandvote-consumer contest create)"
+"$BIN/bandvote-consumer" contest create --id "$contest_id" --title "Festival de Bandas (demo)" --roster "$roster" \
+  --votes-per-voter 1 --voters id --open-for-secs 3600 >"$RUN/contest.json"
+sleep 1.5  # every intake reads the current contest within a second
+log "contest: 300 fans vote through the wasm host and the /grpc hop (some twice, some for a band not on the roster, some without a voter)"
+python3 scripts/demo_contest.py --host "http://127.0.0.1:$HTTP_PORT/" --hop "http://127.0.0.1:$HOP_PORT/grpc" \
+  --roster "$roster" --run "$contest_id" --voters 300 >"$RUN/contest-open.json"
+log "contest: closing in 2 s (bandvote-consumer contest close)"
+"$BIN/bandvote-consumer" contest close --in-ms 2000 >/dev/null
+python3 scripts/demo_contest.py --host "http://127.0.0.1:$HTTP_PORT/" --hop "http://127.0.0.1:$HOP_PORT/grpc" \
+  --roster "$roster" --run "$contest_id" --voters 300 --phase closed >"$RUN/contest-closed.json"
+log "contest: certifying (waits for the consumer, recounts from Kafka and MongoDB, compares with Redis)"
+certify=$("$BIN/bandvote-consumer" contest certify --wait-secs 120 2>&1) && certify_ok=yes || certify_ok=no
+contest_rc=0
+python3 - "$RUN/contest-open.json" "$RUN/contest-closed.json" "$contest_id" "$certify_ok" "$certify" "$REDIS_PORT" <<'PY' || contest_rc=$?
+import json, subprocess, sys
+opened, closed = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+cid, certify_ok, certify, redis_port = sys.argv[3], sys.argv[4] == "yes", sys.argv[5], sys.argv[6]
+def hgetall(key):
+    out = subprocess.run(["redis-cli", "-p", redis_port, "HGETALL", key], capture_output=True, text=True).stdout.split("\n")
+    out = [o for o in out if o]
+    return {k: int(v) for k, v in zip(out[0::2], out[1::2])}
+status = hgetall(f"contest:{cid}:status")
+bands = sorted(hgetall(f"contest:{cid}:bands").items(), key=lambda kv: -kv[1])
+acked = opened["acked"] + closed["acked"]
+refused = {}
+for r in (opened, closed):
+    for k, n in r["by_code"].items():
+        refused[k] = refused.get(k, 0) + n
+print()
+print("=" * 64)
+print(f"contest {cid} summary (1 vote per voter)")
+print("=" * 64)
+print(f"acknowledged (2xx)    : {acked} of {opened['sent'] + closed['sent']} sent")
+for s in ("counted", "over_limit", "late", "early", "unknown_band"):
+    print(f"  {s:<20}: {status.get(s, 0)}")
+print("refused at the intake :")
+for k, n in sorted(refused.items()):
+    print(f"   {n:>6}  {k}")
+print("leaderboard           :")
+for band, n in bands:
+    print(f"   {n:>6}  {band}")
+cert = [l for l in certify.splitlines() if "certified" in l]
+print(f"certificate           : {cert[-1] if cert and certify_ok else 'NOT CERTIFIED (see [certify] lines)'}")
+ok = certify_ok and acked == sum(status.values()) and status.get("counted", 0) > 0 and closed["acked"] == 0
+print("=" * 64)
+if ok:
+    print("RESULT: every acknowledged contest vote counted or refused by rule exactly once; result certified")
+else:
+    print(f"RESULT: MISMATCH: acknowledged {acked}, applied {sum(status.values())} ({status}), after the close acknowledged {closed['acked']}, certified {certify_ok}")
+sys.exit(0 if ok else 1)
+PY
+[ "$certify_ok" = yes ] || echo "$certify" | sed 's/^/[certify] /'
+[ "$contest_rc" = 0 ] || summary_rc=$contest_rc
+echo "web page: http://127.0.0.1:$WEB_PORT/   (the contest's final result is on it; Grafana provisioning: k8s/base/grafana; metrics: :9180 :9181 :9182 :9183 /metrics)"
 if [ "${BANDVOTE_DEMO_KEEP:-0}" = 1 ]; then log "Ctrl-C to stop the pipeline"; wait; fi
 exit "$summary_rc"

@@ -16,8 +16,6 @@ use rdkafka::message::Message as _;
 /// Why a contest was not certified.
 #[derive(Debug, thiserror::Error)]
 pub enum CertifyError {
-    #[error("contest {0:?} does not exist")]
-    NoContest(String),
     #[error("contest {id:?} is still open until {closes_at_ms} (ms since the epoch): close it first")]
     NotClosed { id: String, closes_at_ms: i64 },
     #[error("the consumer has not applied partition {partition} up to its end ({applied} < {end}) after {waited:?}")]
@@ -41,13 +39,13 @@ fn end_offsets(brokers: &str, topic: &str) -> Result<BTreeMap<i32, i64>, Certify
 pub async fn certify(
     brokers: &str,
     topic: &str,
+    contest: &Contest,
     contests: &ContestStore,
     counters: &Counters,
     log: &VoteLog,
-    id: &str,
     wait: Duration,
 ) -> Result<(Certificate, bool), CertifyError> {
-    let contest: Contest = contests.get(id).await.map_err(store_err)?.ok_or_else(|| CertifyError::NoContest(id.to_owned()))?;
+    let id = contest.id.as_str();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     if contest.phase(now) != Phase::Closed {
         return Err(CertifyError::NotClosed { id: id.to_owned(), closes_at_ms: contest.closes_at_ms });
@@ -55,36 +53,42 @@ pub async fn certify(
     if let Some(c) = log.certificate(id).await.map_err(store_err)? {
         return Ok((c, false));
     }
-    // 1. Every partition applied up to its end (the end taken after the close).
-    let (b, t) = (brokers.to_owned(), topic.to_owned());
-    let ends = tokio::task::spawn_blocking(move || end_offsets(&b, &t)).await.map_err(store_err)??;
-    let started = Instant::now();
-    loop {
-        let applied = counters.applied_offsets(topic).await.map_err(store_err)?;
-        let behind = ends.iter().find(|(p, end)| **end > 0 && applied.get(p).copied().unwrap_or(-1) < **end - 1);
-        let Some((p, end)) = behind else { break };
-        if started.elapsed() > wait {
-            return Err(CertifyError::NotApplied { partition: *p, applied: applied.get(p).copied().unwrap_or(-1), end: *end, waited: wait });
-        }
-        eprintln!("certify: waiting for the consumer: partition {p} applied {} of {end}", applied.get(p).copied().unwrap_or(-1) + 1);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    // 2. Kafka: the contest's distinct vote ids.
+    // 1. Kafka: the contest's distinct vote ids, up to the ends taken now
+    // (after the close), and the last offset per partition that holds the
+    // first record of one of them (what must be applied).
     let (b, t, cid) = (brokers.to_owned(), topic.to_owned(), id.to_owned());
-    let in_kafka: HashSet<String> = tokio::task::spawn_blocking(move || {
-        let mut ids = HashSet::new();
+    let ends = tokio::task::spawn_blocking(move || end_offsets(&b, &t)).await.map_err(store_err)??;
+    let (b, t) = (brokers.to_owned(), topic.to_owned());
+    let (in_kafka, needed) = tokio::task::spawn_blocking(move || {
+        let mut ids: HashSet<String> = HashSet::new();
+        let mut needed: BTreeMap<i32, i64> = BTreeMap::new();
         bandvote_kafka::scan_topic(&b, &t, Duration::from_secs(10), Duration::from_secs(600), |m| {
             if let Ok(v) = record::decode(m.payload().unwrap_or_default())
                 && v.contest.as_deref() == Some(cid.as_str())
+                && ids.insert(v.vote_id)
             {
-                ids.insert(v.vote_id);
+                let last = needed.entry(m.partition()).or_insert(-1);
+                *last = (*last).max(m.offset());
             }
         })
-        .map(|()| ids)
+        .map(|()| (ids, needed))
     })
     .await
     .map_err(store_err)?
     .map_err(store_err)?;
+    // 2. The consumer has applied all of them (repeats and other records
+    // after them need not be: they count nothing in this contest).
+    let started = Instant::now();
+    loop {
+        let applied = counters.applied_offsets(topic).await.map_err(store_err)?;
+        let behind = needed.iter().find(|(p, last)| applied.get(p).copied().unwrap_or(-1) < **last);
+        let Some((p, last)) = behind else { break };
+        if started.elapsed() > wait {
+            return Err(CertifyError::NotApplied { partition: *p, applied: applied.get(p).copied().unwrap_or(-1), end: *last + 1, waited: wait });
+        }
+        eprintln!("certify: waiting for the consumer: partition {p} applied up to {} of {last}", applied.get(p).copied().unwrap_or(-1));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // 3. MongoDB: each vote's status and band.
     let votes = log.contest_votes(id).await.map_err(store_err)?;
     let mut diffs = Vec::new();

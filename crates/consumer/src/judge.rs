@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bandvote_contest::{Contest, VoteStatus};
 use bandvote_store::contests::ContestStoreError;
-use bandvote_store::{ContestStore, Located};
+use bandvote_store::{ContestStore, Located, VoteLog};
 use bandvote_vote::Vote;
 
 /// Contest definitions by id, as the batch's votes name them.
@@ -82,14 +82,17 @@ pub fn apply_caps(
 
 /// Contest definitions, read from Redis when a batch names them and kept
 /// for a second (a change is applied within a second, like the intakes').
+/// Falls back on the vote log's durable copy when Redis does not have a
+/// definition (Redis lost its data).
 pub struct ContestBook {
     store: ContestStore,
+    log: VoteLog,
     cache: Mutex<HashMap<String, (Option<Arc<Contest>>, Instant)>>,
 }
 
 impl ContestBook {
-    pub fn new(store: ContestStore) -> Self {
-        Self { store, cache: Mutex::new(HashMap::new()) }
+    pub fn new(store: ContestStore, log: VoteLog) -> Self {
+        Self { store, log, cache: Mutex::new(HashMap::new()) }
     }
 
     /// The definitions of the contests `votes` name.
@@ -103,7 +106,11 @@ impl ContestBook {
             let def = match cached {
                 Some((def, at)) if at.elapsed() < Duration::from_secs(1) => def,
                 _ => {
-                    let def = self.store.get(id).await?.map(Arc::new);
+                    let def = match self.store.get(id).await? {
+                        Some(def) => Some(def),
+                        None => self.log.contest(id).await.map_err(|e| ContestStoreError::Corrupt { id: id.to_owned(), error: e.to_string() })?,
+                    };
+                    let def = def.map(Arc::new);
                     self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.to_owned(), (def.clone(), Instant::now()));
                     def
                 }

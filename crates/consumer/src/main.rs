@@ -10,6 +10,7 @@ use bandvote_consumer::config::ConsumerConfig;
 use bandvote_consumer::metrics::ConsumerMetrics;
 use bandvote_store::VoteLog;
 use bandvote_consumer::pipeline::Pipeline;
+use bandvote_consumer::contest_admin::{now_ms, tokens, ContestAdmin};
 use bandvote_consumer::recount;
 use bandvote_store::{ContestStore, Counters};
 use clap::Parser as _;
@@ -189,8 +190,16 @@ async fn recount_command(config: &ConsumerConfig, log: &VoteLog, counters: &Coun
 }
 
 async fn contest_command(config: &ConsumerConfig, command: ContestCommand) -> anyhow::Result<()> {
-    use bandvote_consumer::contest_admin as admin;
     let store = ContestStore::new(&config.redis_url, &config.redis_prefix).context("connecting to Redis")?;
+    let log = VoteLog::connect(&config.mongo_url, &config.mongo_db, &config.mongo_collection).await.context("connecting to MongoDB")?;
+    let admin = ContestAdmin { store, log };
+    let result = contest_subcommand(config, &admin, command).await;
+    // Close the driver's pool before the runtime goes (it panics when dropped mid-shutdown).
+    admin.log.close().await;
+    result
+}
+
+async fn contest_subcommand(config: &ConsumerConfig, admin: &ContestAdmin, command: ContestCommand) -> anyhow::Result<()> {
     let print = |c: &bandvote_contest::Contest| println!("{}", serde_json::to_string_pretty(c).unwrap_or_default());
     match command {
         ContestCommand::Create { file, id, title, roster, opens_in_secs, open_for_secs, votes_per_voter, voters } => {
@@ -198,7 +207,7 @@ async fn contest_command(config: &ConsumerConfig, command: ContestCommand) -> an
                 Some(f) => serde_json::from_slice(&std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?)
                     .with_context(|| format!("{} is not a contest definition", f.display()))?,
                 None => {
-                    let opens = admin::now_ms() + opens_in_secs * 1000;
+                    let opens = now_ms() + opens_in_secs * 1000;
                     bandvote_contest::Contest {
                         id: id.context("--id (or --file) is required")?,
                         title: title.unwrap_or_default(),
@@ -211,46 +220,42 @@ async fn contest_command(config: &ConsumerConfig, command: ContestCommand) -> an
                     }
                 }
             };
-            print(&admin::create(&store, contest).await?);
+            print(&admin.create(contest).await?);
         }
-        ContestCommand::Open { id } => print(&admin::open_now(&store, id.as_deref()).await?),
+        ContestCommand::Open { id } => print(&admin.open_now(id.as_deref()).await?),
         ContestCommand::Close { id, in_ms } => {
-            let c = admin::close_in(&store, id.as_deref(), in_ms).await?;
+            let c = admin.close_in(id.as_deref(), in_ms).await?;
             print(&c);
-            let wait = c.closes_at_ms - admin::now_ms();
+            let wait = c.closes_at_ms - now_ms();
             if wait > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
             }
             println!("closed at {} ms", c.closes_at_ms);
         }
         ContestCommand::Archive => {
-            admin::archive(&store).await?;
+            admin.archive().await?;
             println!("no current contest: votes count as without one");
         }
         ContestCommand::Show { id } => {
-            let c = admin::find(&store, id.as_deref()).await?;
+            let c = admin.find(id.as_deref()).await?;
             print(&c);
-            let tally = store.tally(&c.id).await?;
-            println!("phase: {:?}; counted {} ({} voters); by status {:?}", c.phase(admin::now_ms()), tally.total, tally.voters, tally.by_status);
-            let log = VoteLog::open(&config.mongo_url, &config.mongo_db, &config.mongo_collection).await.context("connecting to MongoDB")?;
-            if let Some(cert) = log.certificate(&c.id).await? {
+            let tally = admin.store.tally(&c.id).await?;
+            println!("phase: {:?}; counted {} ({} voters); by status {:?}", c.phase(now_ms()), tally.total, tally.voters, tally.by_status);
+            if let Some(cert) = admin.log.certificate(&c.id).await? {
                 println!("final, certified at {} ms, digest {}", cert.certified_at_ms, cert.digest);
             }
-            log.close().await;
         }
         ContestCommand::Tokens { id, count, prefix, valid_secs, contest_secret } => {
-            let c = admin::find(&store, id.as_deref()).await?;
-            for t in admin::tokens(&c, contest_secret.as_deref(), &prefix, count, valid_secs)? {
+            let c = admin.find(id.as_deref()).await?;
+            for t in tokens(&c, contest_secret.as_deref(), &prefix, count, valid_secs)? {
                 println!("{t}");
             }
         }
         ContestCommand::Certify { id, wait_secs } => {
-            let c = admin::find(&store, id.as_deref()).await?;
+            let c = admin.find(id.as_deref()).await?;
             let counters = Counters::connect(&config.redis_url, &config.redis_prefix).await.context("connecting to Redis")?;
-            let log = VoteLog::connect(&config.mongo_url, &config.mongo_db, &config.mongo_collection).await.context("connecting to MongoDB")?;
-            let r = bandvote_consumer::certify::certify(&config.kafka_brokers, &config.topic, &store, &counters, &log, &c.id, std::time::Duration::from_secs(wait_secs)).await;
-            log.close().await;
-            let (cert, new) = r?;
+            let wait = std::time::Duration::from_secs(wait_secs);
+            let (cert, new) = bandvote_consumer::certify::certify(&config.kafka_brokers, &config.topic, &c, &admin.store, &counters, &admin.log, wait).await?;
             println!("{}", serde_json::to_string_pretty(&cert).unwrap_or_default());
             println!("{} {}: final, certified at {} ms, digest {}", if new { "certified" } else { "already certified" }, cert.contest, cert.certified_at_ms, cert.digest);
         }

@@ -205,7 +205,7 @@ impl BatchApplier {
         let log = VoteLog::connect(&config.mongo_url, &config.mongo_db, &config.mongo_collection).await.map_err(SinkError::from)?;
         let dead_letters = DeadLetters::new(dlq, &config.dlq_topic, &config.topic, log.clone(), metrics.clone());
         let id = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
-        let contests = ContestBook::new(ContestStore::new(&config.redis_url, &config.redis_prefix).map_err(SinkError::from)?);
+        let contests = ContestBook::new(ContestStore::new(&config.redis_url, &config.redis_prefix).map_err(SinkError::from)?, log.clone());
         Ok(Self {
             id,
             dead_letters,

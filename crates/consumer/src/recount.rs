@@ -132,7 +132,8 @@ pub async fn rebuild(log: &VoteLog, counters: &Counters, topic: &str) -> Result<
         }
         let totals = log.totals().await?;
         let offsets: HashMap<i32, i64> = log.stored_offsets(topic).await?;
-        counters.replace_all(&token, topic, &totals, &offsets).await?;
+        let contests = log.contest_counts_all().await?;
+        counters.replace_all(&token, topic, &totals, &offsets, &contests).await?;
         Ok::<_, SinkError>(totals)
     }
     .await;

@@ -25,6 +25,12 @@ async fn flush(url: &str) {
     let _: () = redis::cmd("FLUSHDB").query_async(&mut con).await.unwrap();
 }
 
+/// Contests in Redis `redis` and the vote log `collection` (the durable copy).
+async fn admin_for(redis: &str, collection: &str) -> admin::ContestAdmin {
+    let log = VoteLog::connect(&kit::mongo_url(), "bandvote_test", collection).await.unwrap();
+    admin::ContestAdmin { store: ContestStore::new(redis, "").unwrap(), log }
+}
+
 fn contest(id: &str, cap: u32, voters: Voters) -> Contest {
     let now = admin::now_ms();
     Contest {
@@ -97,8 +103,8 @@ async fn the_intake_refuses_by_the_rules_with_clear_errors() {
     let redis = redis_db(11);
     flush(&redis).await;
     let topic = kit::fresh_topic("contest-rules", 1).await;
-    let store = ContestStore::new(&redis, "").unwrap();
-    admin::create(&store, contest("rules", 1, Voters::Id)).await.unwrap();
+    let contests = admin_for(&redis, "contest-rules").await;
+    contests.create(contest("rules", 1, Voters::Id)).await.unwrap();
     let (mut h, http, admin_addr) = host("contest-rules-host", &topic, &redis, &[("BANDVOTE_CONTEST_SECRET", "s3cret")]);
     h.start();
     wait_ready(admin_addr, Duration::from_secs(60)).await;
@@ -119,7 +125,7 @@ async fn the_intake_refuses_by_the_rules_with_clear_errors() {
     assert_eq!((s, b["error"]["code"].as_str()), (422, Some("unknown_band")), "{b}");
 
     // Closed: 403 with the closing time.
-    admin::close_in(&store, None, 0).await.unwrap();
+    contests.close_in(None, 0).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let (s, b) = post(&client, http, &vote("Alux Nahual"), &[("x-voter", "fan-4")]).await.unwrap();
     assert_eq!((s, b["error"]["code"].as_str()), (403, Some("voting_closed")), "{b}");
@@ -129,14 +135,14 @@ async fn the_intake_refuses_by_the_rules_with_clear_errors() {
     let mut later = contest("later", 0, Voters::Anonymous);
     later.opens_at_ms = admin::now_ms() + 3_600_000;
     later.closes_at_ms = later.opens_at_ms + 1_000;
-    admin::create(&store, later).await.unwrap();
+    contests.create(later).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let (s, b) = post(&client, http, &vote("Alux Nahual"), &[]).await.unwrap();
     assert_eq!((s, b["error"]["code"].as_str(), b["error"]["opens_at_ms"].is_i64()), (403, Some("voting_not_open"), true), "{b}");
 
     // Tokens: signed with the deployment's secret for this contest only.
     let tokened = contest("tokened", 1, Voters::Token);
-    admin::create(&store, tokened.clone()).await.unwrap();
+    contests.create(tokened.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let good = admin::tokens(&tokened, Some("s3cret"), "ticket", 1, 600).unwrap().remove(0);
     let other_contest = admin::tokens(&contest("other", 1, Voters::Token), Some("s3cret"), "ticket", 1, 600).unwrap().remove(0);
@@ -155,7 +161,7 @@ async fn the_intake_refuses_by_the_rules_with_clear_errors() {
     assert_eq!(records.last().unwrap().key, b"ticket-0001", "keyed by voter: one voter, one partition");
 
     // No contest: today's behaviour.
-    admin::archive(&store).await.unwrap();
+    contests.archive().await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let (s, b) = post(&client, http, &vote("Any Band At All"), &[]).await.unwrap();
     assert_eq!(s, 201, "{b}");
@@ -175,8 +181,9 @@ async fn a_capped_contest_counts_n_per_voter_across_kill_9_and_certifies() {
     let topic = kit::fresh_topic("contest-cap", 3).await;
     bandvote_kafka::ensure_topic(&kit::kafka_brokers(), &format!("{topic}-dlq"), 1).await.unwrap();
     let collection = kit::unique("contest-cap");
-    let store = ContestStore::new(&redis, "").unwrap();
-    admin::create(&store, contest("cap", CAP as u32, Voters::Id)).await.unwrap();
+    let contests = admin_for(&redis, &collection).await;
+    let store = contests.store.clone();
+    contests.create(contest("cap", CAP as u32, Voters::Id)).await.unwrap();
     let (mut h, http, host_admin) = host("contest-cap-host", &topic, &redis, &[]);
     let (mut c, consumer_admin) = consumer_process("contest-cap-consumer", &topic, &redis, &collection);
     h.start();
@@ -254,12 +261,25 @@ async fn a_capped_contest_counts_n_per_voter_across_kill_9_and_certifies() {
         assert_eq!(counted, CAP, "fan-{v}");
     }
 
-    // certify: refuses while open, refuses a tampered Redis, then certifies.
+    // Redis loses everything: the rebuild (what the consumer runs when it
+    // finds Redis empty) restores every contest counter and voter from the log.
     let counters = Counters::connect(&redis, "").await.unwrap();
+    flush(&redis).await;
+    bandvote_consumer::recount::rebuild(&log, &counters, &topic).await.unwrap().expect("no other rebuild");
+    assert_eq!(store.tally("cap").await.unwrap(), tally, "rebuilt from MongoDB");
+    let rebuilt: HashMap<String, u64> = redis::cmd("HGETALL").arg("contest:cap:voters").query_async(&mut con).await.unwrap();
+    assert_eq!(rebuilt, per_voter);
+
+    // certify: refuses while open, refuses a tampered Redis, then certifies
+    // (the definition comes back from MongoDB's copy).
+    let open = contests.find(Some("cap")).await.unwrap();
     let brokers = kit::kafka_brokers();
-    let certify = || certify::certify(&brokers, &topic, &store, &counters, &log, "cap", Duration::from_secs(60));
-    assert!(matches!(certify().await, Err(certify::CertifyError::NotClosed { .. })));
-    admin::close_in(&store, Some("cap"), 0).await.unwrap();
+    assert!(matches!(
+        certify::certify(&brokers, &topic, &open, &store, &counters, &log, Duration::from_secs(60)).await,
+        Err(certify::CertifyError::NotClosed { .. })
+    ));
+    let closed = contests.close_in(Some("cap"), 0).await.unwrap();
+    let certify = || certify::certify(&brokers, &topic, &closed, &store, &counters, &log, Duration::from_secs(60));
     let _: () = redis::cmd("HINCRBY").arg("contest:cap:bands").arg("Alux Nahual").arg(1).query_async(&mut con).await.unwrap();
     match certify().await {
         Err(certify::CertifyError::Differences(d)) => assert!(d.iter().any(|d| d.contains("Alux Nahual")), "{d:?}"),
@@ -288,9 +308,10 @@ async fn closing_the_window_during_load_counts_every_vote_before_it_and_none_aft
     flush(&redis).await;
     let topic = kit::fresh_topic("contest-close", 3).await;
     bandvote_kafka::ensure_topic(&kit::kafka_brokers(), &format!("{topic}-dlq"), 1).await.unwrap();
-    let store = ContestStore::new(&redis, "").unwrap();
-    admin::create(&store, contest("close", 0, Voters::Anonymous)).await.unwrap();
     let mut cfg = bandvote_service_tests::isolated_consumer("contest-close", &topic);
+    let contests = admin_for(&redis, &cfg.mongo_collection).await;
+    let store = contests.store.clone();
+    contests.create(contest("close", 0, Voters::Anonymous)).await.unwrap();
     cfg.redis_url = redis.clone();
     cfg.redis_prefix = String::new();
     let consumer = bandvote_service_tests::run_consumer(cfg).await;
@@ -329,7 +350,7 @@ async fn closing_the_window_during_load_counts_every_vote_before_it_and_none_aft
         })
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let closed = admin::close_in(&store, None, 1_000).await.unwrap();
+    let closed = contests.close_in(None, 1_000).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (acked, refused) = load.await.unwrap();

@@ -31,8 +31,10 @@ return 1
 /// Replace the counters and offsets, only for the rebuild that holds the
 /// marker, and drop the marker, atomically. KEYS: rebuilding, bands, albums,
 /// bands board, albums board, total, legacy seen votes, offsets. ARGV: token,
-/// total, n bands, (band, count) × n, n albums, (album, count) × n, then
-/// (partition, offset) pairs.
+/// total, n bands, (band, count) × n, n albums, (album, count) × n, n
+/// offsets, (partition, offset) × n, prefix, then per contest: id, total,
+/// n bands, (band, count) × n, n statuses, (status, count) × n, n voters,
+/// (voter, count) × n.
 static REPLACE_ALL_LUA: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('NOTOWNER the rebuild marker is not held by this rebuild (expired, or another rebuild took it)')
@@ -49,13 +51,42 @@ for _, board in ipairs({{KEYS[2], KEYS[4]}, {KEYS[3], KEYS[5]}}) do
     i = i + 2
   end
 end
-while i < #ARGV do
+local n = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, n do
   redis.call('HSET', KEYS[8], ARGV[i], ARGV[i + 1])
   i = i + 2
+end
+local p = ARGV[i]
+i = i + 1
+while i <= #ARGV do
+  local c = p .. 'contest:' .. ARGV[i] .. ':'
+  for _, k in ipairs({'bands', 'board', 'total', 'status', 'voters'}) do redis.call('DEL', c .. k) end
+  redis.call('SET', c .. 'total', ARGV[i + 1])
+  i = i + 2
+  for _, h in ipairs({'bands', 'status', 'voters'}) do
+    local m = tonumber(ARGV[i])
+    i = i + 1
+    for _ = 1, m do
+      redis.call('HSET', c .. h, ARGV[i], ARGV[i + 1])
+      if h == 'bands' then redis.call('ZADD', c .. 'board', ARGV[i + 1], ARGV[i]) end
+      i = i + 2
+    end
+  end
 end
 redis.call('DEL', KEYS[1])
 return 1
 ";
+
+/// One contest's counters as a rebuild computes them from the vote log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContestCounts {
+    pub total: u64,
+    pub by_band: HashMap<String, u64>,
+    pub by_status: HashMap<String, u64>,
+    /// Counted votes per voter (the cap's state).
+    pub by_voter: HashMap<String, u64>,
+}
 
 /// Drop the rebuild marker if this rebuild holds it. KEYS: rebuilding. ARGV: token.
 static END_REBUILD_LUA: &str = r"
@@ -328,7 +359,14 @@ impl Counters {
     /// script, only while `token` holds the marker ([`Self::begin_rebuild`]):
     /// a rebuild whose marker expired and was taken by another is refused
     /// (`NOTOWNER`) instead of overwriting that one's work and dropping its marker.
-    pub async fn replace_all(&self, token: &str, topic: &str, totals: &Totals, offsets: &HashMap<i32, i64>) -> Result<(), redis::RedisError> {
+    pub async fn replace_all(
+        &self,
+        token: &str,
+        topic: &str,
+        totals: &Totals,
+        offsets: &HashMap<i32, i64>,
+        contests: &HashMap<String, ContestCounts>,
+    ) -> Result<(), redis::RedisError> {
         let mut inv = self.replace.prepare_invoke();
         inv.key(self.key(keys::REBUILDING));
         for k in [keys::BANDS, keys::ALBUMS, keys::BANDS_BOARD, keys::ALBUMS_BOARD, keys::TOTAL, keys::LEGACY_SEEN_VOTES] {
@@ -342,8 +380,19 @@ impl Counters {
                 inv.arg(name).arg(n);
             }
         }
+        inv.arg(offsets.len());
         for (p, o) in offsets {
             inv.arg(p).arg(o);
+        }
+        inv.arg(&self.prefix);
+        for (id, c) in contests {
+            inv.arg(id).arg(c.total);
+            for counts in [&c.by_band, &c.by_status, &c.by_voter] {
+                inv.arg(counts.len());
+                for (name, n) in counts {
+                    inv.arg(name).arg(n);
+                }
+            }
         }
         let mut con = self.con.clone();
         inv.invoke_async::<i64>(&mut con).await.map(drop)

@@ -38,6 +38,7 @@ pub struct VoteLog {
     votes: Collection<Document>,
     dead_letters: Collection<Document>,
     certificates: Collection<Document>,
+    contests: Collection<Document>,
 }
 
 /// Where a page of the log starts: strictly older than this vote in the
@@ -201,6 +202,7 @@ impl VoteLog {
         let db = client.database(database);
         Ok(Self { votes: db.collection::<Document>(collection), dead_letters: db.collection(&format!("{collection}_dead_letters")),
             certificates: db.collection(&format!("{collection}_contest_results")),
+            contests: db.collection(&format!("{collection}_contests")),
         })
     }
 
@@ -279,6 +281,54 @@ impl VoteLog {
     /// One stored vote: its contest, band, status and Kafka position (receipts).
     pub async fn find(&self, vote_id: &str) -> Result<Option<Document>, mongodb::error::Error> {
         self.votes.find_one(doc! { "_id": vote_id }).await
+    }
+
+    /// Every contest's counters as the apply script would have them, from
+    /// the log (a rebuild): counted per band, votes per status, counted per voter.
+    pub async fn contest_counts_all(&self) -> Result<HashMap<String, crate::counters::ContestCounts>, mongodb::error::Error> {
+        let mut out: HashMap<String, crate::counters::ContestCounts> = HashMap::new();
+        let by_status_band = [
+            doc! { "$match": { "contest": { "$exists": true } } },
+            doc! { "$group": { "_id": { "c": "$contest", "s": "$status", "b": "$band" }, "n": { "$sum": 1 } } },
+        ];
+        let mut cur = self.votes.aggregate(by_status_band).await?;
+        while let Some(d) = cur.try_next().await? {
+            let (Ok(k), n) = (d.get_document("_id"), int(&d, "n").unwrap_or(0) as u64) else { continue };
+            let c = out.entry(k.get_str("c").unwrap_or_default().to_owned()).or_default();
+            let status = k.get_str("s").unwrap_or_default();
+            *c.by_status.entry(status.to_owned()).or_default() += n;
+            if status == VoteStatus::Counted.as_str() {
+                *c.by_band.entry(k.get_str("b").unwrap_or_default().to_owned()).or_default() += n;
+                c.total += n;
+            }
+        }
+        let by_voter = [
+            doc! { "$match": { "contest": { "$exists": true }, "voter": { "$exists": true }, "status": VoteStatus::Counted.as_str() } },
+            doc! { "$group": { "_id": { "c": "$contest", "v": "$voter" }, "n": { "$sum": 1 } } },
+        ];
+        let mut cur = self.votes.aggregate(by_voter).await?;
+        while let Some(d) = cur.try_next().await? {
+            let (Ok(k), n) = (d.get_document("_id"), int(&d, "n").unwrap_or(0) as u64) else { continue };
+            let c = out.entry(k.get_str("c").unwrap_or_default().to_owned()).or_default();
+            c.by_voter.insert(k.get_str("v").unwrap_or_default().to_owned(), n);
+        }
+        Ok(out)
+    }
+
+    /// Keep contest `c`'s definition in the log's database too
+    /// (`<collection>_contests`): the durable copy, read when Redis lost it.
+    pub async fn save_contest(&self, c: &bandvote_contest::Contest) -> Result<(), mongodb::error::Error> {
+        let mut d = mongodb::bson::to_document(c).map_err(mongodb::error::Error::custom)?;
+        d.insert("_id", &c.id);
+        self.contests.replace_one(doc! { "_id": &c.id }, d).upsert(true).await.map(drop)
+    }
+
+    /// Contest `id`'s durable definition.
+    pub async fn contest(&self, id: &str) -> Result<Option<bandvote_contest::Contest>, mongodb::error::Error> {
+        match self.contests.find_one(doc! { "_id": id }).await? {
+            Some(d) => mongodb::bson::from_document(d).map(Some).map_err(mongodb::error::Error::custom),
+            None => Ok(None),
+        }
     }
 
     /// Contest `id`'s votes by (status, band), from the log.

@@ -46,7 +46,7 @@ async fn counters_apply_once_per_offset_and_read_back() {
     assert!(!c.begin_apply("applier", Duration::from_secs(30)).await.unwrap());
     let late = PartitionBatch { first_offset: 11, last_offset: 11, votes: vec![located(0, 11, "Maná", "e")] };
     assert!(c.apply("votes", 0, &late, &HashSet::new(), now, false).await.is_err(), "the apply script refuses while a rebuild runs");
-    c.replace_all("me", "votes", &t, &HashMap::from([(0, 10)])).await.unwrap();
+    c.replace_all("me", "votes", &t, &HashMap::from([(0, 10)]), &HashMap::new()).await.unwrap();
     assert!(c.begin_apply("applier", Duration::from_secs(30)).await.unwrap());
     assert_eq!(c.appliers_writing().await.unwrap(), 1);
     c.end_apply("applier").await.unwrap();
@@ -63,12 +63,12 @@ async fn a_rebuild_never_drops_another_rebuilds_marker() {
     assert!(c.begin_rebuild("slow", Duration::from_millis(100)).await.unwrap());
     tokio::time::sleep(Duration::from_millis(200)).await; // the slow rebuild's marker expires
     assert!(c.begin_rebuild("next", Duration::from_secs(30)).await.unwrap());
-    let refused = c.replace_all("slow", "votes", &totals, &HashMap::from([(0, 2)])).await.expect_err("not the holder");
+    let refused = c.replace_all("slow", "votes", &totals, &HashMap::from([(0, 2)]), &HashMap::new()).await.expect_err("not the holder");
     assert!(refused.to_string().contains("NOTOWNER"), "{refused}");
     c.end_rebuild("slow").await.unwrap();
     assert!(!c.begin_apply("applier", Duration::from_secs(30)).await.unwrap(), "the other rebuild still holds the marker");
     assert!(c.is_empty("votes").await.unwrap(), "nothing written by the refused rebuild");
-    c.replace_all("next", "votes", &totals, &HashMap::from([(0, 2), (1, 7)])).await.unwrap();
+    c.replace_all("next", "votes", &totals, &HashMap::from([(0, 2), (1, 7)]), &HashMap::new()).await.unwrap();
     assert_eq!(c.totals().await.unwrap(), totals);
     assert_eq!(c.leaderboard_totals().await.unwrap().by_band, totals.by_band);
     assert_eq!(c.applied_offsets("votes").await.unwrap(), HashMap::from([(0, 2), (1, 7)]));

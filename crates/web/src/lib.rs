@@ -6,6 +6,12 @@
 //!   open stream (`tokio::sync::watch`): Redis load does not grow with viewers.
 //! * `GET /api/log?size=20&band=…&before=<cursor>`: the vote log from MongoDB, newest
 //!   first, keyset-paginated (`next` is the following page's cursor); estimated totals.
+//! * `GET /api/contest`: the current contest (roster, window, phase, live
+//!   tally by band and status) and, once certified, its final result and digest.
+//! * `GET /api/receipt/{vote_id}`: where one vote stands (`counted`,
+//!   `over_limit`, `late`, `early`, `unknown_band`, `pending` while stored and
+//!   not yet counted, `unknown`: not stored yet or no such vote). Only the
+//!   holder of the id can ask: ids are random and never on a public page.
 //! * `GET /healthz`, `GET /readyz`.
 //!
 //! Redis and MongoDB are connected lazily and reconnected on failure, so the
@@ -23,7 +29,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bandvote_store::VoteLog;
 use bandvote_store::keys::Board;
-use bandvote_store::{Counters, LogCursor};
+use bandvote_store::{ContestStore, Counters, LogCursor};
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -54,6 +60,7 @@ pub struct AppState {
     log: Mutex<Option<VoteLog>>,
     live: watch::Sender<Snapshot>,
     poller: std::sync::Once,
+    contests: std::sync::OnceLock<ContestStore>,
 }
 
 impl AppState {
@@ -64,6 +71,7 @@ impl AppState {
             log: Mutex::new(None),
             live: watch::Sender::new(None),
             poller: std::sync::Once::new(),
+            contests: std::sync::OnceLock::new(),
         })
     }
 
@@ -152,6 +160,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/results", get(results))
         .route("/api/stream", get(stream))
         .route("/api/log", get(log_page))
+        .route("/api/contest", get(contest))
+        .route("/api/receipt/{vote_id}", get(receipt))
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -243,6 +253,86 @@ async fn log_page(State(s): State<Arc<AppState>>, Query(q): Query<LogQuery>) -> 
         "unreadable": page.unreadable,
     });
     Json(body).into_response()
+}
+
+async fn contest(State(s): State<Arc<AppState>>) -> Response {
+    let store = match s.contests.get() {
+        Some(st) => st.clone(),
+        None => match ContestStore::new(&s.sources.redis_url, &s.sources.redis_prefix) {
+            Ok(st) => s.contests.get_or_init(|| st).clone(),
+            Err(e) => return unavailable(format!("redis: {e}")),
+        },
+    };
+    let c = match store.current().await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Json(json!({ "contest": null })).into_response(),
+        Err(e) => return unavailable(e.to_string()),
+    };
+    let tally = match store.tally(&c.id).await {
+        Ok(t) => t,
+        Err(e) => return unavailable(e.to_string()),
+    };
+    let certificate = match s.log().await {
+        Ok(log) => log.certificate(&c.id).await.ok().flatten(),
+        Err(_) => None,
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let mut bands: Vec<(String, u64)> = c.roster.iter().map(|e| (e.band.clone(), tally.by_band.get(&e.band).copied().unwrap_or(0))).collect();
+    if bands.is_empty() {
+        bands = tally.by_band.clone().into_iter().collect();
+    }
+    bands.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Json(json!({
+        "contest": {
+            "id": c.id, "title": c.title, "roster": c.roster, "opens_at_ms": c.opens_at_ms, "closes_at_ms": c.closes_at_ms,
+            "votes_per_voter": c.votes_per_voter, "voters": c.voters, "phase": if certificate.is_some() { json!("final") } else { json!(c.phase(now)) },
+        },
+        "now_ms": now,
+        "tally": {
+            "counted": tally.total, "voters": tally.voters, "by_status": tally.by_status,
+            "bands": bands.into_iter().map(|(name, votes)| json!({ "name": name, "votes": votes })).collect::<Vec<_>>(),
+        },
+        "certificate": certificate,
+    }))
+    .into_response()
+}
+
+async fn receipt(State(s): State<Arc<AppState>>, axum::extract::Path(vote_id): axum::extract::Path<String>) -> Response {
+    if vote_id.is_empty() || vote_id.len() > 200 {
+        let body = json!({ "error": { "status": 400, "code": "invalid_field", "field": "vote_id", "message": "not a vote id" } });
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    }
+    let log = match s.log().await {
+        Ok(l) => l,
+        Err(e) => return unavailable(e),
+    };
+    let doc = match log.find(&vote_id).await {
+        Ok(d) => d,
+        Err(e) => return unavailable(format!("mongodb: {e}")),
+    };
+    let Some(d) = doc else {
+        return Json(json!({ "vote_id": vote_id, "status": "unknown", "message": "not stored yet (the consumer may still be on its way) or no such vote" })).into_response();
+    };
+    let entry = bandvote_store::LogEntry::of(&d);
+    // Stored is not yet counted: the partition's applied offset says whether the counters have it.
+    let applied = match (s.counters().await, d.get_document("kafka").ok().and_then(|k| k.get_str("topic").ok())) {
+        (Ok(c), Some(topic)) => c.applied_offsets(topic).await.ok(),
+        _ => None,
+    };
+    let counted_yet = match (&entry, applied) {
+        (Some(e), Some(a)) => a.get(&e.at.partition).is_some_and(|o| *o >= e.at.offset),
+        _ => false,
+    };
+    let status = match d.get_str("status").ok() {
+        _ if !counted_yet => "pending",
+        Some(s) => s,
+        None => "counted",
+    };
+    Json(json!({
+        "vote_id": vote_id, "status": status, "band": entry.as_ref().map(|e| e.band.clone()), "contest": d.get_str("contest").ok(),
+        "received_at_ms": entry.as_ref().map(|e| e.at.received_at_ms),
+    }))
+    .into_response()
 }
 
 /// Ready = the process serves (its page, and the page's banner when a store

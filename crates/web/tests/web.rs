@@ -42,6 +42,34 @@ async fn results_and_log_pages() {
 
     let base = serve(sources(&prefix, &coll)).await;
     let http = reqwest::Client::new();
+
+    // Receipts: counted once applied, pending while only stored, unknown otherwise.
+    let r: Value = http.get(format!("{base}/api/receipt/w-3")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((r["status"].as_str(), r["band"].as_str()), (Some("counted"), Some("Alux Nahual")), "{r}");
+    let r: Value = http.get(format!("{base}/api/receipt/no-such-vote")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["status"], "unknown", "{r}");
+
+    // The contest: none, then the current one with its roster, phase and tally.
+    let c: Value = http.get(format!("{base}/api/contest")).send().await.unwrap().json().await.unwrap();
+    assert!(c["contest"].is_null(), "{c}");
+    let store = bandvote_store::ContestStore::new(&kit::redis_url(), &prefix).unwrap();
+    let now = 1_700_000_000_000_i64.max(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64);
+    let def = bandvote_contest::Contest {
+        id: "final".into(),
+        title: "Final".into(),
+        roster: vec![bandvote_contest::Entry { band: "Alux Nahual".into(), albums: vec![] }, bandvote_contest::Entry { band: "Caifanes".into(), albums: vec![] }],
+        opens_at_ms: now - 1_000,
+        closes_at_ms: now + 60_000,
+        votes_per_voter: 1,
+        revote: bandvote_contest::Revote::Refuse,
+        voters: bandvote_contest::Voters::Id,
+    };
+    store.put(&def).await.unwrap();
+    store.set_current(Some("final")).await.unwrap();
+    let c: Value = http.get(format!("{base}/api/contest")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((c["contest"]["phase"].as_str(), c["contest"]["roster"].as_array().map(Vec::len)), (Some("open"), Some(2)), "{c}");
+    assert_eq!(c["tally"]["bands"].as_array().map(Vec::len), Some(2), "every roster band listed, with 0 votes: {c}");
+    assert!(c["certificate"].is_null());
     let r: Value = http.get(format!("{base}/api/results")).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["total"], 25);
     assert_eq!(r["bands"][0]["name"], "Alux Nahual");
@@ -69,6 +97,11 @@ async fn results_and_log_pages() {
     let sse = http.get(format!("{base}/api/stream")).send().await.unwrap();
     assert_eq!(sse.headers()["content-type"], "text/event-stream");
     log.collection().drop().await.unwrap();
+    // Stored, not yet counted: pending.
+    let later = Located { partition: 0, offset: 30, vote: kit::vote("Caifanes", Some("w-later")) };
+    log.store("votes", &[&later]).await.unwrap();
+    let r: Value = http.get(format!("{base}/api/receipt/w-later")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["status"], "pending", "{r}");
 }
 
 #[tokio::test]
