@@ -5,6 +5,7 @@
 #                     consumer-url (readWrite on bandvote), web-url (read only)
 #   bandvote-redis:   consumer/web/grafana/intake passwords and URLs (ACL users of k8s/base/redis/users.acl)
 #   bandvote-grafana: admin-user, admin-password
+#   bandvote-contest: secret (voter tokens)
 # Usage: scripts/k8s-secrets.sh [namespace]   (default bandvote; needs kubectl and openssl)
 set -euo pipefail
 NS=${1:-bandvote}
@@ -31,3 +32,6 @@ create bandvote-redis consumer-password="$RC" web-password="$RW" grafana-passwor
   intake-url="redis://intake:$RI@redis:6379/"
 
 create bandvote-grafana admin-user=admin admin-password="$(pw)"
+
+# Signs and verifies contests' voter tokens (intakes verify, `contest tokens` signs).
+create bandvote-contest secret="$(openssl rand -hex 32)"

@@ -31,7 +31,7 @@ IMAGE_SOURCES = {
     "bandvote/host": ["host/src/config.rs", "crates/kafka/src/args.rs"],
     "bandvote/grpc": ["crates/grpc-producer/src/config.rs", "crates/kafka/src/args.rs"],
     "bandvote/grpc-client": ["crates/grpc-producer/src/bin/grpc_client.rs"],
-    "bandvote/consumer": ["crates/consumer/src/config.rs"],
+    "bandvote/consumer": ["crates/consumer/src/config.rs", "crates/consumer/src/main.rs"],
     "bandvote/web": ["crates/web/src/main.rs"],
 }
 SHARED_ENV = {"BANDVOTE_LOG_FORMAT", "RUST_LOG"}  # read by bandvote-telemetry / tracing
