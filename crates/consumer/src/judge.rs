@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bandvote_contest::{Contest, VoteStatus};
+use bandvote_contest::{Contest, Revote, VoteStatus};
 use bandvote_store::contests::ContestStoreError;
-use bandvote_store::{ContestStore, Located, VoteLog};
+use bandvote_store::{Choice, ContestStore, Located, VoteLog, VoterState};
 use bandvote_vote::Vote;
 
 /// Contest definitions by id, as the batch's votes name them.
@@ -24,21 +24,35 @@ pub type Contests = HashMap<String, Arc<Contest>>;
 pub struct Verdict {
     /// The band as counted (the roster's spelling when it has one).
     pub band: String,
-    /// `None`: the vote is in no contest (counted as always).
+    /// `None`: the vote is in no contest (counted as always). The status
+    /// it is applied with: a counted vote a later one replaces stays
+    /// `Counted` here (the later one takes its counts back).
     pub status: Option<VoteStatus>,
+    /// In a `revote = replace` contest, for a counted vote: the voter's
+    /// counted vote it replaces (`Some(None)`: their first).
+    pub replaces: Option<Option<Choice>>,
+}
+
+/// What judging a partition's caps decided.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decided {
+    /// Indices whose status the caps decided (`Counted` or `OverLimit`).
+    pub indices: Vec<usize>,
+    /// Vote ids (in this batch or earlier) a later vote of their voter replaced.
+    pub replaced: Vec<String>,
 }
 
 /// The rules that need nothing but the record and the contest. A vote that
 /// names a contest this consumer cannot find is counted as it came (logged).
 pub fn by_rules(vote: &Vote, contests: &Contests) -> Verdict {
-    let Some(id) = &vote.contest else { return Verdict { band: vote.band.clone(), status: None } };
+    let Some(id) = &vote.contest else { return Verdict { band: vote.band.clone(), status: None, replaces: None } };
     let Some(contest) = contests.get(id) else {
         tracing::warn!(contest = %id, vote_id = %vote.vote_id, "vote names an unknown contest: counted without its rules");
-        return Verdict { band: vote.band.clone(), status: Some(VoteStatus::Counted) };
+        return Verdict { band: vote.band.clone(), status: Some(VoteStatus::Counted), replaces: None };
     };
     let status = contest.status(vote);
     let band = contest.roster_band(&vote.band).unwrap_or(&vote.band).to_owned();
-    Verdict { band, status: Some(status) }
+    Verdict { band, status: Some(status), replaces: None }
 }
 
 /// The (contest, voter, cap) a still-counted vote is capped by, if any.
@@ -52,30 +66,39 @@ pub fn cap_of<'a>(vote: &'a Vote, verdict: &Verdict, contests: &Contests) -> Opt
 }
 
 /// Decide the per-voter cap for one partition's votes in offset order:
-/// `counts` are each (contest, voter)'s counted votes as of `applied`;
-/// votes at or below `applied` (already counted) and `skip`ped ones
-/// (repeats) are left alone. Returns the indices whose verdict it decided.
+/// `state` is each (contest, voter)'s counted votes and choice as of
+/// `applied`; votes at or below `applied` (already counted) and `skip`ped
+/// ones (repeats) are left alone. With `revote = refuse` a vote past the
+/// cap is `OverLimit`; with `replace` every vote counts and takes the
+/// voter's earlier counted vote back (that one becomes `Replaced`).
 pub fn apply_caps(
     votes: &[Located],
     verdicts: &mut [Verdict],
     contests: &Contests,
     applied: i64,
-    mut counts: HashMap<(String, String), u64>,
+    mut state: HashMap<(String, String), VoterState>,
     skip: impl Fn(&Located) -> bool,
-) -> Vec<usize> {
-    let mut decided = Vec::new();
+) -> Decided {
+    let mut decided = Decided::default();
     for (i, v) in votes.iter().enumerate() {
         if v.offset <= applied || skip(v) {
             continue;
         }
         let Some((contest, voter, cap)) = cap_of(&v.vote, &verdicts[i], contests) else { continue };
-        let n = counts.entry((contest.to_owned(), voter.to_owned())).or_insert(0);
-        if *n >= u64::from(cap) {
+        let s = state.entry((contest.to_owned(), voter.to_owned())).or_default();
+        if contests.get(contest).is_some_and(|c| c.revote == Revote::Replace) {
+            let mine = Choice { vote_id: v.vote.vote_id.clone(), band: verdicts[i].band.clone(), album: v.vote.album.clone() };
+            let previous = s.choice.replace(mine);
+            if let Some(p) = &previous {
+                decided.replaced.push(p.vote_id.clone());
+            }
+            verdicts[i].replaces = Some(previous);
+        } else if s.counted >= u64::from(cap) {
             verdicts[i].status = Some(VoteStatus::OverLimit);
         } else {
-            *n += 1;
+            s.counted += 1;
         }
-        decided.push(i);
+        decided.indices.push(i);
     }
     decided
 }
@@ -128,6 +151,22 @@ mod tests {
     use super::*;
     use bandvote_contest::{Entry, Revote, Voters};
 
+    #[test]
+    fn replace_takes_the_earlier_vote_back_in_offset_order() {
+        let mut c = contests(1);
+        Arc::make_mut(c.get_mut("c1").unwrap()).revote = Revote::Replace;
+        let votes = vec![located(6, "Maná", "a", 10), located(7, "Alux Nahual", "a", 10), located(8, "Maná", "b", 10)];
+        let mut verdicts: Vec<Verdict> = votes.iter().map(|v| by_rules(&v.vote, &c)).collect();
+        let earlier = Choice { vote_id: "old".into(), band: "Alux Nahual".into(), album: "x".into() };
+        let state = HashMap::from([(("c1".to_owned(), "a".to_owned()), VoterState { counted: 1, choice: Some(earlier.clone()) })]);
+        let decided = apply_caps(&votes, &mut verdicts, &c, 5, state, |_| false);
+        assert_eq!(decided.replaced, vec!["old".to_owned(), "id-6".to_owned()], "a's earlier vote, then a's vote 6 by vote 7");
+        assert_eq!(verdicts[0].replaces, Some(Some(earlier)));
+        assert_eq!(verdicts[1].replaces.as_ref().unwrap().as_ref().unwrap().vote_id, "id-6");
+        assert_eq!(verdicts[2].replaces, Some(None), "b's first");
+        assert!(verdicts.iter().all(|v| v.status == Some(VoteStatus::Counted)));
+    }
+
     fn contests(cap: u32) -> Contests {
         let c = Contest {
             id: "c1".into(),
@@ -160,7 +199,7 @@ mod tests {
     #[test]
     fn rules_use_the_roster_spelling_and_the_received_time() {
         let c = contests(0);
-        assert_eq!(by_rules(&located(1, "alux  nahual", "a", 10).vote, &c), Verdict { band: "Alux Nahual".into(), status: Some(VoteStatus::Counted) });
+        assert_eq!(by_rules(&located(1, "alux  nahual", "a", 10).vote, &c), Verdict { band: "Alux Nahual".into(), status: Some(VoteStatus::Counted), replaces: None });
         assert_eq!(by_rules(&located(1, "Maná", "a", 1_000).vote, &c).status, Some(VoteStatus::Late));
         assert_eq!(by_rules(&located(1, "Soda", "a", 10).vote, &c).status, Some(VoteStatus::UnknownBand));
         let mut plain = located(1, "Soda", "a", 10).vote;
@@ -180,9 +219,9 @@ mod tests {
             located(10, "Maná", "a", 2_000), // late: not capped
         ];
         let mut verdicts: Vec<Verdict> = votes.iter().map(|v| by_rules(&v.vote, &c)).collect();
-        let counts = HashMap::from([(("c1".to_owned(), "a".to_owned()), 1)]);
-        let decided = apply_caps(&votes, &mut verdicts, &c, 5, counts, |v| v.offset == 8);
-        assert_eq!(decided, vec![1, 2, 4]);
+        let state = HashMap::from([(("c1".to_owned(), "a".to_owned()), VoterState { counted: 1, choice: None })]);
+        let decided = apply_caps(&votes, &mut verdicts, &c, 5, state, |v| v.offset == 8);
+        assert_eq!(decided.indices, vec![1, 2, 4]);
         let s: Vec<_> = verdicts.iter().map(|v| v.status.unwrap().as_str()).collect();
         assert_eq!(s, ["counted", "counted", "over_limit", "counted", "counted", "late"]);
     }

@@ -84,6 +84,10 @@ enum ContestCommand {
         /// `anonymous`, `id` or `token`.
         #[arg(long, default_value = "anonymous")]
         voters: String,
+        /// Past the cap: `refuse` (stored as over_limit) or `replace` (the
+        /// voter's latest vote counts; needs --votes-per-voter 1).
+        #[arg(long, default_value = "refuse")]
+        revote: String,
     },
     /// Open voting now.
     Open { #[arg(long)] id: Option<String> },
@@ -202,7 +206,7 @@ async fn contest_command(config: &ConsumerConfig, command: ContestCommand) -> an
 async fn contest_subcommand(config: &ConsumerConfig, admin: &ContestAdmin, command: ContestCommand) -> anyhow::Result<()> {
     let print = |c: &bandvote_contest::Contest| println!("{}", serde_json::to_string_pretty(c).unwrap_or_default());
     match command {
-        ContestCommand::Create { file, id, title, roster, opens_in_secs, open_for_secs, votes_per_voter, voters } => {
+        ContestCommand::Create { file, id, title, roster, opens_in_secs, open_for_secs, votes_per_voter, voters, revote } => {
             let contest = match file {
                 Some(f) => serde_json::from_slice(&std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?)
                     .with_context(|| format!("{} is not a contest definition", f.display()))?,
@@ -215,7 +219,7 @@ async fn contest_subcommand(config: &ConsumerConfig, admin: &ContestAdmin, comma
                         opens_at_ms: opens,
                         closes_at_ms: opens + open_for_secs * 1000,
                         votes_per_voter,
-                        revote: bandvote_contest::Revote::Refuse,
+                        revote: serde_json::from_value(serde_json::Value::String(revote.clone())).with_context(|| format!("--revote {revote:?}: refuse or replace"))?,
                         voters: serde_json::from_value(serde_json::Value::String(voters.clone())).with_context(|| format!("--voters {voters:?}: anonymous, id or token"))?,
                     }
                 }

@@ -20,7 +20,7 @@ use crate::health::KafkaHealth;
 use crate::metrics::ConsumerMetrics;
 use bandvote_store::VoteLog;
 use bandvote_store::counters::Refusal;
-use bandvote_store::{ContestStore, Counters, StoredVote, Tally};
+use bandvote_store::{ContestStore, Counters, Replaces, StoredVote, Tally};
 use crate::judge::{self, ContestBook, Verdict};
 use crate::{recount, SinkError};
 
@@ -313,6 +313,12 @@ impl BatchApplier {
                         contest: v.vote.contest.as_deref(),
                         voter: v.vote.voter.as_deref(),
                         status: j.status,
+                        vote_id: &v.vote.vote_id,
+                        replaces: match &j.replaces {
+                            None => Replaces::No,
+                            Some(None) => Replaces::First,
+                            Some(Some(c)) => Replaces::Previous(c),
+                        },
                     })
                     .collect();
                 match self.counters.apply_judged(topic, *partition, pb, &tallies, duplicates, now, log_nonempty, judged_at).await {
@@ -370,13 +376,17 @@ impl BatchApplier {
         }
         voters.sort_unstable();
         voters.dedup();
-        let (applied, counts) = self.counters.voter_counts(&self.topic, partition, &voters).await?;
-        let counts = voters.iter().zip(counts).map(|((c, v), n)| (((*c).to_owned(), (*v).to_owned()), n)).collect();
-        let decided = judge::apply_caps(&pb.votes, verdicts, contests, applied, counts, is_repeat);
+        let (applied, state) = self.counters.voter_state(&self.topic, partition, &voters).await?;
+        let state = voters.iter().zip(state).map(|((c, v), s)| (((*c).to_owned(), (*v).to_owned()), s)).collect();
+        let decided = judge::apply_caps(&pb.votes, verdicts, contests, applied, state, is_repeat);
         for status in [bandvote_contest::VoteStatus::Counted, bandvote_contest::VoteStatus::OverLimit] {
-            let ids: Vec<&str> = decided.iter().filter(|i| verdicts[**i].status == Some(status)).map(|i| pb.votes[*i].vote.vote_id.as_str()).collect();
+            let ids: Vec<&str> =
+                decided.indices.iter().filter(|i| verdicts[**i].status == Some(status)).map(|i| pb.votes[*i].vote.vote_id.as_str()).collect();
             self.log.set_status(&ids, status).await?;
         }
+        // Last: a vote of this batch replaced later in it was set `counted` just above.
+        let replaced: Vec<&str> = decided.replaced.iter().map(String::as_str).collect();
+        self.log.set_status(&replaced, bandvote_contest::VoteStatus::Replaced).await?;
         Ok(Some(applied))
     }
 }

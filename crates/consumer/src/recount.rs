@@ -132,7 +132,13 @@ pub async fn rebuild(log: &VoteLog, counters: &Counters, topic: &str) -> Result<
         }
         let totals = log.totals().await?;
         let offsets: HashMap<i32, i64> = log.stored_offsets(topic).await?;
-        let contests = log.contest_counts_all().await?;
+        let mut contests = log.contest_counts_all().await?;
+        for (id, c) in &mut contests {
+            // A voter's choice is kept only where a later vote replaces it.
+            if log.contest(id).await?.is_none_or(|def| def.revote != bandvote_contest::Revote::Replace) {
+                c.choice.clear();
+            }
+        }
         counters.replace_all(&token, topic, &totals, &offsets, &contests).await?;
         Ok::<_, SinkError>(totals)
     }

@@ -85,6 +85,8 @@ pub enum VoteStatus {
     Counted,
     /// Past the voter's cap: stored, not counted.
     OverLimit,
+    /// Counted, then replaced by the voter's later vote (`revote = replace`).
+    Replaced,
     /// Received at or after the close.
     Late,
     /// Received before the opening.
@@ -94,12 +96,13 @@ pub enum VoteStatus {
 }
 
 impl VoteStatus {
-    pub const ALL: [VoteStatus; 5] = [Self::Counted, Self::OverLimit, Self::Late, Self::Early, Self::UnknownBand];
+    pub const ALL: [VoteStatus; 6] = [Self::Counted, Self::OverLimit, Self::Replaced, Self::Late, Self::Early, Self::UnknownBand];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Counted => "counted",
             Self::OverLimit => "over_limit",
+            Self::Replaced => "replaced",
             Self::Late => "late",
             Self::Early => "early",
             Self::UnknownBand => "unknown_band",
@@ -131,8 +134,8 @@ pub enum DefinitionError {
     DuplicateBand(String, String),
     #[error("roster: band {0:?}: {1}")]
     BadBand(String, String),
-    #[error("revote = replace is not supported yet: use refuse (votes past the cap are stored as over_limit, not counted)")]
-    ReplaceNotYet,
+    #[error("revote = replace counts one vote per voter: set votes_per_voter to 1")]
+    ReplaceNeedsOne,
 }
 
 /// The key a band is matched by: case folded, whitespace removed.
@@ -152,8 +155,8 @@ impl Contest {
         if self.closes_at_ms <= self.opens_at_ms {
             return Err(DefinitionError::Window { opens: self.opens_at_ms, closes: self.closes_at_ms });
         }
-        if self.revote == Revote::Replace {
-            return Err(DefinitionError::ReplaceNotYet);
+        if self.revote == Revote::Replace && self.votes_per_voter != 1 {
+            return Err(DefinitionError::ReplaceNeedsOne);
         }
         let mut seen = std::collections::HashMap::new();
         for entry in &mut self.roster {

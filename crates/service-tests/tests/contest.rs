@@ -372,3 +372,115 @@ async fn closing_the_window_during_load_counts_every_vote_before_it_and_none_aft
     assert_eq!(late, 0);
     consumer.stop().await;
 }
+
+/// `revote = replace` under replay: every voter sends 3 votes for different
+/// bands (each retried with its key until 201, some sent again after it)
+/// while the consumer is killed -9 twice; each voter's latest vote is the
+/// one counted, the two before it `replaced`, and the counters equal a
+/// rebuild from the log and the certificate.
+#[tokio::test]
+async fn replace_counts_each_voters_latest_vote_across_kill_9() {
+    const VOTERS: usize = 30;
+    let redis = redis_db(14);
+    flush(&redis).await;
+    let topic = kit::fresh_topic("contest-replace", 3).await;
+    bandvote_kafka::ensure_topic(&kit::kafka_brokers(), &format!("{topic}-dlq"), 1).await.unwrap();
+    let collection = kit::unique("contest-replace");
+    let contests = admin_for(&redis, &collection).await;
+    let store = contests.store.clone();
+    let mut def = contest("replace", 1, Voters::Id);
+    def.revote = Revote::Replace;
+    contests.create(def).await.unwrap();
+    let (mut h, http, host_admin) = host("contest-replace-host", &topic, &redis, &[]);
+    let (mut c, consumer_admin) = consumer_process("contest-replace-consumer", &topic, &redis, &collection);
+    h.start();
+    c.start();
+    wait_ready(host_admin, Duration::from_secs(60)).await;
+    wait_ready(consumer_admin, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let bands = ["Alux Nahual", "Bohemia Suburbana", "Viernes Verde"];
+    let clients = tokio::spawn(async move {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+        futures::future::join_all((0..6).map(|w| {
+            let client = client.clone();
+            async move {
+                for v in (w..VOTERS).step_by(6) {
+                    for k in 0..3 {
+                        let (voter, key) = (format!("fan-{v}"), format!("fan-{v}-vote-{k}"));
+                        let body = vote(bands[(v + k) % 3]);
+                        let deadline = Instant::now() + Duration::from_secs(90);
+                        for _ in 0..(if v % 4 == 0 { 2 } else { 1 }) {
+                            loop {
+                                match post(&client, http, &body, &[("x-voter", &voter), ("idempotency-key", &key)]).await {
+                                    Some((201, _)) => break,
+                                    Some((s @ 400..=499, b)) => panic!("vote {key}: {s} {b}"),
+                                    _ => {}
+                                }
+                                assert!(Instant::now() < deadline, "vote {key} never acknowledged");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        }
+                    }
+                }
+            }
+        }))
+        .await;
+    });
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.kill_9();
+        c.start();
+    }
+    clients.await.unwrap();
+
+    let want = (VOTERS * 3) as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let tally = loop {
+        let t = store.tally("replace").await.unwrap();
+        let applied = t.by_status.get("counted").copied().unwrap_or(0) + t.by_status.get("replaced").copied().unwrap_or(0);
+        if applied >= want || Instant::now() > deadline {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(tally.total, VOTERS as u64, "one counted vote per voter: {tally:?}");
+    assert_eq!(tally.by_status.get("replaced").copied(), Some(2 * VOTERS as u64), "{tally:?}");
+    let mut latest: HashMap<String, u64> = HashMap::new();
+    for v in 0..VOTERS {
+        *latest.entry(bands[(v + 2) % 3].to_owned()).or_default() += 1;
+    }
+    let counted: HashMap<String, u64> = tally.by_band.iter().filter(|(_, n)| **n > 0).map(|(b, n)| (b.clone(), *n)).collect();
+    assert_eq!(counted, latest, "each voter's latest vote counts");
+
+    let log = VoteLog::connect(&kit::mongo_url(), "bandvote_test", &collection).await.unwrap();
+    for v in 0..VOTERS {
+        let d = log.find(&format!("fan-{v}-vote-2")).await.unwrap().expect("stored");
+        assert_eq!(d.get_str("status").unwrap(), "counted", "fan-{v}");
+        for k in 0..2 {
+            let d = log.find(&format!("fan-{v}-vote-{k}")).await.unwrap().expect("stored");
+            assert_eq!(d.get_str("status").unwrap(), "replaced", "fan-{v} vote {k}");
+        }
+    }
+    // The global counters move with the contest's.
+    let counters = Counters::connect(&redis, "").await.unwrap();
+    assert_eq!(counters.totals().await.unwrap().total, VOTERS as u64);
+    assert!(bandvote_consumer::recount::recount(&log, &counters).await.unwrap().1.is_empty());
+
+    // A rebuild from the log gives the same counters and choices.
+    let mut con = redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let choices: HashMap<String, String> = redis::cmd("HGETALL").arg("contest:replace:choice").query_async(&mut con).await.unwrap();
+    assert_eq!(choices.len(), VOTERS);
+    drop(c);
+    flush(&redis).await;
+    bandvote_consumer::recount::rebuild(&log, &counters, &topic).await.unwrap().expect("no other rebuild");
+    let rebuilt = store.tally("replace").await.unwrap();
+    assert_eq!((rebuilt.total, rebuilt.by_status.get("replaced")), (tally.total, tally.by_status.get("replaced")));
+    let rebuilt_choices: HashMap<String, String> = redis::cmd("HGETALL").arg("contest:replace:choice").query_async(&mut con).await.unwrap();
+    assert_eq!(rebuilt_choices, choices);
+
+    let closed = contests.close_in(Some("replace"), 0).await.unwrap();
+    let (cert, _) = certify::certify(&kit::kafka_brokers(), &topic, &closed, &store, &counters, &log, Duration::from_secs(60)).await.unwrap();
+    assert_eq!((cert.total, cert.by_status.get("replaced").copied()), (VOTERS as i64, Some(2 * VOTERS as i64)));
+    drop(h);
+}

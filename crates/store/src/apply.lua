@@ -5,7 +5,9 @@
 --       batch's per-voter caps against: any other value refuses, STALE),
 --       then per vote: offset, band, album, contest ('' = none), voter
 --       ('' = none), status ('counted', 'over_limit', 'late', ...; '' = no
---       contest: counted)
+--       contest: counted), vote_id, replaces ('' = not a replace contest,
+--       '-' = the voter's first counted vote, else the counted vote it
+--       replaces as 'vote_id\tband\talbum': its counts are taken back)
 -- The partition's last applied offset is stored in the same script, so a
 -- replayed batch (consumer crash before the Kafka commit, rebalance) is
 -- skipped. Client retries (the same vote id in another record) never reach
@@ -43,12 +45,14 @@ end
 local last = tonumber(ARGV[4])
 local now = ARGV[5]
 local counted, replayed = 0, 0
-for i = 9, #ARGV, 6 do
+local uncounted = 0
+for i = 9, #ARGV, 8 do
   local off = tonumber(ARGV[i])
   if off <= applied then
     replayed = replayed + 1
   else
     local band, album, contest, voter, status = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+    local vote_id, replaces = ARGV[i + 6], ARGV[i + 7]
     local counts = status == '' or status == 'counted'
     if counts then
       redis.call('HINCRBY', p .. 'votos_banda', band, 1)
@@ -65,13 +69,32 @@ for i = 9, #ARGV, 6 do
         redis.call('ZINCRBY', c .. 'board', 1, band)
         redis.call('INCR', c .. 'total')
         if voter ~= '' then redis.call('HINCRBY', c .. 'voters', voter, 1) end
+        if replaces ~= '' then
+          if replaces ~= '-' then
+            local old_band, old_album = string.match(replaces, '^[^\t]*\t([^\t]*)\t(.*)$')
+            redis.call('HINCRBY', p .. 'votos_banda', old_band, -1)
+            redis.call('HINCRBY', p .. 'votos_album', old_album, -1)
+            redis.call('ZINCRBY', p .. 'leaderboard:bands', -1, old_band)
+            redis.call('ZINCRBY', p .. 'leaderboard:albums', -1, old_album)
+            uncounted = uncounted + 1
+            redis.call('HINCRBY', c .. 'bands', old_band, -1)
+            redis.call('ZINCRBY', c .. 'board', -1, old_band)
+            redis.call('INCRBY', c .. 'total', -1)
+            redis.call('HINCRBY', c .. 'voters', voter, -1)
+            redis.call('HINCRBY', c .. 'status', 'counted', -1)
+            redis.call('HINCRBY', c .. 'status', 'replaced', 1)
+          end
+          redis.call('HSET', c .. 'choice', voter, vote_id .. '\t' .. band .. '\t' .. album)
+        end
       end
     end
     applied = off
   end
 end
+if counted - uncounted ~= 0 then
+  redis.call('INCRBY', p .. 'votes:total', counted - uncounted)
+end
 if counted > 0 then
-  redis.call('INCRBY', p .. 'votes:total', counted)
   local sec = p .. 'votes:sec:' .. now
   redis.call('INCRBY', sec, counted)
   redis.call('EXPIRE', sec, 3600)

@@ -34,7 +34,7 @@ return 1
 /// total, n bands, (band, count) × n, n albums, (album, count) × n, n
 /// offsets, (partition, offset) × n, prefix, then per contest: id, total,
 /// n bands, (band, count) × n, n statuses, (status, count) × n, n voters,
-/// (voter, count) × n.
+/// (voter, count) × n, n choices, (voter, choice) × n.
 static REPLACE_ALL_LUA: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('NOTOWNER the rebuild marker is not held by this rebuild (expired, or another rebuild took it)')
@@ -61,10 +61,10 @@ local p = ARGV[i]
 i = i + 1
 while i <= #ARGV do
   local c = p .. 'contest:' .. ARGV[i] .. ':'
-  for _, k in ipairs({'bands', 'board', 'total', 'status', 'voters'}) do redis.call('DEL', c .. k) end
+  for _, k in ipairs({'bands', 'board', 'total', 'status', 'voters', 'choice'}) do redis.call('DEL', c .. k) end
   redis.call('SET', c .. 'total', ARGV[i + 1])
   i = i + 2
-  for _, h in ipairs({'bands', 'status', 'voters'}) do
+  for _, h in ipairs({'bands', 'status', 'voters', 'choice'}) do
     local m = tonumber(ARGV[i])
     i = i + 1
     for _ = 1, m do
@@ -86,6 +86,8 @@ pub struct ContestCounts {
     pub by_status: HashMap<String, u64>,
     /// Counted votes per voter (the cap's state).
     pub by_voter: HashMap<String, u64>,
+    /// Each voter's counted vote (`revote = replace` contests only).
+    pub choice: HashMap<String, Choice>,
 }
 
 /// Drop the rebuild marker if this rebuild holds it. KEYS: rebuilding. ARGV: token.
@@ -129,13 +131,60 @@ pub struct Tally<'a> {
     pub voter: Option<&'a str>,
     /// `None`: no contest (counted as always).
     pub status: Option<bandvote_contest::VoteStatus>,
+    pub vote_id: &'a str,
+    /// In a `revote = replace` contest: the voter's counted vote this one replaces.
+    pub replaces: Replaces<'a>,
 }
 
-/// Read a partition's applied offset and voters' counted votes in one
-/// script (one moment). ARGV: offsets key, partition, then (voters key, voter) pairs.
-static VOTER_COUNTS_LUA: &str = r"
-local r = {tonumber(redis.call('HGET', ARGV[1], ARGV[2]) or '-1')}
-for i = 3, #ARGV, 2 do r[#r + 1] = tonumber(redis.call('HGET', ARGV[i], ARGV[i + 1]) or '0') end
+/// What a counted vote of a `revote = replace` contest does to the voter's earlier one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replaces<'a> {
+    /// Not a replace contest (or not counted).
+    No,
+    /// The voter's first counted vote.
+    First,
+    /// Takes back this counted vote (its counts move to the new one).
+    Previous(&'a Choice),
+}
+
+/// A voter's counted vote in a `revote = replace` contest (`contest:<id>:choice`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub vote_id: String,
+    pub band: String,
+    pub album: String,
+}
+
+impl Choice {
+    fn encode(&self) -> String {
+        format!("{}\t{}\t{}", self.vote_id, self.band, self.album)
+    }
+
+    fn decode(s: &str) -> Option<Self> {
+        let mut parts = s.splitn(3, '\t');
+        Some(Self { vote_id: parts.next()?.to_owned(), band: parts.next()?.to_owned(), album: parts.next()?.to_owned() })
+    }
+}
+
+/// What [`Counters::voter_state`] read for one (contest, voter).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VoterState {
+    /// Counted votes.
+    pub counted: u64,
+    /// The counted vote, in a `revote = replace` contest.
+    pub choice: Option<Choice>,
+}
+
+/// Read a partition's applied offset and voters' counted votes and choices
+/// in one script (one moment). ARGV: offsets key, partition, then (voters
+/// key, choice key, voter) triples. Returns strings: the offset, then count
+/// and choice ('' for none) per voter.
+static VOTER_STATE_LUA: &str = r"
+local r = {redis.call('HGET', ARGV[1], ARGV[2]) or '-1'}
+for i = 3, #ARGV, 3 do
+  r[#r + 1] = redis.call('HGET', ARGV[i], ARGV[i + 2]) or '0'
+  r[#r + 1] = redis.call('HGET', ARGV[i + 1], ARGV[i + 2]) or ''
+end
 return r
 ";
 
@@ -194,7 +243,16 @@ impl Counters {
             .votes
             .iter()
             .filter(|v| !repeats.contains(&(v.partition, v.offset)))
-            .map(|v| Tally { offset: v.offset, band: &v.vote.band, album: &v.vote.album, contest: None, voter: None, status: None })
+            .map(|v| Tally {
+                offset: v.offset,
+                band: &v.vote.band,
+                album: &v.vote.album,
+                contest: None,
+                voter: None,
+                status: None,
+                vote_id: &v.vote.vote_id,
+                replaces: Replaces::No,
+            })
             .collect();
         let duplicates = (batch.votes.len() - tallies.len()) as u64;
         self.apply_judged(topic, partition, batch, &tallies, duplicates, now_secs, log_nonempty, None).await
@@ -209,7 +267,7 @@ impl Counters {
     /// `log_nonempty` (the vote log held votes before this batch), or the
     /// batch starts past the partition's applied offset + 1; and, with
     /// `judged_at` (the applied offset the per-voter caps were judged
-    /// against, [`Self::voter_counts`]), a partition that moved since.
+    /// against, [`Self::voter_state`]), a partition that moved since.
     #[allow(clippy::too_many_arguments)]
     pub async fn apply_judged(
         &self,
@@ -228,7 +286,12 @@ impl Counters {
         inv.arg(judged_at.map(|a| a.to_string()).unwrap_or_default());
         for t in tallies {
             inv.arg(t.offset).arg(t.band).arg(t.album).arg(t.contest.unwrap_or("")).arg(t.voter.unwrap_or(""));
-            inv.arg(t.status.map(|s| s.as_str()).unwrap_or(""));
+            inv.arg(t.status.map(|s| s.as_str()).unwrap_or("")).arg(t.vote_id);
+            match t.replaces {
+                Replaces::No => inv.arg(""),
+                Replaces::First => inv.arg("-"),
+                Replaces::Previous(c) => inv.arg(c.encode()),
+            };
         }
         let mut con = self.con.clone();
         let (counted, replayed): (u64, u64) = inv.invoke_async(&mut con).await?;
@@ -236,19 +299,28 @@ impl Counters {
     }
 
     /// The partition's applied offset (-1: none) and, at the same moment,
-    /// each `(contest, voter)`'s counted votes: what a batch's per-voter caps
-    /// are judged against (pass the offset to [`Self::apply`] as `judged_at`).
-    pub async fn voter_counts(&self, topic: &str, partition: i32, voters: &[(&str, &str)]) -> Result<(i64, Vec<u64>), redis::RedisError> {
-        let script = Script::new(VOTER_COUNTS_LUA);
+    /// each `(contest, voter)`'s counted votes and choice: what a batch's
+    /// per-voter caps are judged against (pass the offset to
+    /// [`Self::apply_judged`] as `judged_at`).
+    pub async fn voter_state(&self, topic: &str, partition: i32, voters: &[(&str, &str)]) -> Result<(i64, Vec<VoterState>), redis::RedisError> {
+        let script = Script::new(VOTER_STATE_LUA);
         let mut inv = script.prepare_invoke();
         inv.arg(self.offsets_key(topic)).arg(partition);
         for (contest, voter) in voters {
-            inv.arg(self.key(&keys::contest(contest, keys::CONTEST_VOTERS))).arg(*voter);
+            inv.arg(self.key(&keys::contest(contest, keys::CONTEST_VOTERS)));
+            inv.arg(self.key(&keys::contest(contest, keys::CONTEST_CHOICE))).arg(*voter);
         }
         let mut con = self.con.clone();
-        let r: Vec<i64> = inv.invoke_async(&mut con).await?;
-        let applied = r.first().copied().unwrap_or(-1);
-        Ok((applied, r.iter().skip(1).map(|n| (*n).max(0) as u64).collect()))
+        let r: Vec<String> = inv.invoke_async(&mut con).await?;
+        let applied = r.first().and_then(|s| s.parse().ok()).unwrap_or(-1);
+        let state = r[1.min(r.len())..]
+            .chunks(2)
+            .map(|c| VoterState {
+                counted: c.first().and_then(|n| n.parse::<i64>().ok()).unwrap_or(0).max(0) as u64,
+                choice: c.get(1).and_then(|s| Choice::decode(s)),
+            })
+            .collect();
+        Ok((applied, state))
     }
 
     /// Records up to `offset` of `partition` are gone from Kafka (retention)
@@ -392,6 +464,10 @@ impl Counters {
                 for (name, n) in counts {
                     inv.arg(name).arg(n);
                 }
+            }
+            inv.arg(c.choice.len());
+            for (voter, choice) in &c.choice {
+                inv.arg(voter).arg(choice.encode());
             }
         }
         let mut con = self.con.clone();

@@ -40,6 +40,9 @@ pub const CONTEST_TOTAL: &str = "total";
 pub const CONTEST_STATUS: &str = "status";
 /// Hash voter → counted votes (the per-voter cap; bounded by voters, not votes).
 pub const CONTEST_VOTERS: &str = "voters";
+/// Hash voter → their counted vote as `vote_id \t band \t album`
+/// (`revote = replace`: what a later vote takes back).
+pub const CONTEST_CHOICE: &str = "choice";
 /// The per-vote set of early versions; deleted by a rebuild, never written.
 pub const LEGACY_SEEN_VOTES: &str = "seen_votes";
 
@@ -75,7 +78,7 @@ mod tests {
     #[test]
     fn the_apply_script_spells_the_same_keys() {
         let lua = include_str!("apply.lua");
-        for key in [super::BANDS, super::ALBUMS, super::BANDS_BOARD, super::ALBUMS_BOARD, super::TOTAL, super::PER_SECOND, super::OFFSETS, super::REBUILDING, super::CONTEST_BANDS, super::CONTEST_BOARD, super::CONTEST_TOTAL, super::CONTEST_STATUS, super::CONTEST_VOTERS] {
+        for key in [super::BANDS, super::ALBUMS, super::BANDS_BOARD, super::ALBUMS_BOARD, super::TOTAL, super::PER_SECOND, super::OFFSETS, super::REBUILDING, super::CONTEST_BANDS, super::CONTEST_BOARD, super::CONTEST_TOTAL, super::CONTEST_STATUS, super::CONTEST_VOTERS, super::CONTEST_CHOICE] {
             assert!(lua.contains(&format!("'{key}'")), "apply.lua does not use {key:?}");
         }
     }

@@ -29,7 +29,7 @@ use bandvote_vote::Vote;
 
 pub use band_names::BandNames;
 pub use contests::{ContestStore, ContestTally, ContestWatch};
-pub use counters::{Applied, ContestCounts, Counters, Tally};
+pub use counters::{Applied, Choice, ContestCounts, Counters, Replaces, Tally, VoterState};
 pub use key_claims::{Claim, KeyClaims};
 #[cfg(feature = "mongo")]
 pub use vote_log::{LogCursor, LogEntry, LogPage, Stored, StoredVote, VoteLog};

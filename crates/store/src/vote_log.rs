@@ -304,13 +304,20 @@ impl VoteLog {
         }
         let by_voter = [
             doc! { "$match": { "contest": { "$exists": true }, "voter": { "$exists": true }, "status": VoteStatus::Counted.as_str() } },
-            doc! { "$group": { "_id": { "c": "$contest", "v": "$voter" }, "n": { "$sum": 1 } } },
+            doc! { "$group": { "_id": { "c": "$contest", "v": "$voter" }, "n": { "$sum": 1 },
+                "id": { "$first": "$_id" }, "band": { "$first": "$band" }, "album": { "$first": "$album" } } },
         ];
         let mut cur = self.votes.aggregate(by_voter).await?;
         while let Some(d) = cur.try_next().await? {
             let (Ok(k), n) = (d.get_document("_id"), int(&d, "n").unwrap_or(0) as u64) else { continue };
             let c = out.entry(k.get_str("c").unwrap_or_default().to_owned()).or_default();
-            c.by_voter.insert(k.get_str("v").unwrap_or_default().to_owned(), n);
+            let voter = k.get_str("v").unwrap_or_default().to_owned();
+            // One counted vote: the voter's choice (kept by the rebuild for `revote = replace` contests).
+            if n == 1 {
+                let text = |f| d.get_str(f).unwrap_or_default().to_owned();
+                c.choice.insert(voter.clone(), crate::counters::Choice { vote_id: text("id"), band: text("band"), album: text("album") });
+            }
+            c.by_voter.insert(voter, n);
         }
         Ok(out)
     }
