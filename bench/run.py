@@ -14,6 +14,8 @@ Everything runs on loopback and stops by itself. Measured:
   * gRPC client streaming.
   * End to end: ack → counted in Redis, p50/p99, at 50% of the wasm max rate.
   * Consumer throughput (votes/s applied to Redis + MongoDB) replaying the topic.
+  * A contest's per-voter cap: the consumer replaying contest votes with and
+    without a cap (alternated), and Redis bytes per voter.
   * Host RSS under load; per-request instantiation time (host metrics).
   * Optionally a bounded cargo-fuzz run on the vote parser (BANDVOTE_BENCH_FUZZ_SECONDS).
 """
@@ -355,6 +357,90 @@ def save(results):
     (ROOT / "bench/results.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
+CONTEST_VOTES = int(os.environ.get("BANDVOTE_BENCH_CONTEST_VOTES", "60000"))
+CONTEST_VOTERS = int(os.environ.get("BANDVOTE_BENCH_CONTEST_VOTERS", "20000"))
+
+
+def redis(*args):
+    return run(["redis-cli", "-p", os.environ.get("BANDVOTE_REDIS_PORT", "6379"), *args])
+
+
+def contest_replay(topic, tag, cap):
+    """One consumer over the whole contest topic (fresh group, prefix,
+    collection), the contest defined with `cap` votes per voter (0: no cap).
+    Progress is the contest's applied votes (every status)."""
+    prefix = f"{tag}:"
+    definition = {"id": "bench", "title": "bench", "roster": [], "opens_at_ms": 0, "closes_at_ms": 4102444800000,
+                  "votes_per_voter": cap, "revote": "refuse", "voters": "id"}
+    redis("SET", f"{prefix}contest:def:bench", json.dumps(definition))
+    p = start(f"consumer-{tag}", [str(BIN / "bandvote-consumer")], {
+        "BANDVOTE_TOPIC": topic, "BANDVOTE_DLQ_TOPIC": f"{TOPIC}-dlq", "BANDVOTE_CONSUMER_GROUP": tag,
+        "BANDVOTE_REDIS_PREFIX": prefix, "BANDVOTE_MONGO_COLLECTION": tag.replace("-", "_"),
+        "BANDVOTE_CONSUMER_ADMIN_LISTEN": "127.0.0.1:29185"})
+    first = last = None
+    seen, deadline = 0, time.time() + 300
+    while time.time() < deadline:
+        vals = [int(x) for x in redis("HVALS", f"{prefix}contest:bench:status").split() if x.lstrip("-").isdigit()]
+        n, now = sum(vals), time.time()
+        if n and first is None:
+            first = (now, n)
+        if n != seen:
+            seen, last = n, now
+        if n >= CONTEST_VOTES or (last and now - last > 10):
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+    res = {"votes": seen, "votes_per_sec": None}
+    if first and last and last > first[0]:
+        res.update(seconds=round(last - first[0], 2), votes_per_sec=round((seen - first[1]) / (last - first[0]), 1))
+    statuses = dict(zip(*[iter(redis("HGETALL", f"{prefix}contest:bench:status").split())] * 2))
+    res["by_status"] = {k: int(v) for k, v in statuses.items()}
+    voters_key = f"{prefix}contest:bench:voters"
+    hlen = redis("HLEN", voters_key).strip()
+    usage = redis("MEMORY", "USAGE", voters_key, "SAMPLES", "0").strip()
+    if hlen.isdigit() and int(hlen) and usage.isdigit():
+        res["voters"], res["voters_hash_bytes"] = int(hlen), int(usage)
+        res["redis_bytes_per_voter"] = round(int(usage) / int(hlen), 1)
+    return res
+
+
+def contest_cost():
+    """The consumer's cost of a per-voter cap: the same topic of contest
+    votes (CONTEST_VOTES over CONTEST_VOTERS voters, keyed by voter) replayed
+    with no cap and with a cap of 2, alternated, median of REPEATS each; and
+    Redis bytes per voter (the per-voter hash, MEMORY USAGE / fields)."""
+    if CONTEST_VOTES <= 0:
+        return None
+    topic = f"contest-{STAMP}"
+    run(["nisshi", "topic", "create", topic, "--partitions", "6", "--broker", f"tcp://{BROKERS}"])
+    log(f"contest: producing {CONTEST_VOTES} contest votes from {CONTEST_VOTERS} voters to {topic}")
+    run([str(BIN / "bandvote-load"), "--mode", "kafka", "--target", BROKERS, "--topic", topic, "--concurrency", "1024",
+         "--duration", "3600", "--max-votes", str(CONTEST_VOTES), "--quiet", "--id-prefix", topic,
+         "--contest", "bench", "--voters", str(CONTEST_VOTERS)])
+    runs = {"no_cap": [], "cap_2": []}
+    for rep in range(REPEATS):
+        for name, cap in (("no_cap", 0), ("cap_2", 2))[:: 1 if rep % 2 == 0 else -1]:
+            r = contest_replay(topic, f"contest-{name}-{rep}-{STAMP}", cap)
+            log(f"contest replay {name} #{rep + 1}: {r}")
+            runs[name].append(r)
+    def med(rs):
+        xs = [x["votes_per_sec"] for x in rs if x.get("votes_per_sec")]
+        return median(xs) if xs else None
+    capped = runs["cap_2"][-1]
+    res = {"votes": CONTEST_VOTES, "voters": CONTEST_VOTERS, "runs": runs,
+           "no_cap_votes_per_sec": med(runs["no_cap"]), "cap_2_votes_per_sec": med(runs["cap_2"]),
+           "cap_2_by_status": capped.get("by_status"), "redis_bytes_per_voter": capped.get("redis_bytes_per_voter")}
+    if res["no_cap_votes_per_sec"] and res["cap_2_votes_per_sec"]:
+        res["cap_cost"] = round(1 - res["cap_2_votes_per_sec"] / res["no_cap_votes_per_sec"], 3)
+    log(f"contest: {res['no_cap_votes_per_sec']} votes/s without a cap, {res['cap_2_votes_per_sec']} with a cap of 2; "
+        f"{res['redis_bytes_per_voter']} Redis bytes per voter")
+    return res
+
+
 def main():
     os.chdir(ROOT)
     subprocess.run(["bash", "scripts/setup.sh"], check=True)
@@ -440,6 +526,8 @@ def main():
                         env={**os.environ, "BANDVOTE_REDIS_PREFIX": PREFIX, "BANDVOTE_MONGO_COLLECTION": f"bench_{STAMP}"})
     results["consumer"]["recount_of_live_consumer"] = "no difference" if rc.returncode == 0 else "DIFFERENCES: " + rc.stdout[-500:]
     save(results)
+    results["contest"] = contest_cost()
+    save(results)
     results["scale"] = scale_memory()
     save(results)
     results["fuzz"] = fuzz()
@@ -475,6 +563,10 @@ def check_targets(r):
         ("ack → counted p99 < 500 ms at 50% of maximum", f"{r['end_to_end']['ack_to_counted_ms_p99']} ms", r["end_to_end"]["ack_to_counted_ms_p99"] < 500),
         (f"host RSS < 150 MB at {top} connections", f"{rss_mb:.0f} MB (PSS {pss_mb:.0f} MB)", rss_mb < 150),
     ]
+    ct = r.get("contest") or {}
+    if ct.get("cap_cost") is not None:
+        rows.append(("consumer with a per-voter cap costs ≤ 10% (issue 22)",
+                     f"{ct['cap_2_votes_per_sec']} vs {ct['no_cap_votes_per_sec']} votes/s: {100 * ct['cap_cost']:.1f}%", ct["cap_cost"] <= 0.10))
     return [{"target": t, "measured": m, "met": bool(ok)} for t, m, ok in rows]
 
 
@@ -514,6 +606,13 @@ def markdown(r):
         out.append(f"- scale: {sc['counted']} of {sc['votes']} votes replayed through the consumer: {sc.get('consumer_votes_per_sec')} votes/s past the first 10%; "
                    f"its Redis keys (MEMORY USAGE) {sc['prefix_key_bytes_at_10pct']} B at 10%, {sc['prefix_key_bytes_after']} B at the end: "
                    f"**{sc.get('bytes_per_vote_past_10pct')} bytes per vote** past 10%")
+    if r.get("contest"):
+        ct = r["contest"]
+        out.append(f"- contest (issue 22): the consumer replaying {ct['votes']} contest votes of {ct['voters']} voters: "
+                   f"{ct['no_cap_votes_per_sec']} votes/s without a per-voter cap, {ct['cap_2_votes_per_sec']} with a cap of 2 "
+                   f"(cost {100 * ct['cap_cost']:.1f}%; statuses {ct['cap_2_by_status']}); "
+                   f"**{ct['redis_bytes_per_voter']} Redis bytes per voter** (the per-voter hash)" if ct.get("cap_cost") is not None else
+                   f"- contest (issue 22): replays incomplete: {ct}")
     if r.get("fuzz"):
         out.append(f"- fuzz (parse_body, {r['fuzz']['seconds']} s): {r['fuzz']['executions']} executions, exit {r['fuzz']['exit_code']}")
     if r.get("targets"):

@@ -70,6 +70,14 @@ struct Args {
     /// Sample one vote in this many for the end-to-end latency.
     #[arg(long, default_value_t = 10)]
     e2e_every: u64,
+    /// `--mode kafka`: stamp every vote with this contest id (what a
+    /// publisher does for the current contest), to measure the consumer's rules.
+    #[arg(long)]
+    contest: Option<String>,
+    /// `--mode kafka` with `--contest`: spread the votes over this many voters
+    /// (`voter-<n>`; the record is keyed by voter, as the intakes do).
+    #[arg(long, default_value_t = 0)]
+    voters: u64,
 }
 
 const BANDS: &[(&str, &str, &str)] = &[
@@ -152,6 +160,17 @@ fn vote_json(seq: u64, prefix: &str, invalid: bool) -> serde_json::Value {
     } else {
         serde_json::json!({ "album": album, "year": year, "artist": band, "ranked": rank, "vote_id": format!("{prefix}-{seq}") })
     }
+}
+
+/// `vote` as a contest's publisher stamps it (`--contest`, `--voters`).
+fn contest_vote(mut vote: bandvote_vote::Vote, seq: u64, args: &Args) -> bandvote_vote::Vote {
+    if let Some(c) = &args.contest {
+        vote.contest = Some(c.clone());
+        if args.voters > 0 {
+            vote.voter = Some(format!("voter-{}", seq % args.voters));
+        }
+    }
+    vote
 }
 
 fn vote_raw(seq: u64, prefix: &str) -> bandvote_vote::Vote {
@@ -257,7 +276,7 @@ async fn main() -> anyhow::Result<()> {
                         Ok(r) if r.status().is_client_error() => (0, 1, 0, 0),
                         _ => (0, 0, 0, 1),
                     },
-                    "kafka" => match kafka.as_ref().unwrap().publish(&vote_raw(first, &args.id_prefix)).await {
+                    "kafka" => match kafka.as_ref().unwrap().publish(&contest_vote(vote_raw(first, &args.id_prefix), first, &args)).await {
                         Ok(_) => (1, 0, 0, 0),
                         Err(bandvote_kafka::PublishError::Overloaded { .. }) => (0, 0, 1, 0),
                         Err(_) => (0, 0, 0, 1),
