@@ -57,7 +57,7 @@ export BANDVOTE_IDEMPOTENCY_REDIS_URL=${BANDVOTE_IDEMPOTENCY_REDIS_URL:-redis://
 start host "$BIN/bandvote-host" --component "$WASM" --listen "127.0.0.1:$HTTP_PORT" --compile-cache "$CACHE/wasmtime"
 start grpc "$BIN/bandvote-grpc" --listen "127.0.0.1:$GRPC_PORT"
 start grpc-client "$BIN/bandvote-grpc-client" --listen "127.0.0.1:$HOP_PORT" --target "http://127.0.0.1:$GRPC_PORT"
-start web "$BIN/bandvote-web" --listen "127.0.0.1:$WEB_PORT"
+start web "$BIN/bandvote-web" --listen "127.0.0.1:$WEB_PORT" --intake-url "http://127.0.0.1:$HTTP_PORT/"
 
 wait_ready() { # name url
   local i
@@ -72,7 +72,7 @@ wait_ready grpc "http://127.0.0.1:9182/readyz"
 wait_ready consumer "http://127.0.0.1:9181/readyz"
 wait_ready grpc-client "http://127.0.0.1:9183/readyz"
 wait_ready web "http://127.0.0.1:$WEB_PORT/readyz"
-log "live results: http://127.0.0.1:$WEB_PORT/  (open it now to watch the votes arrive)"
+log "live results: http://127.0.0.1:$WEB_PORT/  (open it now to watch the votes arrive); ballot: http://127.0.0.1:$WEB_PORT/vote"
 
 # The course's traffic runs with no contest (a contest applies to every intake).
 "$BIN/bandvote-consumer" contest archive >/dev/null 2>&1 || true
@@ -229,6 +229,8 @@ sys.exit(0 if ok else 1)
 PY
 [ "$certify_ok" = yes ] || echo "$certify" | sed 's/^/[certify] /'
 [ "$contest_rc" = 0 ] || summary_rc=$contest_rc
-echo "web page: http://127.0.0.1:$WEB_PORT/   (the contest's final result is on it; Grafana provisioning: k8s/base/grafana; metrics: :9180 :9181 :9182 :9183 /metrics)"
+echo "results page: http://127.0.0.1:$WEB_PORT/   (the contest's final result is on it)"
+echo "ballot:       http://127.0.0.1:$WEB_PORT/vote   (for a fan's phone: the current contest's roster, a receipt that turns \"counted\")"
+echo "(Grafana provisioning: k8s/base/grafana; metrics: :9180 :9181 :9182 :9183 /metrics)"
 if [ "${BANDVOTE_DEMO_KEEP:-0}" = 1 ]; then log "Ctrl-C to stop the pipeline"; wait; fi
 exit "$summary_rc"

@@ -101,9 +101,10 @@ if [ ! -f "$VENV/.reqs" ] || ! cmp -s "$REQS" "$VENV/.reqs"; then
   "$VENV/bin/pip" install -q -r "$REQS"
   cp "$REQS" "$VENV/.reqs"
 fi
-# playwright-core for the browser test (drives Debian's chromium; no browser download).
+# playwright-core for the browser tests (drives Debian's chromium; no browser
+# download) and axe-core (the ballot's accessibility check).
 BROWSER_DIR="$(dirname "$0")/../tests/browser"
-if [ ! -d "$BROWSER_DIR/node_modules/playwright-core" ]; then
+if [ ! -d "$BROWSER_DIR/node_modules/playwright-core" ] || [ ! -d "$BROWSER_DIR/node_modules/axe-core" ]; then
   log "npm ci (tests/browser)"
   (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund --silent)
 fi

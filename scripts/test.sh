@@ -28,6 +28,6 @@ cargo test --no-fail-fast
 
 log "pytest: Python grpcio client, Kubernetes manifests and Dockerfiles"
 "$CACHE/venv/bin/pytest" -q tests/python k8s/tests
-log "browser test: Chromium + playwright-core against the live pipeline"
-(cd tests/browser && node --test live.test.mjs)
+log "browser tests: Chromium + playwright-core against the live pipeline (results page; ballot with receipts and axe-core)"
+(cd tests/browser && node --test live.test.mjs ballot.test.mjs)
 log "all tests passed (test services left running on ports $KAFKA_PORT, $REDIS_PORT, $MONGO_PORT; BANDVOTE_STATE=$STATE scripts/services.sh stop)"

@@ -309,3 +309,24 @@ def test_broken_a_store_open_to_a_stray_pod_is_caught():
         if p["kind"] == "NetworkPolicy" and p["metadata"]["name"].startswith("redis"):
             p["spec"]["ingress"] = [{}]
     assert any("stray may reach bandvote/redis:6379" in p for p in Overlay(objs).problems())
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_ballot_posts_through_the_ingress_to_the_intake(overlay):
+    """The ballot page (served by the web app at /vote, through the Ingress's
+    `/`) posts to BANDVOTE_WEB_BALLOT_POST on the same host: the longest
+    Ingress prefix for that path must lead to the overlay's HTTP intake."""
+    o = Overlay(render(overlay))
+    web = next(x for x in o.objs if x["kind"] == "Deployment" and x["metadata"]["name"] == "bandvote-web")
+    env = {e["name"]: e.get("value") for c in web["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+    post = env.get("BANDVOTE_WEB_BALLOT_POST")
+    assert post and post.startswith("/"), f"{overlay}: the ballot must post to an Ingress path, not through the web app ({post!r})"
+    ing = next(x for x in o.objs if x["kind"] == "Ingress" and x["metadata"]["name"] == "bandvote")
+    paths = [p for r in ing["spec"]["rules"] for p in r["http"]["paths"]]
+    def route(path):
+        match = [p for p in paths if path == p["path"] or path.startswith(p["path"].rstrip("/") + "/") or p["path"] == "/"]
+        return max(match, key=lambda p: len(p["path"]))["backend"]["service"]["name"]
+    assert route("/vote") == "bandvote-web", f"{overlay}: /vote does not reach the web app"
+    svc = next(s for s in o.services if s["metadata"]["name"] == route(post))
+    backends = [p for p in o.pods if selector_matches({"matchLabels": svc["spec"]["selector"]}, p.labels)]
+    assert o.pod("intake") in backends, f"{overlay}: the ballot's {post} reaches {[str(b) for b in backends]}, not the intake"

@@ -12,6 +12,10 @@
 //!   `over_limit`, `late`, `early`, `unknown_band`, `pending` while stored and
 //!   not yet counted, `unknown`: not stored yet or no such vote). Only the
 //!   holder of the id can ask: ids are random and never on a public page.
+//! * `GET /vote`: the ballot (`static/vote.html`): the current contest's
+//!   roster as tap targets (without a contest, a free-text form), the
+//!   state and countdown, Spanish and English, a receipt that turns
+//!   "counted". `POST /api/vote` forwards its votes to the intake.
 //! * `GET /healthz`, `GET /readyz`.
 //!
 //! Redis and MongoDB are connected lazily and reconnected on failure, so the
@@ -36,6 +40,25 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, Mutex};
 
 static INDEX_HTML: &str = include_str!("../static/index.html");
+static VOTE_HTML: &str = include_str!("../static/vote.html");
+
+/// The ballot page's settings.
+#[derive(Debug, Clone)]
+pub struct Ballot {
+    /// Where the ballot posts votes (relative to the page, same origin):
+    /// `api/vote` (this app forwards to `intake_url`), or an Ingress path of
+    /// the intake such as `/wasm`.
+    pub post_path: String,
+    /// The intake `POST /api/vote` forwards to (body, `Idempotency-Key`,
+    /// `X-Voter`, and the intake's answer back as it is); `None`: no forwarding.
+    pub intake_url: Option<String>,
+}
+
+impl Default for Ballot {
+    fn default() -> Self {
+        Self { post_path: "api/vote".into(), intake_url: None }
+    }
+}
 
 /// Where the data lives.
 #[derive(Debug, Clone)]
@@ -61,10 +84,16 @@ pub struct AppState {
     live: watch::Sender<Snapshot>,
     poller: std::sync::Once,
     contests: std::sync::OnceLock<ContestStore>,
+    ballot: Ballot,
+    http: reqwest::Client,
 }
 
 impl AppState {
     pub fn new(sources: Sources) -> Arc<Self> {
+        Self::with_ballot(sources, Ballot::default())
+    }
+
+    pub fn with_ballot(sources: Sources, ballot: Ballot) -> Arc<Self> {
         Arc::new(Self {
             sources,
             counters: Mutex::new(None),
@@ -72,6 +101,8 @@ impl AppState {
             live: watch::Sender::new(None),
             poller: std::sync::Once::new(),
             contests: std::sync::OnceLock::new(),
+            ballot,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("an HTTP client without TLS builds"),
         })
     }
 
@@ -157,6 +188,8 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
+        .route("/vote", get(ballot))
+        .route("/api/vote", axum::routing::post(forward_vote))
         .route("/api/results", get(results))
         .route("/api/stream", get(stream))
         .route("/api/log", get(log_page))
@@ -253,6 +286,68 @@ async fn log_page(State(s): State<Arc<AppState>>, Query(q): Query<LogQuery>) -> 
         "unreadable": page.unreadable,
     });
     Json(body).into_response()
+}
+
+/// The ballot in the reader's language (`Accept-Language`: Spanish or English; a switch on the page).
+async fn ballot(State(s): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> Response {
+    let lang = preferred_language(headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or(""));
+    let post = s.ballot.post_path.replace(['"', '<', '>', '&'], "");
+    Html(VOTE_HTML.replace("__LANG__", lang).replace("__POST_PATH__", &post)).into_response()
+}
+
+/// `es` or `en`, whichever `Accept-Language` ranks first (default `es`: the contest is Guatemalan).
+pub fn preferred_language(accept: &str) -> &'static str {
+    let mut best: Option<(f32, &'static str)> = None;
+    for part in accept.split(',') {
+        let mut it = part.trim().split(';');
+        let tag = it.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = it.find_map(|p| p.trim().strip_prefix("q=").and_then(|q| q.parse::<f32>().ok())).unwrap_or(1.0);
+        let lang = if tag.starts_with("es") { "es" } else if tag.starts_with("en") { "en" } else { continue };
+        if best.is_none_or(|(bq, _)| q > bq) {
+            best = Some((q, lang));
+        }
+    }
+    best.map_or("es", |(_, l)| l)
+}
+
+/// The ballot's votes go to the real intake (same validation, same errors):
+/// forwarded as they came, with `Idempotency-Key` and `X-Voter`, and the
+/// intake's status, body and `Retry-After` / `Idempotency-Key` answered back.
+/// An intake that cannot be reached is a 503 with `Retry-After` (the ballot retries).
+async fn forward_vote(State(s): State<Arc<AppState>>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> Response {
+    if body.len() > 262_144 {
+        let e = json!({ "error": { "status": 413, "code": "body_too_large", "message": "the body is larger than 262144 bytes" } });
+        return (StatusCode::PAYLOAD_TOO_LARGE, Json(e)).into_response();
+    }
+    let Some(intake) = &s.ballot.intake_url else {
+        let e = json!({ "error": { "status": 404, "code": "not_found", "message": "this web app forwards no votes (no --intake-url): post to the intake" } });
+        return (StatusCode::NOT_FOUND, Json(e)).into_response();
+    };
+    let mut req = s.http.post(intake).body(body);
+    for name in ["content-type", "idempotency-key", "x-voter"] {
+        if let Some(v) = headers.get(name) {
+            req = req.header(name, v.as_bytes());
+        }
+    }
+    let res = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, %intake, "ballot: intake unreachable");
+            return unavailable("the intake cannot be reached; retry".into());
+        }
+    };
+    let status = StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut out = axum::http::HeaderMap::new();
+    out.insert(header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+    for name in ["retry-after", "idempotency-key"] {
+        if let Some(v) = res.headers().get(name).and_then(|v| axum::http::HeaderValue::from_bytes(v.as_bytes()).ok()) {
+            out.insert(axum::http::HeaderName::from_static(name), v);
+        }
+    }
+    match res.bytes().await {
+        Ok(b) => (status, out, b).into_response(),
+        Err(_) => unavailable("the intake's answer was cut off; retry with the same Idempotency-Key".into()),
+    }
 }
 
 async fn contest(State(s): State<Arc<AppState>>) -> Response {
@@ -357,4 +452,18 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     };
     let body = json!({ "status": "ok", "redis": state(&redis, "redis"), "mongodb": state(&mongo, "mongodb") });
     (StatusCode::OK, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preferred_language;
+
+    #[test]
+    fn the_ballot_speaks_the_readers_language() {
+        assert_eq!(preferred_language("es-GT,es;q=0.9,en;q=0.8"), "es");
+        assert_eq!(preferred_language("en-US,en;q=0.9,es;q=0.5"), "en");
+        assert_eq!(preferred_language("de-DE,en;q=0.3,es;q=0.7"), "es");
+        assert_eq!(preferred_language("fr"), "es", "neither: the contest's own language");
+        assert_eq!(preferred_language(""), "es");
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use bandvote_web::{router, AppState, Sources};
+use bandvote_web::{router, AppState, Ballot, Sources};
 use clap::Parser as _;
 
 #[derive(clap::Parser)]
@@ -20,19 +20,27 @@ struct Config {
     mongo_db: String,
     #[arg(long, env = "BANDVOTE_MONGO_COLLECTION", default_value = "votes")]
     mongo_collection: String,
+    /// The intake the ballot's votes are forwarded to (`POST /api/vote`);
+    /// unset: no forwarding (the ballot posts to the intake's own path, `--ballot-post`).
+    #[arg(long, env = "BANDVOTE_WEB_INTAKE_URL")]
+    intake_url: Option<String>,
+    /// Where the ballot page posts votes, same origin: `api/vote` (forwarded
+    /// by this app) or the intake's own path behind the same Ingress (`/wasm`).
+    #[arg(long, env = "BANDVOTE_WEB_BALLOT_POST", default_value = "api/vote")]
+    ballot_post: String,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     bandvote_telemetry::init_tracing();
     let c = Config::parse();
-    let state = AppState::new(Sources {
+    let state = AppState::with_ballot(Sources {
         redis_url: c.redis_url,
         redis_prefix: c.redis_prefix,
         mongo_url: c.mongo_url,
         mongo_db: c.mongo_db,
         mongo_collection: c.mongo_collection,
-    });
+    }, Ballot { post_path: c.ballot_post, intake_url: c.intake_url });
     let listener = bandvote_telemetry::bind(c.listen, "the web app").await?;
     tracing::info!(url = %format!("http://{}/", listener.local_addr()?), "bandvote-web serving");
     axum::serve(listener, router(state)).with_graceful_shutdown(bandvote_telemetry::shutdown_signal()).await?;

@@ -168,3 +168,39 @@ async fn redis_load_does_not_grow_with_viewers() {
     assert!(many <= one * 2 + 20, "redis commands grew with viewers: {one} -> {many}");
 }
 
+/// The ballot's votes reach the intake as they came (key, voter, body) and the
+/// intake's answer comes back as it is (status, Retry-After, body).
+#[tokio::test]
+async fn the_ballot_forwards_votes_to_the_intake_and_its_answer_back() {
+    use axum::http::HeaderMap;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let intake = {
+        let seen = seen.clone();
+        axum::Router::new().route(
+            "/",
+            axum::routing::post(move |h: HeaderMap, body: String| {
+                let seen = seen.clone();
+                async move {
+                    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                    seen.lock().unwrap().push((get("idempotency-key"), get("x-voter"), body));
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "2")], r#"{"error":{"code":"overloaded"}}"#)
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let intake_url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, intake).await });
+    let web = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", web.local_addr().unwrap());
+    let ballot = bandvote_web::Ballot { post_path: "api/vote".into(), intake_url: Some(intake_url) };
+    let state = AppState::with_ballot(sources("unused:", "unused"), ballot);
+    tokio::spawn(async move { axum::serve(web, router(state)).await });
+
+    let http = reqwest::Client::new();
+    let r = http.post(format!("{base}/api/vote")).header("idempotency-key", "k-1").header("x-voter", "fan-1").body("{}").send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned())), (503, Some("2".into())));
+    assert_eq!(seen.lock().unwrap().as_slice(), &[("k-1".to_owned(), "fan-1".to_owned(), "{}".to_owned())]);
+    let page = http.get(format!("{base}/vote")).header("accept-language", "en-US").send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(r#"<html lang="en">"#) && page.contains(r#"data-post="api/vote""#));
+}

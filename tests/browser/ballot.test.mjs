@@ -1,0 +1,192 @@
+// Browser test of the ballot (/vote): Debian's Chromium, driven by
+// playwright-core, against the real pipeline (web app → wasm host → nisshi →
+// consumer → Redis/MongoDB) with a contest created by the operator command.
+// A fan taps a band through an intake that answers 503 once (the ballot
+// retries with the same Idempotency-Key), sees the receipt turn "counted"
+// and the results page move; a band taken off the roster and a closed
+// contest get their messages; axe-core finds no serious accessibility
+// violation; screenshots of the ballot (360 px and desktop) and the receipt
+// are saved as artifacts.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { createServer as netServer } from 'node:net';
+import { createServer as httpServer, request } from 'node:http';
+import { mkdirSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomUUID } from 'node:crypto';
+import { chromium } from 'playwright-core';
+
+const env = process.env;
+const here = dirname(fileURLToPath(import.meta.url));
+const target = env.CARGO_TARGET_DIR || join(env.HOME, '.cache/bandvote/target');
+const artifacts = env.BANDVOTE_ARTIFACTS || join(env.HOME, '.cache/bandvote/artifacts');
+const brokers = env.BANDVOTE_KAFKA_BROKERS || '127.0.0.1:9092';
+const wasm = env.BANDVOTE_INTAKE_WASM || join(target, 'wasm32-wasip2/wasm/bandvote_intake.wasm');
+// A Redis database of its own: the intakes read the one current contest.
+const redisUrl = (env.BANDVOTE_REDIS_URL || 'redis://127.0.0.1:6379/').replace(/\/\d*$/, '') + '/9';
+
+const children = [];
+const servers = [];
+after(() => { children.forEach((c) => c.kill('SIGTERM')); servers.forEach((s) => s.close()); });
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = netServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+function start(bin, extraEnv) {
+  const child = spawn(join(target, 'debug', bin), [], { env: { ...env, RUST_LOG: 'warn', ...extraEnv }, stdio: ['ignore', 'inherit', 'inherit'] });
+  children.push(child);
+  return child;
+}
+
+async function waitReady(url, seconds = 60) {
+  const deadline = Date.now() + seconds * 1000;
+  while (Date.now() < deadline) {
+    try { if ((await fetch(url)).ok) return; } catch { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`not ready: ${url}`);
+}
+
+/// The intake as a flaky venue network shows it: the first vote gets a 503
+/// (Retry-After: 1), everything else is passed through. Records the keys seen.
+function flakyIntake(port, intakePort) {
+  const seen = [];
+  let failed = false;
+  const server = httpServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      if (req.method === 'POST') seen.push(req.headers['idempotency-key']);
+      if (req.method === 'POST' && !failed) {
+        failed = true;
+        res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' });
+        res.end(JSON.stringify({ error: { status: 503, code: 'overloaded', message: 'intake overloaded; retry after 1s' } }));
+        return;
+      }
+      const up = request({ host: '127.0.0.1', port: intakePort, path: req.url, method: req.method, headers: req.headers }, (r) => {
+        res.writeHead(r.statusCode, r.headers);
+        r.pipe(res);
+      });
+      up.on('error', () => { res.writeHead(502); res.end(); });
+      up.end(Buffer.concat(chunks));
+    });
+  }).listen(port, '127.0.0.1');
+  servers.push(server);
+  return seen;
+}
+
+test('a fan votes on /vote and the receipt turns counted', { timeout: 240_000 }, async () => {
+  const id = randomUUID().slice(0, 8);
+  const topic = `ballot-${id}`;
+  execFileSync('nisshi', ['topic', 'create', topic, '--partitions', '2', '--broker', `tcp://${brokers}`]);
+  execFileSync('nisshi', ['topic', 'create', `${topic}-dlq`, '--partitions', '1', '--broker', `tcp://${brokers}`]);
+  execFileSync('redis-cli', ['-u', redisUrl, 'FLUSHDB']);
+  const [http, hostAdmin, consumerAdmin, web, flaky] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+  const shared = { BANDVOTE_TOPIC: topic, BANDVOTE_REDIS_URL: redisUrl, BANDVOTE_MONGO_DB: 'bandvote_test', BANDVOTE_MONGO_COLLECTION: `ballot_${id}` };
+  const admin = (...args) => execFileSync(join(target, 'debug', 'bandvote-consumer'), ['contest', ...args], { env: { ...env, ...shared, RUST_LOG: 'warn' } }).toString();
+  admin('create', '--id', `ballot-${id}`, '--title', 'Festival de Bandas', '--roster', 'Alux Nahual,Bohemia Suburbana,Viernes Verde',
+    '--votes-per-voter', '1', '--voters', 'id', '--open-for-secs', '3600');
+  start('bandvote-host', { ...shared, BANDVOTE_INTAKE_WASM: wasm, BANDVOTE_HTTP_LISTEN: `127.0.0.1:${http}`, BANDVOTE_HOST_ADMIN_LISTEN: `127.0.0.1:${hostAdmin}`,
+    BANDVOTE_IDEMPOTENCY_REDIS_URL: redisUrl, BANDVOTE_CONTEST_POLL_MS: '200' });
+  start('bandvote-consumer', { ...shared, BANDVOTE_DLQ_TOPIC: `${topic}-dlq`, BANDVOTE_CONSUMER_GROUP: `ballot-${id}`, BANDVOTE_CONSUMER_ADMIN_LISTEN: `127.0.0.1:${consumerAdmin}` });
+  start('bandvote-web', { ...shared, BANDVOTE_WEB_LISTEN: `127.0.0.1:${web}`, BANDVOTE_WEB_INTAKE_URL: `http://127.0.0.1:${flaky}/` });
+  const keys = flakyIntake(flaky, http);
+  await waitReady(`http://127.0.0.1:${hostAdmin}/readyz`);
+  await waitReady(`http://127.0.0.1:${consumerAdmin}/readyz`);
+  await waitReady(`http://127.0.0.1:${web}/readyz`);
+  await new Promise((r) => setTimeout(r, 500)); // the host has read the contest
+
+  const browser = await chromium.launch({
+    executablePath: env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
+      '--no-first-run', '--disable-component-update', '--disable-sync'],
+  });
+  mkdirSync(artifacts, { recursive: true });
+  const ballotUrl = `http://127.0.0.1:${web}/vote`;
+  try {
+    // A phone, in Spanish (Accept-Language).
+    const phone = await browser.newContext({ viewport: { width: 360, height: 740 }, locale: 'es-GT', extraHTTPHeaders: { 'accept-language': 'es-GT,es;q=0.9' } });
+    const page = await phone.newPage();
+    await page.goto(ballotUrl);
+    await page.locator('#roster button.band').first().waitFor();
+    assert.equal(await page.locator('#roster button.band').count(), 3);
+    assert.equal(await page.locator('html').getAttribute('lang'), 'es');
+    await page.locator('#state', { hasText: 'La votación está abierta' }).waitFor();
+    assert.match(await page.locator('#countdown').innerText(), /Cierra en/);
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 360, `no horizontal scroll at 360 px (${width})`);
+
+    // Accessibility: axe-core finds no serious or critical violation.
+    await page.addScriptTag({ path: join(here, 'node_modules/axe-core/axe.min.js') });
+    const axe = await page.evaluate(async () => (await window.axe.run(document, { resultTypes: ['violations'] })).violations
+      .map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length })));
+    const serious = axe.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+    assert.deepEqual(serious, [], `axe: ${JSON.stringify(axe)}`);
+    console.log(`axe: ${axe.length} violations, none serious (${JSON.stringify(axe)})`);
+    await page.screenshot({ path: join(artifacts, 'ballot-360.png'), fullPage: true });
+
+    // Keyboard: the first band is reachable with Tab and labelled.
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Tab');
+    assert.match(await page.evaluate(() => document.activeElement.getAttribute('aria-label') || document.activeElement.textContent), /\S/);
+
+    // The vote: the intake answers 503 once; the ballot retries with the same key.
+    await page.getByRole('button', { name: 'Votar por Viernes Verde' }).click();
+    await page.locator('#receipt-status[data-status="counted"]').waitFor({ timeout: 60_000 });
+    assert.match(await page.locator('#receipt-status').innerText(), /Contado/);
+    assert.ok(keys.length >= 2 && keys[0] && keys.every((k) => k === keys[0]), `one key on every retry: ${keys}`);
+    await page.screenshot({ path: join(artifacts, 'ballot-receipt.png'), fullPage: true });
+    const contest = await (await fetch(`http://127.0.0.1:${web}/api/contest`)).json();
+    assert.equal(contest.tally.counted, 1, 'counted once despite the retry');
+    assert.equal(contest.tally.bands.find((b) => b.name === 'Viernes Verde').votes, 1);
+
+    // The results page shows the contest's leaderboard with the vote.
+    const results = await phone.newPage();
+    await results.goto(`http://127.0.0.1:${web}/`);
+    await results.locator('#contest-bands .row[data-name="Viernes Verde"] b', { hasText: /^1$/ }).waitFor({ timeout: 30_000 });
+    await results.close();
+
+    // Desktop, in English by the switch.
+    const desk = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    await desk.goto(ballotUrl);
+    await desk.locator('#roster button.band').first().waitFor();
+    if ((await desk.locator('html').getAttribute('lang')) === 'es') await desk.click('#lang');
+    await desk.locator('#state', { hasText: 'Voting is open' }).waitFor();
+    await desk.screenshot({ path: join(artifacts, 'ballot-desktop.png'), fullPage: true });
+
+    // A band taken off the roster after the page drew it: the intake's 422 in words.
+    admin('create', '--id', `ballot-${id}`, '--title', 'Festival de Bandas', '--roster', 'Bohemia Suburbana,Viernes Verde',
+      '--votes-per-voter', '1', '--voters', 'id', '--open-for-secs', '3600');
+    await new Promise((r) => setTimeout(r, 1000));
+    await desk.getByRole('button', { name: 'Vote for Alux Nahual' }).click();
+    await desk.locator('#result', { hasText: 'is not in this contest' }).waitFor({ timeout: 30_000 });
+
+    // Closed: the intake's 403 in words (a ballot that has not yet heard of the close).
+    await desk.route('**/api/contest', (route) => route.abort());
+    admin('close', '--in-ms', '0');
+    await new Promise((r) => setTimeout(r, 1000));
+    await desk.getByRole('button', { name: 'Vote for Bohemia Suburbana' }).click();
+    await desk.locator('#result', { hasText: 'Voting is closed' }).waitFor({ timeout: 30_000 });
+    await desk.unroute('**/api/contest');
+    // After a reload the ballot knows: closed, and the band buttons are disabled.
+    await desk.reload();
+    await desk.locator('#state', { hasText: /closed|cerró/ }).waitFor();
+    assert.equal(await desk.locator('#roster button.band').first().isDisabled(), true);
+
+    // Certified: the results page shows the final result and its digest.
+    const certified = admin('certify', '--wait-secs', '60');
+    const digest = certified.match(/digest ([0-9a-f]{64})/)[1];
+    const final = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await final.goto(`http://127.0.0.1:${web}/`);
+    await final.locator('#contest-digest', { hasText: digest }).waitFor({ timeout: 30_000 });
+    await final.screenshot({ path: join(artifacts, 'results-contest.png'), fullPage: true });
+    console.log(`screenshots: ${['ballot-360.png', 'ballot-receipt.png', 'ballot-desktop.png', 'results-contest.png'].map((f) => join(artifacts, f)).join(' ')}`);
+  } finally {
+    await browser.close();
+  }
+});
