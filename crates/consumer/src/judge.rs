@@ -36,6 +36,9 @@ pub struct Verdict {
 /// What judging a partition's caps decided.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Decided {
+    /// The partition's applied offset the caps were judged against (the
+    /// apply script's `judged_at`).
+    pub applied: i64,
     /// Indices whose status the caps decided (`Counted` or `OverLimit`).
     pub indices: Vec<usize>,
     /// Vote ids (in this batch or earlier) a later vote of their voter replaced.
@@ -79,7 +82,7 @@ pub fn apply_caps(
     mut state: HashMap<(String, String), VoterState>,
     skip: impl Fn(&Located) -> bool,
 ) -> Decided {
-    let mut decided = Decided::default();
+    let mut decided = Decided { applied, ..Decided::default() };
     for (i, v) in votes.iter().enumerate() {
         if v.offset <= applied || skip(v) {
             continue;

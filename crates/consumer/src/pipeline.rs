@@ -21,7 +21,8 @@ use crate::metrics::ConsumerMetrics;
 use bandvote_store::VoteLog;
 use bandvote_store::counters::Refusal;
 use bandvote_store::{ContestStore, Counters, Replaces, StoredVote, Tally};
-use crate::judge::{self, ContestBook, Verdict};
+use crate::judge::{self, ContestBook, Decided, Verdict};
+use bandvote_contest::VoteStatus;
 use crate::{recount, SinkError};
 
 /// Hears librdkafka's events: logs rebalances (and drops the lag gauges of
@@ -275,52 +276,80 @@ impl BatchApplier {
     }
 
     /// MongoDB first, then the counters: the part of a batch inside the rebuild fence.
+    ///
+    /// A contest's per-voter caps are judged *before* the insert (against
+    /// Redis as of each partition's applied offset), so the documents are
+    /// stored with their final status in the same insert. Only when the
+    /// insert finds repeats (a retry that reached Kafka twice) or documents
+    /// already stored (a replay), or the apply script says the partition
+    /// moved (`STALE`), is the partition judged again and its statuses
+    /// rewritten before the counters move.
     async fn write(&self, batch: &Batch, log_nonempty: bool) -> Result<Vec<ReadAgain>, SinkError> {
         let topic = &self.topic;
         let contests = self.contests.load(batch.votes()).await.map_err(|e| SinkError::Contest(e.to_string()))?;
-        let verdicts: std::collections::BTreeMap<i32, Vec<Verdict>> = batch
+        let mut judged: std::collections::BTreeMap<i32, Judged> = std::collections::BTreeMap::new();
+        for (p, pb) in &batch.partitions {
+            let mut verdicts: Vec<Verdict> = pb.votes.iter().map(|v| judge::by_rules(&v.vote, &contests)).collect();
+            let decided = self.judge_caps(*p, pb, &mut verdicts, &contests, &|_| false).await?;
+            judged.insert(*p, Judged { verdicts, decided });
+        }
+        let docs: Vec<StoredVote<'_>> = batch
             .partitions
             .iter()
-            .map(|(p, pb)| (*p, pb.votes.iter().map(|v| judge::by_rules(&v.vote, &contests)).collect()))
+            .flat_map(|(p, pb)| {
+                let j = &judged[p];
+                pb.votes.iter().zip(&j.verdicts).map(move |(v, verdict)| StoredVote { located: v, band: &verdict.band, status: j.stored_status(v, verdict) })
+            })
             .collect();
-        let judged: Vec<StoredVote<'_>> = batch
-            .partitions
-            .iter()
-            .flat_map(|(p, pb)| pb.votes.iter().zip(&verdicts[p]).map(|(v, j)| StoredVote { located: v, band: &j.band, status: j.status }))
-            .collect();
-        let stored = self.log.store_judged(topic, &judged).await.inspect_err(|_| self.metrics.sink_errors.with_label_values(&["mongo"]).inc())?;
-        drop(judged);
+        let stored = self.log.store_judged(topic, &docs).await.inspect_err(|_| self.metrics.sink_errors.with_label_values(&["mongo"]).inc())?;
+        drop(docs);
         self.metrics.duplicates.with_label_values(&["stored"]).inc_by(stored.already_stored);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         let mut read_again = Vec::new();
         for (partition, pb) in &batch.partitions {
             let is_repeat = |v: &bandvote_store::Located| stored.repeats.contains(&(v.partition, v.offset));
             let duplicates = pb.votes.iter().filter(|v| is_repeat(v)).count() as u64;
+            let mut j = judged.remove(partition).unwrap_or_default();
+            // The insert wrote what was judged, unless a repeat or a replay is among them.
+            let mut again = j.decided.is_some() && (duplicates > 0 || stored.already_stored > 0);
+            if let Some(d) = j.decided.as_ref().filter(|_| !again) {
+                // Votes of earlier batches this one replaced.
+                let mine: std::collections::HashSet<&str> = pb.votes.iter().map(|v| v.vote.vote_id.as_str()).collect();
+                let earlier: Vec<&str> = d.replaced.iter().map(String::as_str).filter(|id| !mine.contains(id)).collect();
+                self.log.set_status(&earlier, VoteStatus::Replaced).await?;
+            }
             let mut attempt = 0;
             let applied = loop {
                 attempt += 1;
-                let mut verdicts = verdicts[partition].clone();
-                let judged_at = self.judge_caps(*partition, pb, &mut verdicts, &contests, &is_repeat).await?;
+                if again {
+                    let mut verdicts: Vec<Verdict> = pb.votes.iter().map(|v| judge::by_rules(&v.vote, &contests)).collect();
+                    let decided = self.judge_caps(*partition, pb, &mut verdicts, &contests, &is_repeat).await?;
+                    if let Some(d) = &decided {
+                        self.store_statuses(pb, &verdicts, d).await?;
+                    }
+                    j = Judged { verdicts, decided };
+                }
                 let tallies: Vec<Tally<'_>> = pb
                     .votes
                     .iter()
-                    .zip(&verdicts)
+                    .zip(&j.verdicts)
                     .filter(|(v, _)| !is_repeat(v))
-                    .map(|(v, j)| Tally {
+                    .map(|(v, verdict)| Tally {
                         offset: v.offset,
-                        band: &j.band,
+                        band: &verdict.band,
                         album: &v.vote.album,
                         contest: v.vote.contest.as_deref(),
                         voter: v.vote.voter.as_deref(),
-                        status: j.status,
+                        status: verdict.status,
                         vote_id: &v.vote.vote_id,
-                        replaces: match &j.replaces {
+                        replaces: match &verdict.replaces {
                             None => Replaces::No,
                             Some(None) => Replaces::First,
                             Some(Some(c)) => Replaces::Previous(c),
                         },
                     })
                     .collect();
+                let judged_at = j.decided.as_ref().map(|d| d.applied);
                 match self.counters.apply_judged(topic, *partition, pb, &tallies, duplicates, now, log_nonempty, judged_at).await {
                     Ok(a) => break Some(a),
                     Err(e) => {
@@ -328,6 +357,7 @@ impl BatchApplier {
                         match Refusal::of(&e) {
                             Some(Refusal::Stale) if attempt < 10 => {
                                 tracing::info!(partition, "the partition moved while its caps were judged: judging again");
+                                again = true;
                                 continue;
                             }
                             Some(Refusal::Gap { applied }) => {
@@ -353,9 +383,7 @@ impl BatchApplier {
     }
 
     /// Decide the per-voter caps of one partition's votes (if any vote is
-    /// capped) against Redis, and store the decided statuses in MongoDB
-    /// before the counters move. Returns the applied offset they were
-    /// judged at (the apply script's `judged_at`).
+    /// capped) against Redis (`None`: none is).
     async fn judge_caps(
         &self,
         partition: i32,
@@ -363,7 +391,7 @@ impl BatchApplier {
         verdicts: &mut [Verdict],
         contests: &judge::Contests,
         is_repeat: &(dyn Fn(&bandvote_store::Located) -> bool + Sync),
-    ) -> Result<Option<i64>, SinkError> {
+    ) -> Result<Option<Decided>, SinkError> {
         let mut voters: Vec<(&str, &str)> = pb
             .votes
             .iter()
@@ -378,16 +406,38 @@ impl BatchApplier {
         voters.dedup();
         let (applied, state) = self.counters.voter_state(&self.topic, partition, &voters).await?;
         let state = voters.iter().zip(state).map(|((c, v), s)| (((*c).to_owned(), (*v).to_owned()), s)).collect();
-        let decided = judge::apply_caps(&pb.votes, verdicts, contests, applied, state, is_repeat);
-        for status in [bandvote_contest::VoteStatus::Counted, bandvote_contest::VoteStatus::OverLimit] {
-            let ids: Vec<&str> =
-                decided.indices.iter().filter(|i| verdicts[**i].status == Some(status)).map(|i| pb.votes[*i].vote.vote_id.as_str()).collect();
+        Ok(Some(judge::apply_caps(&pb.votes, verdicts, contests, applied, state, is_repeat)))
+    }
+
+    /// Rewrite the statuses a judgement decided (the slow path: repeats,
+    /// replays, a partition that moved), before the counters move.
+    async fn store_statuses(&self, pb: &bandvote_store::PartitionBatch, verdicts: &[Verdict], d: &Decided) -> Result<(), SinkError> {
+        for status in [VoteStatus::Counted, VoteStatus::OverLimit] {
+            let ids: Vec<&str> = d.indices.iter().filter(|i| verdicts[**i].status == Some(status)).map(|i| pb.votes[*i].vote.vote_id.as_str()).collect();
             self.log.set_status(&ids, status).await?;
         }
         // Last: a vote of this batch replaced later in it was set `counted` just above.
-        let replaced: Vec<&str> = decided.replaced.iter().map(String::as_str).collect();
-        self.log.set_status(&replaced, bandvote_contest::VoteStatus::Replaced).await?;
-        Ok(Some(applied))
+        let replaced: Vec<&str> = d.replaced.iter().map(String::as_str).collect();
+        self.log.set_status(&replaced, VoteStatus::Replaced).await?;
+        Ok(())
+    }
+}
+
+/// One partition's verdicts, and what its caps decided (if any vote was capped).
+#[derive(Default)]
+struct Judged {
+    verdicts: Vec<Verdict>,
+    decided: Option<Decided>,
+}
+
+impl Judged {
+    /// The status a vote's document is stored with: its verdict, except a
+    /// counted vote a later vote of this batch replaced.
+    fn stored_status(&self, v: &bandvote_store::Located, verdict: &Verdict) -> Option<VoteStatus> {
+        match &self.decided {
+            Some(d) if d.replaced.iter().any(|id| *id == v.vote.vote_id) => Some(VoteStatus::Replaced),
+            _ => verdict.status,
+        }
     }
 }
 
