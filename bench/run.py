@@ -122,7 +122,7 @@ def median(xs):
 
 def medians(runs):
     """The median of each figure over repeated runs (dicts with the same keys)."""
-    return {k: median([r[k] for r in runs]) for k in runs[0]}
+    return {k: median([r[k] for r in runs if r.get(k) is not None]) if any(r.get(k) is not None for r in runs) else None for k in runs[0]}
 
 
 def ratio(a, b):
@@ -130,9 +130,26 @@ def ratio(a, b):
     return round(a["acked_per_sec"] / max(1e-9, b["acked_per_sec"]), 3)
 
 
-def capacity_sweep(targets, host_pid):
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """User + system CPU of process `pid` so far (/proc/<pid>/stat), or, with
+    pid None, of this script's finished children (a load generator run)."""
+    if pid is None:
+        import resource
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return ru.ru_utime + ru.ru_stime
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def capacity_sweep(targets, host_pid, cpu_pids=None):
     """Every target at every level, REPEATS times, in a rotating order; the
-    median of each figure per target and level. Host RSS sampled throughout."""
+    median of each figure per target and level. Host RSS sampled throughout.
+    With `cpu_pids` (target → the pid serving it; None: the load generator
+    itself, for the raw producer), each run also reports that process's CPU
+    per acknowledged vote (µs): less drift than votes/s on shared cores."""
     names = list(targets)
     runs = {n: {c: [] for c in LEVELS} for n in names}
     peak_at, pss_at = {}, {}
@@ -143,7 +160,13 @@ def capacity_sweep(targets, host_pid):
                 stop, peak = threading.Event(), [0, 0]
                 sampler = threading.Thread(target=rss_sampler, args=(host_pid, stop, peak), daemon=True)
                 sampler.start()
-                runs[name][c].append(targets[name](c))
+                pid = (cpu_pids or {}).get(name, "none")
+                cpu0 = cpu_seconds(pid) if pid != "none" else None
+                r = targets[name](c)
+                if cpu0 is not None:
+                    acked = r["acked_per_sec"] * SECONDS
+                    r["cpu_us_per_acked"] = round(1e6 * (cpu_seconds(pid) - cpu0) / acked, 1) if acked else None
+                runs[name][c].append(r)
                 stop.set()
                 sampler.join()
                 if name == "wasm_host":
@@ -458,13 +481,13 @@ def main():
     common = {"BANDVOTE_TOPIC": TOPIC, "BANDVOTE_IDEMPOTENCY_REDIS_URL": REDIS_URL}
     host = start("host", [str(BIN / "bandvote-host"), "--component", wasm, "--listen", "127.0.0.1:28080",
                           "--admin-listen", "127.0.0.1:29180"], common)
-    start("native", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28084"], common)
+    native = start("native", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28084"], common)
     start("ceiling", [str(BIN / "bandvote-ceiling"), "127.0.0.1:28085"])
     # The sandbox's own cost: the same host runtime and intake code, publisher acknowledging at once.
     start("sandbox", [str(BIN / "bandvote-sandbox"), "--listen", "127.0.0.1:28086"], {"BANDVOTE_INTAKE_WASM": wasm})
     start("native-instant", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28087", "--instant"])
-    start("grpc", [str(BIN / "bandvote-grpc"), "--listen", "127.0.0.1:25051", "--rest-listen", "127.0.0.1:28082",
-                   "--admin-listen", "127.0.0.1:29182"], common)
+    grpc = start("grpc", [str(BIN / "bandvote-grpc"), "--listen", "127.0.0.1:25051", "--rest-listen", "127.0.0.1:28082",
+                          "--admin-listen", "127.0.0.1:29182"], common)
     start("consumer", [str(BIN / "bandvote-consumer")], {**common, "BANDVOTE_DLQ_TOPIC": f"{TOPIC}-dlq",
           "BANDVOTE_CONSUMER_GROUP": f"bench-{STAMP}", "BANDVOTE_REDIS_PREFIX": PREFIX,
           "BANDVOTE_MONGO_COLLECTION": f"bench_{STAMP}", "BANDVOTE_CONSUMER_ADMIN_LISTEN": "127.0.0.1:29181"})
@@ -484,7 +507,9 @@ def main():
         "native_intake": lambda c: from_wrk(wrk("http://127.0.0.1:28084/", "native intake", c)),
         "grpc_unary": lambda c: from_load(load("grpc", "http://127.0.0.1:25051", concurrency=c)),
     }
-    results["capacity"] = capacity_sweep(targets, host.pid)
+    # Whose CPU each target costs: the process serving it (the raw producer: the load generator, producer included).
+    cpu_pids = {"raw_producer": None, "wasm_host": host.pid, "native_intake": native.pid, "grpc_unary": grpc.pid}
+    results["capacity"] = capacity_sweep(targets, host.pid, cpu_pids)
     save(results)
     sandbox = {"wasm_instant": [], "native_instant": []}
     for rep in range(REPEATS):
@@ -563,6 +588,9 @@ def check_targets(r):
         ("ack → counted p99 < 500 ms at 50% of maximum", f"{r['end_to_end']['ack_to_counted_ms_p99']} ms", r["end_to_end"]["ack_to_counted_ms_p99"] < 500),
         (f"host RSS < 150 MB at {top} connections", f"{rss_mb:.0f} MB (PSS {pss_mb:.0f} MB)", rss_mb < 150),
     ]
+    cpu256 = cap["wasm_host"].get("256", {}).get("cpu_us_per_acked")
+    if cpu256 is not None:
+        rows.append(("host CPU per acknowledged vote ≤ 100 µs at 256 in flight (issue 24)", f"{cpu256} µs", cpu256 <= 100))
     ct = r.get("contest") or {}
     if ct.get("cap_cost") is not None:
         rows.append(("consumer with a per-voter cap costs ≤ 10% (issue 22)",
@@ -584,6 +612,11 @@ def markdown(r):
         out.append(f"| {c} | {cell(cap['raw_producer'][c])} | {cell(cap['wasm_host'][c])} | {cell(cap['native_intake'][c])} | "
                    f"{cell(cap['grpc_unary'][c])} | {ceiling['acked_per_sec']:.0f} | {cap['ratios'][c]['wasm_to_raw_producer']} | "
                    f"{cap['ratios'][c]['wasm_to_native']} | {cap['host_peak_rss_mib'].get(c)} / {cap['host_peak_pss_mib'].get(c)} |")
+    if any(cap["wasm_host"][str(c)].get("cpu_us_per_acked") is not None for c in r["levels"]):
+        out += ["", "## CPU per acknowledged vote (µs of the serving process: user + system, over each run ÷ acked votes)", "",
+                "| in flight | raw VotePublisher (load generator + producer) | wasm host | native intake | gRPC producer |", "|---:|---:|---:|---:|---:|"]
+        for c in map(str, r["levels"]):
+            out.append(f"| {c} | " + " | ".join(str(cap[t][c].get("cpu_us_per_acked")) for t in ("raw_producer", "wasm_host", "native_intake", "grpc_unary")) + " |")
     ol = r["open_loop_wasm_host"]
     out += ["", f"## Open loop: fixed arrival rates at the wasm host (max measured above: {ol['measured_max_per_sec']:.0f}/s)", "",
             "| offered/s | acked/s | p50 ms | p99 ms | refused (503) | errors |", "|---:|---:|---:|---:|---:|---:|"]
