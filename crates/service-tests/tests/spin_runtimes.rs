@@ -174,3 +174,87 @@ async fn spin_artifact_on_spinkube_and_our_wasmtime_answers_and_counts_once() {
     consumer.stop().await;
     bridge.kill_9();
 }
+
+/// A contest's refusals reach a client of the Spin artifact as they reach
+/// one of our host: the REST bridge refuses by the rules, the adapter carries
+/// the refusal back through the WIT `refused` variant, and the guest answers
+/// it (status and JSON error) — on both runtimes.
+#[tokio::test]
+async fn the_spin_artifact_answers_a_contests_refusals_on_both_runtimes() {
+    let wasm = std::env::var("BANDVOTE_WASMTIME_SERVE_WASM").expect("BANDVOTE_WASMTIME_SERVE_WASM: run through scripts/test.sh (scripts/build-spin.sh)");
+    let topic = kit::fresh_topic("spin-contest", 1).await;
+    let redis = format!("{}/10", kit::redis_url().trim_end_matches('/'));
+    let mut con = redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut con).await.unwrap();
+    let store = bandvote_store::ContestStore::new(&redis, "").unwrap();
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let open = |closes_at_ms| bandvote_contest::Contest {
+        id: "spin-final".into(),
+        title: "Final".into(),
+        roster: ["Alux Nahual", "Bohemia Suburbana"].into_iter().map(|b| bandvote_contest::Entry { band: b.into(), albums: vec![] }).collect(),
+        opens_at_ms: 0,
+        closes_at_ms: closes_at_ms,
+        votes_per_voter: 1,
+        revote: bandvote_contest::Revote::Refuse,
+        voters: bandvote_contest::Voters::Id,
+    };
+    let (grpc, rest, admin) = (free_addr(), free_addr(), free_addr());
+    let mut bridge = Service::new(
+        "spin-contest-bridge",
+        bin("bandvote-grpc"),
+        vec!["--listen".into(), grpc.to_string(), "--rest-listen".into(), rest.to_string(), "--admin-listen".into(), admin.to_string()],
+        vec![
+            ("BANDVOTE_KAFKA_BROKERS".into(), kit::kafka_brokers()),
+            ("BANDVOTE_TOPIC".into(), topic.clone()),
+            ("BANDVOTE_IDEMPOTENCY_REDIS_URL".into(), redis.clone()),
+            ("BANDVOTE_CONTEST_POLL_MS".into(), "200".into()),
+        ],
+    );
+    bridge.start();
+    wait_ready(admin, Duration::from_secs(60)).await;
+    let http = reqwest::Client::new();
+    let vote = |band: &str| format!(r#"{{"name":"{band}","album":"x","year":"1990","rank":"1"}}"#);
+    for (version, wasmtime) in runtimes() {
+        store.put(&open(now() + 3_600_000)).await.unwrap();
+        store.set_current(Some("spin-final")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let listen = free_addr();
+        let mut server = serve(&wasmtime, &version, &wasm, listen, rest, &topic);
+        let url = format!("http://{listen}/");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !http.get(format!("{url}healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            assert!(Instant::now() < deadline && server.0.try_wait().unwrap().is_none(), "wasmtime serve {version} did not come up");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let on = |what: &str| format!("wasmtime {version}: {what}");
+        let send = |body: String, voter: Option<&'static str>| {
+            let mut r = http.post(&url).body(body);
+            if let Some(v) = voter {
+                r = r.header("x-voter", v);
+            }
+            async move {
+                let r = r.send().await.unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap_or_default())
+            }
+        };
+        let (s, b) = send(vote("Bohemia Suburbano"), Some("fan-1")).await;
+        assert_eq!((s, b["error"]["code"].as_str()), (422, Some("unknown_band")), "{}", on(&b.to_string()));
+        assert_eq!(b["error"]["closest"][0], "Bohemia Suburbana", "{}", on(&b.to_string()));
+        let (s, b) = send(vote("Alux Nahual"), None).await;
+        assert_eq!((s, b["error"]["code"].as_str()), (422, Some("voter_required")), "{}", on(&b.to_string()));
+        let (s, b) = send(vote("alux nahual"), Some("fan-1")).await;
+        assert_eq!(s, 201, "{}", on(&b.to_string()));
+        store.put(&open(now())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let (s, b) = send(vote("Alux Nahual"), Some("fan-2")).await;
+        assert_eq!((s, b["error"]["code"].as_str(), b["error"]["closes_at_ms"].is_i64()), (403, Some("voting_closed"), true), "{}", on(&b.to_string()));
+        drop(server);
+    }
+    // The acknowledged votes carry the contest and the voter, keyed by voter.
+    let records = kit::read_topic(&topic, 2, Duration::from_secs(20)).await;
+    for r in &records {
+        let v = bandvote_vote::record::decode(&r.value).unwrap();
+        assert_eq!((v.contest.as_deref(), v.voter.as_deref(), r.key.as_slice()), (Some("spin-final"), Some("fan-1"), b"fan-1".as_slice()));
+    }
+    bridge.kill_9();
+}
