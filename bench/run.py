@@ -85,10 +85,27 @@ def wait_http(url, seconds=60):
     raise RuntimeError(f"not ready: {url}")
 
 
-def wrk(url, label, connections=None):
+KEYED_LUA = """
+math.randomseed(os.time())
+wrk.method = "POST"
+wrk.body = '%s'
+wrk.headers["Content-Type"] = "application/json"
+local n, tag = 0, nil
+setup = function(thread) thread:set("tag", tostring(math.random(1, 2000000000))) end
+request = function()
+  n = n + 1
+  tag = tag or wrk.thread:get("tag") or tostring(math.random(1, 2000000000))
+  return wrk.format(nil, nil, { ["Content-Type"] = "application/json", ["Idempotency-Key"] = "k-" .. tag .. "-" .. n })
+end
+"""
+
+
+def wrk(url, label, connections=None, keyed=False):
+    """wrk POSTing the vote; `keyed`: every request with its own
+    Idempotency-Key (a client key the intake claims in Redis)."""
     connections = connections or CONCURRENCY
-    script = CACHE / "bench-post.lua"
-    script.write_text(
+    script = CACHE / ("bench-post-keyed.lua" if keyed else "bench-post.lua")
+    script.write_text(KEYED_LUA % VOTE if keyed else
         'wrk.method = "POST"\nwrk.body = \'%s\'\nwrk.headers["Content-Type"] = "application/json"\n' % VOTE
     )
     log(f"wrk {label}: {connections} connections, {SECONDS:.0f}s → {url}")
@@ -482,6 +499,9 @@ def main():
     host = start("host", [str(BIN / "bandvote-host"), "--component", wasm, "--listen", "127.0.0.1:28080",
                           "--admin-listen", "127.0.0.1:29180"], common)
     native = start("native", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28084"], common)
+    # The same host without key claims (no Redis): the claims phase's baseline.
+    unclaimed = start("host-unclaimed", [str(BIN / "bandvote-host"), "--component", wasm, "--listen", "127.0.0.1:28088",
+                                         "--admin-listen", "127.0.0.1:29186"], {"BANDVOTE_TOPIC": TOPIC})
     start("ceiling", [str(BIN / "bandvote-ceiling"), "127.0.0.1:28085"])
     # The sandbox's own cost: the same host runtime and intake code, publisher acknowledging at once.
     start("sandbox", [str(BIN / "bandvote-sandbox"), "--listen", "127.0.0.1:28086"], {"BANDVOTE_INTAKE_WASM": wasm})
@@ -491,7 +511,7 @@ def main():
     start("consumer", [str(BIN / "bandvote-consumer")], {**common, "BANDVOTE_DLQ_TOPIC": f"{TOPIC}-dlq",
           "BANDVOTE_CONSUMER_GROUP": f"bench-{STAMP}", "BANDVOTE_REDIS_PREFIX": PREFIX,
           "BANDVOTE_MONGO_COLLECTION": f"bench_{STAMP}", "BANDVOTE_CONSUMER_ADMIN_LISTEN": "127.0.0.1:29181"})
-    for url in ["http://127.0.0.1:29180/readyz", "http://127.0.0.1:28084/healthz", "http://127.0.0.1:28085/",
+    for url in ["http://127.0.0.1:29180/readyz", "http://127.0.0.1:29186/readyz", "http://127.0.0.1:28084/healthz", "http://127.0.0.1:28085/",
                 "http://127.0.0.1:28086/healthz", "http://127.0.0.1:28087/healthz",
                 "http://127.0.0.1:29182/readyz", "http://127.0.0.1:29181/readyz"]:
         wait_http(url)
@@ -510,6 +530,29 @@ def main():
     # Whose CPU each target costs: the process serving it (the raw producer: the load generator, producer included).
     cpu_pids = {"raw_producer": None, "wasm_host": host.pid, "native_intake": native.pid, "grpc_unary": grpc.pid}
     results["capacity"] = capacity_sweep(targets, host.pid, cpu_pids)
+    save(results)
+    # Idempotency-key claims (issue 24, item 1): keyless votes (ids the intake
+    # generates: no claim), keyed votes claimed in Redis, and keyed votes on a
+    # host without claims; the same host binary, alternated, 256 in flight.
+    claims = {"keyless": [], "keyed_claimed": [], "keyed_unclaimed": []}
+    claim_targets = {
+        "keyless": lambda: from_wrk(wrk("http://127.0.0.1:28080/", "wasm host, keyless", 256)),
+        "keyed_claimed": lambda: from_wrk(wrk("http://127.0.0.1:28080/", "wasm host, keyed, claims in Redis", 256, keyed=True)),
+        "keyed_unclaimed": lambda: from_wrk(wrk("http://127.0.0.1:28088/", "wasm host, keyed, no claims", 256, keyed=True)),
+    }
+    claim_pids = {"keyless": host.pid, "keyed_claimed": host.pid, "keyed_unclaimed": unclaimed.pid}
+    for rep in range(REPEATS):
+        names = list(claim_targets)
+        for name in names[rep % 3:] + names[:rep % 3]:
+            cpu0 = cpu_seconds(claim_pids[name])
+            r = claim_targets[name]()
+            acked = r["acked_per_sec"] * SECONDS
+            r["cpu_us_per_acked"] = round(1e6 * (cpu_seconds(claim_pids[name]) - cpu0) / acked, 1) if acked else None
+            claims[name].append(r)
+            time.sleep(1)
+    cl = results["claims_256"] = {n: medians(rs) for n, rs in claims.items()}
+    cl["ratio_claimed_to_unclaimed"] = ratio(cl["keyed_claimed"], cl["keyed_unclaimed"])
+    cl["ratio_keyless_to_unclaimed"] = ratio(cl["keyless"], cl["keyed_unclaimed"])
     save(results)
     sandbox = {"wasm_instant": [], "native_instant": []}
     for rep in range(REPEATS):
@@ -623,6 +666,13 @@ def markdown(r):
     for x in ol["rates"]:
         out.append(f"| {x['offered_per_sec']:.0f} ({x['fraction_of_max']} × max) | {x['acked_per_sec']:.0f} | {x['latency_ms_p50']} | "
                    f"{x['latency_ms_p99']} | {100 * x['refused_share']:.1f}% | {x['errors']} |")
+    if r.get("claims_256"):
+        cl = r["claims_256"]
+        row = lambda x: f"{x['acked_per_sec']:.0f} ({x['latency_ms_p50']} / {x['latency_ms_p99']}, {100 * x['refused_share']:.1f}%; {x.get('cpu_us_per_acked')} µs CPU)"
+        out += ["", "## Idempotency-key claims at the wasm host, 256 connections (issue 24)", "",
+                "| keyless (generated ids: no claim) | keyed, claimed in Redis | keyed, host without claims | claimed / unclaimed | keyless / unclaimed |",
+                "|---:|---:|---:|---:|---:|",
+                f"| {row(cl['keyless'])} | {row(cl['keyed_claimed'])} | {row(cl['keyed_unclaimed'])} | {cl['ratio_claimed_to_unclaimed']} | {cl['ratio_keyless_to_unclaimed']} |"]
     sb = r["sandbox_256"]
     out += ["", "## The sandbox alone: publisher acknowledging at once, 256 connections", "",
             "| wasm host runtime | native intake | hyper 204 | wasm / native | wasm / hyper |", "|---:|---:|---:|---:|---:|",
