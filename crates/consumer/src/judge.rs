@@ -113,8 +113,11 @@ pub fn apply_caps(
 pub struct ContestBook {
     store: ContestStore,
     log: VoteLog,
-    cache: Mutex<HashMap<String, (Option<Arc<Contest>>, Instant)>>,
+    cache: Mutex<HashMap<String, Cached>>,
 }
+
+/// A definition (or its absence) and when it was read.
+type Cached = (Option<Arc<Contest>>, Instant);
 
 impl ContestBook {
     pub fn new(store: ContestStore, log: VoteLog) -> Self {

@@ -435,7 +435,7 @@ impl Judged {
     /// counted vote a later vote of this batch replaced.
     fn stored_status(&self, v: &bandvote_store::Located, verdict: &Verdict) -> Option<VoteStatus> {
         match &self.decided {
-            Some(d) if d.replaced.iter().any(|id| *id == v.vote.vote_id) => Some(VoteStatus::Replaced),
+            Some(d) if d.replaced.contains(&v.vote.vote_id) => Some(VoteStatus::Replaced),
             _ => verdict.status,
         }
     }

@@ -193,7 +193,7 @@ async fn the_spin_artifact_answers_a_contests_refusals_on_both_runtimes() {
         title: "Final".into(),
         roster: ["Alux Nahual", "Bohemia Suburbana"].into_iter().map(|b| bandvote_contest::Entry { band: b.into(), albums: vec![] }).collect(),
         opens_at_ms: 0,
-        closes_at_ms: closes_at_ms,
+        closes_at_ms,
         votes_per_voter: 1,
         revote: bandvote_contest::Revote::Refuse,
         voters: bandvote_contest::Voters::Id,
