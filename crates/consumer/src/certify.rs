@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use bandvote_contest::{Certificate, Contest, Phase, VoteStatus};
 use bandvote_store::{ContestStore, Counters, VoteLog};
 use bandvote_vote::record;
+
+use crate::contest_admin::now_ms;
 use rdkafka::message::Message as _;
 
 /// Why a contest was not certified.
@@ -46,8 +48,7 @@ pub async fn certify(
     wait: Duration,
 ) -> Result<(Certificate, bool), CertifyError> {
     let id = contest.id.as_str();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    if contest.phase(now) != Phase::Closed {
+    if contest.phase(now_ms()) != Phase::Closed {
         return Err(CertifyError::NotClosed { id: id.to_owned(), closes_at_ms: contest.closes_at_ms });
     }
     if let Some(c) = log.certificate(id).await.map_err(store_err)? {
@@ -121,7 +122,7 @@ pub async fn certify(
     let certificate = Certificate {
         contest: id.to_owned(),
         title: contest.title.clone(),
-        certified_at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
+        certified_at_ms: now_ms(),
         total,
         by_band,
         by_status,

@@ -235,30 +235,35 @@ impl VotePublisher {
         self
     }
 
-    /// The vote as the current contest admits it (`Ok(None)`: no contest, unchanged).
-    fn admit(&self, vote: &Vote) -> Result<Option<Vote>, PublishError> {
-        let Some(rules) = &self.contest else { return Ok(None) };
-        let Some(contest) = rules.watch.current() else { return Ok(None) };
+    /// The current contest, if any (read once per publish: a batch is
+    /// admitted, and its band names bounded, under one contest).
+    fn current_contest(&self) -> Option<Arc<bandvote_contest::Contest>> {
+        self.contest.as_ref().and_then(|r| r.watch.current())
+    }
+
+    /// The vote as `contest` admits it (stamped with its id).
+    fn admit(&self, contest: &bandvote_contest::Contest, vote: &Vote) -> Result<Vote, PublishError> {
         let now_ms = vote.received_at_ms;
         let mut admitted = vote.clone();
         if contest.voters == bandvote_contest::Voters::Token
             && let Some(token) = &vote.voter
         {
-            let secret = rules.token_secret.as_deref().unwrap_or_default();
+            let secret = self.contest.as_ref().and_then(|r| r.token_secret.as_deref()).unwrap_or_default();
             let voter = bandvote_contest::token::verify(secret, &contest.id, token, now_ms / 1000)
                 .map_err(|e| PublishError::Refused(bandvote_contest::Refusal::InvalidToken(e.to_string())))?;
             admitted.voter = Some(voter.to_owned());
         }
         contest.admit(&admitted, now_ms).map_err(PublishError::Refused)?;
         admitted.contest = Some(contest.id.clone());
-        Ok(Some(admitted))
+        Ok(admitted)
     }
 
     /// For each vote: `Err(TooManyBands)` when its band is new past the cap.
-    async fn check_bands(&self, votes: &[Vote]) -> Vec<Result<(), PublishError>> {
+    /// Under a contest with a roster, the roster bounds the names instead
+    /// (and admitted votes are on it).
+    async fn check_bands(&self, votes: &[Vote], contest: Option<&bandvote_contest::Contest>) -> Vec<Result<(), PublishError>> {
         let Some(cap) = &self.band_names else { return votes.iter().map(|_| Ok(())).collect() };
-        // A contest's roster bounds the names instead (and admitted votes are on it).
-        if self.contest.as_ref().and_then(|r| r.watch.current()).is_some_and(|c| !c.roster.is_empty()) {
+        if contest.is_some_and(|c| !c.roster.is_empty()) {
             return votes.iter().map(|_| Ok(())).collect();
         }
         let unknown: Vec<&str> = {
@@ -360,11 +365,12 @@ impl VotePublisher {
     /// Publish one vote; returns once Kafka acknowledged it with acks=all.
     pub async fn publish(&self, vote: &Vote) -> Result<Ack, PublishError> {
         let _permit = self.in_flight.clone().try_acquire_owned().map_err(|_| overloaded())?;
-        let admitted = self.admit(vote)?;
+        let contest = self.current_contest();
+        let admitted = contest.as_deref().map(|c| self.admit(c, vote)).transpose()?;
         let vote = admitted.as_ref().unwrap_or(vote);
         // Without key claims nothing to check (and no allocation per vote).
         if self.band_names.is_some()
-            && let Some(Err(refused)) = self.check_bands(std::slice::from_ref(vote)).await.pop()
+            && let Some(Err(refused)) = self.check_bands(std::slice::from_ref(vote), contest.as_deref()).await.pop()
         {
             return Err(refused);
         }
@@ -386,12 +392,10 @@ impl VotePublisher {
         let n = u32::try_from(votes.len()).map_err(|_| overloaded())?;
         let _permits = self.in_flight.clone().try_acquire_many_owned(n).map_err(|_| overloaded())?;
         // A contest's rules refuse the whole batch at the first vote they refuse (all or nothing).
-        let admitted: Option<Vec<Vote>> = match self.contest.as_ref().and_then(|r| r.watch.current()) {
-            Some(_) => Some(votes.iter().map(|v| self.admit(v).map(|a| a.unwrap_or_else(|| v.clone()))).collect::<Result<_, _>>()?),
-            None => None,
-        };
+        let contest = self.current_contest();
+        let admitted: Option<Vec<Vote>> = contest.as_deref().map(|c| votes.iter().map(|v| self.admit(c, v)).collect()).transpose()?;
         let votes = admitted.as_deref().unwrap_or(votes);
-        let bands = self.check_bands(votes).await;
+        let bands = self.check_bands(votes, contest.as_deref()).await;
         let claimed = self.check_claims(votes).await;
         self.progress.started(self.in_flight() <= votes.len());
         Ok(futures::future::join_all(votes.iter().zip(bands).zip(claimed).map(|((v, band), claim)| async move {

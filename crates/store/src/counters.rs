@@ -90,6 +90,11 @@ pub struct ContestCounts {
     pub choice: HashMap<String, Choice>,
 }
 
+/// Move a partition's applied offset forward to `ARGV[2]`, never back.
+/// KEYS: offsets. ARGV: partition, offset.
+static SKIP_LOST_LUA: &str = "local a = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1') \
+     if tonumber(ARGV[2]) > a then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 1";
+
 /// Drop the rebuild marker if this rebuild holds it. KEYS: rebuilding. ARGV: token.
 static END_REBUILD_LUA: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -207,6 +212,8 @@ pub struct Counters {
     begin: Script,
     replace: Script,
     end_rebuild: Script,
+    voter_state: Script,
+    skip_lost: Script,
 }
 
 impl Counters {
@@ -220,6 +227,8 @@ impl Counters {
             begin: Script::new(BEGIN_APPLY_LUA),
             replace: Script::new(REPLACE_ALL_LUA),
             end_rebuild: Script::new(END_REBUILD_LUA),
+            voter_state: Script::new(VOTER_STATE_LUA),
+            skip_lost: Script::new(SKIP_LOST_LUA),
         })
     }
 
@@ -303,8 +312,7 @@ impl Counters {
     /// per-voter caps are judged against (pass the offset to
     /// [`Self::apply_judged`] as `judged_at`).
     pub async fn voter_state(&self, topic: &str, partition: i32, voters: &[(&str, &str)]) -> Result<(i64, Vec<VoterState>), redis::RedisError> {
-        let script = Script::new(VOTER_STATE_LUA);
-        let mut inv = script.prepare_invoke();
+        let mut inv = self.voter_state.prepare_invoke();
         inv.arg(self.offsets_key(topic)).arg(partition);
         for (contest, voter) in voters {
             inv.arg(self.key(&keys::contest(contest, keys::CONTEST_VOTERS)));
@@ -328,11 +336,7 @@ impl Counters {
     /// Never moves the applied offset back.
     pub async fn skip_lost(&self, topic: &str, partition: i32, offset: i64) -> Result<(), redis::RedisError> {
         let mut con = self.con.clone();
-        let script = Script::new(
-            "local a = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1') \
-             if tonumber(ARGV[2]) > a then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 1",
-        );
-        script.key(self.offsets_key(topic)).arg(partition).arg(offset).invoke_async::<i64>(&mut con).await.map(drop)
+        self.skip_lost.key(self.offsets_key(topic)).arg(partition).arg(offset).invoke_async::<i64>(&mut con).await.map(drop)
     }
 
     /// The hash of last applied offsets per partition for `topic`.
