@@ -36,7 +36,7 @@ fn contest(id: &str, cap: u32, voters: Voters) -> Contest {
     Contest {
         id: id.into(),
         title: "Festival de Bandas".into(),
-        roster: ["Alux Nahual", "Bohemia Suburbana", "Viernes Verde"].into_iter().map(|b| Entry { band: b.into(), albums: vec![] }).collect(),
+        roster: BANDS.into_iter().map(|b| Entry { band: b.into(), albums: vec![] }).collect(),
         opens_at_ms: now - 1_000,
         closes_at_ms: now + 3_600_000,
         votes_per_voter: cap,
@@ -96,6 +96,55 @@ async fn post(client: &reqwest::Client, http: std::net::SocketAddr, body: &str, 
 
 fn vote(band: &str) -> String {
     format!(r#"{{"name":"{band}","album":"En Vivo","year":"1990","rank":"1"}}"#)
+}
+
+/// The roster of the contests below.
+const BANDS: [&str; 3] = ["Alux Nahual", "Bohemia Suburbana", "Viernes Verde"];
+
+/// `voters` voters (`fan-<n>`) each send 3 votes, the band rotating, over
+/// `workers` clients; each vote is retried with its key (`fan-<n>-vote-<k>`)
+/// until 201, and every `resend_every`-th voter sends each vote again after
+/// its 201 with the same key. A 4xx fails the test.
+fn three_votes_per_voter(http: std::net::SocketAddr, voters: usize, workers: usize, resend_every: usize) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+        futures::future::join_all((0..workers).map(|w| {
+            let client = client.clone();
+            async move {
+                for v in (w..voters).step_by(workers) {
+                    for k in 0..3 {
+                        let (voter, key) = (format!("fan-{v}"), format!("fan-{v}-vote-{k}"));
+                        let body = vote(BANDS[(v + k) % 3]);
+                        let deadline = Instant::now() + Duration::from_secs(90);
+                        for _ in 0..(if v % resend_every == 0 { 2 } else { 1 }) {
+                            loop {
+                                match post(&client, http, &body, &[("x-voter", &voter), ("idempotency-key", &key)]).await {
+                                    Some((201, _)) => break,
+                                    Some((s @ 400..=499, b)) => panic!("vote {key}: {s} {b}"),
+                                    _ => {}
+                                }
+                                assert!(Instant::now() < deadline, "vote {key} never acknowledged");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        }
+                    }
+                }
+            }
+        }))
+        .await;
+    })
+}
+
+/// Contest `id`'s tally once it has applied `want` votes (every status), or after `within`.
+async fn wait_applied(store: &ContestStore, id: &str, want: u64, within: Duration) -> bandvote_store::ContestTally {
+    let deadline = Instant::now() + within;
+    loop {
+        let t = store.tally(id).await.unwrap();
+        if t.by_status.values().sum::<u64>() >= want || Instant::now() > deadline {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]
@@ -192,37 +241,8 @@ async fn a_capped_contest_counts_n_per_voter_across_kill_9_and_certifies() {
     wait_ready(consumer_admin, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let bands = ["Alux Nahual", "Bohemia Suburbana", "Viernes Verde"];
-    let clients = tokio::spawn(async move {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
-        futures::future::join_all((0..8).map(|w| {
-            let client = client.clone();
-            async move {
-                for v in (w..VOTERS).step_by(8) {
-                    for k in 0..3 {
-                        let (voter, key) = (format!("fan-{v}"), format!("fan-{v}-vote-{k}"));
-                        let body = vote(bands[(v + k) % 3]);
-                        let deadline = Instant::now() + Duration::from_secs(90);
-                        // A retried vote (and, every 5th, one sent again after its 201) keeps its key.
-                        let sends = if v % 5 == 0 { 2 } else { 1 };
-                        for _ in 0..sends {
-                            loop {
-                                let r = post(&client, http, &body, &[("x-voter", &voter), ("idempotency-key", &key)]).await;
-                                match r {
-                                    Some((201, _)) => break,
-                                    Some((s @ 400..=499, b)) => panic!("vote {key}: {s} {b}"),
-                                    _ => {}
-                                }
-                                assert!(Instant::now() < deadline, "vote {key} never acknowledged");
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                            }
-                        }
-                    }
-                }
-            }
-        }))
-        .await;
-    });
+    // A retried vote (and, every 5th voter's, one sent again after its 201) keeps its key.
+    let clients = three_votes_per_voter(http, VOTERS, 8, 5);
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(600)).await;
         c.kill_9();
@@ -234,14 +254,7 @@ async fn a_capped_contest_counts_n_per_voter_across_kill_9_and_certifies() {
     clients.await.unwrap();
 
     let want = (VOTERS * 3) as u64;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let tally = loop {
-        let t = store.tally("cap").await.unwrap();
-        if t.by_status.values().sum::<u64>() >= want || Instant::now() > deadline {
-            break t;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let tally = wait_applied(&store, "cap", want, Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let tally2 = store.tally("cap").await.unwrap();
     assert_eq!(tally, tally2, "nothing applied twice after the end");
@@ -356,14 +369,7 @@ async fn closing_the_window_during_load_counts_every_vote_before_it_and_none_aft
     let (acked, refused) = load.await.unwrap();
     assert!(acked > 0 && refused > 0, "the close fell inside the load: {acked} acked, {refused} refused");
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let tally = loop {
-        let t = store.tally("close").await.unwrap();
-        if t.by_status.values().sum::<u64>() >= acked || Instant::now() > deadline {
-            break t;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let tally = wait_applied(&store, "close", acked, Duration::from_secs(60)).await;
     assert_eq!(tally.total, acked, "every acknowledged vote counted: {tally:?}");
     assert_eq!(tally.by_status.get("late"), None, "no acknowledged vote was late: {tally:?}");
     let stored = consumer.log.collection().count_documents(doc! { "contest": "close" }).await.unwrap();
@@ -399,34 +405,7 @@ async fn replace_counts_each_voters_latest_vote_across_kill_9() {
     wait_ready(consumer_admin, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let bands = ["Alux Nahual", "Bohemia Suburbana", "Viernes Verde"];
-    let clients = tokio::spawn(async move {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
-        futures::future::join_all((0..6).map(|w| {
-            let client = client.clone();
-            async move {
-                for v in (w..VOTERS).step_by(6) {
-                    for k in 0..3 {
-                        let (voter, key) = (format!("fan-{v}"), format!("fan-{v}-vote-{k}"));
-                        let body = vote(bands[(v + k) % 3]);
-                        let deadline = Instant::now() + Duration::from_secs(90);
-                        for _ in 0..(if v % 4 == 0 { 2 } else { 1 }) {
-                            loop {
-                                match post(&client, http, &body, &[("x-voter", &voter), ("idempotency-key", &key)]).await {
-                                    Some((201, _)) => break,
-                                    Some((s @ 400..=499, b)) => panic!("vote {key}: {s} {b}"),
-                                    _ => {}
-                                }
-                                assert!(Instant::now() < deadline, "vote {key} never acknowledged");
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                            }
-                        }
-                    }
-                }
-            }
-        }))
-        .await;
-    });
+    let clients = three_votes_per_voter(http, VOTERS, 6, 4);
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         c.kill_9();
@@ -435,20 +414,12 @@ async fn replace_counts_each_voters_latest_vote_across_kill_9() {
     clients.await.unwrap();
 
     let want = (VOTERS * 3) as u64;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let tally = loop {
-        let t = store.tally("replace").await.unwrap();
-        let applied = t.by_status.get("counted").copied().unwrap_or(0) + t.by_status.get("replaced").copied().unwrap_or(0);
-        if applied >= want || Instant::now() > deadline {
-            break t;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let tally = wait_applied(&store, "replace", want, Duration::from_secs(120)).await;
     assert_eq!(tally.total, VOTERS as u64, "one counted vote per voter: {tally:?}");
     assert_eq!(tally.by_status.get("replaced").copied(), Some(2 * VOTERS as u64), "{tally:?}");
     let mut latest: HashMap<String, u64> = HashMap::new();
     for v in 0..VOTERS {
-        *latest.entry(bands[(v + 2) % 3].to_owned()).or_default() += 1;
+        *latest.entry(BANDS[(v + 2) % 3].to_owned()).or_default() += 1;
     }
     let counted: HashMap<String, u64> = tally.by_band.iter().filter(|(_, n)| **n > 0).map(|(b, n)| (b.clone(), *n)).collect();
     assert_eq!(counted, latest, "each voter's latest vote counts");
