@@ -9,48 +9,20 @@
 // are saved as artifacts.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { createServer as netServer } from 'node:net';
+import { execFileSync } from 'node:child_process';
 import { createServer as httpServer, request } from 'node:http';
 import { mkdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
-import { chromium } from 'playwright-core';
+import { artifacts, brokers, env, freePort, launchChromium, start, stopAll, target, waitReady, wasm } from './pipeline.mjs';
 
-const env = process.env;
 const here = dirname(fileURLToPath(import.meta.url));
-const target = env.CARGO_TARGET_DIR || join(env.HOME, '.cache/bandvote/target');
-const artifacts = env.BANDVOTE_ARTIFACTS || join(env.HOME, '.cache/bandvote/artifacts');
-const brokers = env.BANDVOTE_KAFKA_BROKERS || '127.0.0.1:9092';
-const wasm = env.BANDVOTE_INTAKE_WASM || join(target, 'wasm32-wasip2/wasm/bandvote_intake.wasm');
 // A Redis database of its own: the intakes read the one current contest.
 const redisUrl = (env.BANDVOTE_REDIS_URL || 'redis://127.0.0.1:6379/').replace(/\/\d*$/, '') + '/9';
 
-const children = [];
 const servers = [];
-after(() => { children.forEach((c) => c.kill('SIGTERM')); servers.forEach((s) => s.close()); });
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = netServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
-function start(bin, extraEnv) {
-  const child = spawn(join(target, 'debug', bin), [], { env: { ...env, RUST_LOG: 'warn', ...extraEnv }, stdio: ['ignore', 'inherit', 'inherit'] });
-  children.push(child);
-  return child;
-}
-
-async function waitReady(url, seconds = 60) {
-  const deadline = Date.now() + seconds * 1000;
-  while (Date.now() < deadline) {
-    try { if ((await fetch(url)).ok) return; } catch { /* not up yet */ }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`not ready: ${url}`);
-}
+after(() => { stopAll(); servers.forEach((s) => s.close()); });
 
 /// The intake as a flaky venue network shows it: the first vote gets a 503
 /// (Retry-After: 1), everything else is passed through. Records the keys seen.
@@ -101,11 +73,7 @@ test('a fan votes on /vote and the receipt turns counted', { timeout: 240_000 },
   await waitReady(`http://127.0.0.1:${web}/readyz`);
   await new Promise((r) => setTimeout(r, 500)); // the host has read the contest
 
-  const browser = await chromium.launch({
-    executablePath: env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
-      '--no-first-run', '--disable-component-update', '--disable-sync'],
-  });
+  const browser = await launchChromium();
   mkdirSync(artifacts, { recursive: true });
   const ballotUrl = `http://127.0.0.1:${web}/vote`;
   try {

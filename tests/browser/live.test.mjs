@@ -4,42 +4,13 @@
 // log, and saves a screenshot as a test artifact.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { createServer } from 'node:net';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { chromium } from 'playwright-core';
+import { artifacts, brokers, freePort, launchChromium, start, stopAll, waitReady, wasm } from './pipeline.mjs';
 
-const env = process.env;
-const target = env.CARGO_TARGET_DIR || join(env.HOME, '.cache/bandvote/target');
-const artifacts = env.BANDVOTE_ARTIFACTS || join(env.HOME, '.cache/bandvote/artifacts');
-const brokers = env.BANDVOTE_KAFKA_BROKERS || '127.0.0.1:9092';
-const wasm = env.BANDVOTE_INTAKE_WASM || join(target, 'wasm32-wasip2/wasm/bandvote_intake.wasm');
-
-const children = [];
-after(() => children.forEach((c) => c.kill('SIGTERM')));
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
-function start(bin, extraEnv) {
-  const child = spawn(join(target, 'debug', bin), [], { env: { ...env, RUST_LOG: 'warn', ...extraEnv }, stdio: ['ignore', 'inherit', 'inherit'] });
-  children.push(child);
-  return child;
-}
-
-async function waitReady(url, seconds = 60) {
-  const deadline = Date.now() + seconds * 1000;
-  while (Date.now() < deadline) {
-    try { if ((await fetch(url)).ok) return; } catch { /* not up yet */ }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`not ready: ${url}`);
-}
+after(stopAll);
 
 async function vote(intake, band, n) {
   for (let i = 0; i < n; i++) {
@@ -64,11 +35,7 @@ test('leaderboard updates live, log pages and filters', { timeout: 180_000 }, as
   await waitReady(`http://127.0.0.1:${web}/readyz`);
   const intake = `http://127.0.0.1:${http}/`;
 
-  const browser = await chromium.launch({
-    executablePath: env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
-      '--no-first-run', '--disable-component-update', '--disable-sync'],
-  });
+  const browser = await launchChromium();
   try {
     const page = await browser.newPage({ viewport: { width: 412, height: 915 } }); // a phone
     await page.goto(`http://127.0.0.1:${web}/`);
