@@ -275,19 +275,15 @@ def redis_total(prefix):
     return int(out) if out.isdigit() else 0
 
 
-def consumer_throughput(expected):
-    """Replay the whole bench topic with a fresh group, prefix and collection."""
-    prefix = f"bench-replay-{STAMP}:"
-    log(f"consumer throughput: replaying {expected} records with a fresh consumer group")
-    p = start("consumer-replay", [str(BIN / "bandvote-consumer")], {
-        "BANDVOTE_TOPIC": TOPIC, "BANDVOTE_DLQ_TOPIC": f"{TOPIC}-dlq", "BANDVOTE_CONSUMER_GROUP": f"replay-{STAMP}",
-        "BANDVOTE_REDIS_PREFIX": prefix, "BANDVOTE_MONGO_COLLECTION": f"bench_replay_{STAMP}",
-        "BANDVOTE_CONSUMER_ADMIN_LISTEN": "127.0.0.1:29183"})
+def timed_replay(name, env, progress, expected, within):
+    """Run a consumer (`env`: its topic, group, prefix, collection) until
+    `progress()` (votes applied) reaches `expected`, stops moving for 10 s, or
+    `within` seconds pass; the rate is measured from the first applied vote."""
+    p = start(name, [str(BIN / "bandvote-consumer")], env)
     first = last = None
-    seen, deadline = 0, time.time() + 120
+    seen, deadline = 0, time.time() + within
     while time.time() < deadline:
-        n = redis_total(prefix)
-        now = time.time()
+        n, now = progress(), time.time()
         if n and first is None:
             first = (now, n)
         if n != seen:
@@ -303,6 +299,16 @@ def consumer_throughput(expected):
     if not first or not last or last <= first[0]:
         return {"votes": seen, "votes_per_sec": None}
     return {"votes": seen, "seconds": round(last - first[0], 2), "votes_per_sec": round((seen - first[1]) / (last - first[0]), 1)}
+
+
+def consumer_throughput(expected):
+    """Replay the whole bench topic with a fresh group, prefix and collection."""
+    prefix = f"bench-replay-{STAMP}:"
+    log(f"consumer throughput: replaying {expected} records with a fresh consumer group")
+    return timed_replay("consumer-replay", {
+        "BANDVOTE_TOPIC": TOPIC, "BANDVOTE_DLQ_TOPIC": f"{TOPIC}-dlq", "BANDVOTE_CONSUMER_GROUP": f"replay-{STAMP}",
+        "BANDVOTE_REDIS_PREFIX": prefix, "BANDVOTE_MONGO_COLLECTION": f"bench_replay_{STAMP}",
+        "BANDVOTE_CONSUMER_ADMIN_LISTEN": "127.0.0.1:29183"}, lambda: redis_total(prefix), expected, 120)
 
 
 SCALE_VOTES = int(os.environ.get("BANDVOTE_BENCH_SCALE_VOTES", "1000000"))
@@ -413,30 +419,12 @@ def contest_replay(topic, tag, cap):
     definition = {"id": "bench", "title": "bench", "roster": [], "opens_at_ms": 0, "closes_at_ms": 4102444800000,
                   "votes_per_voter": cap, "revote": "refuse", "voters": "id"}
     redis("SET", f"{prefix}contest:def:bench", json.dumps(definition))
-    p = start(f"consumer-{tag}", [str(BIN / "bandvote-consumer")], {
+    def applied():
+        return sum(int(x) for x in redis("HVALS", f"{prefix}contest:bench:status").split() if x.lstrip("-").isdigit())
+    res = timed_replay(f"consumer-{tag}", {
         "BANDVOTE_TOPIC": topic, "BANDVOTE_DLQ_TOPIC": f"{TOPIC}-dlq", "BANDVOTE_CONSUMER_GROUP": tag,
         "BANDVOTE_REDIS_PREFIX": prefix, "BANDVOTE_MONGO_COLLECTION": tag.replace("-", "_"),
-        "BANDVOTE_CONSUMER_ADMIN_LISTEN": "127.0.0.1:29185"})
-    first = last = None
-    seen, deadline = 0, time.time() + 300
-    while time.time() < deadline:
-        vals = [int(x) for x in redis("HVALS", f"{prefix}contest:bench:status").split() if x.lstrip("-").isdigit()]
-        n, now = sum(vals), time.time()
-        if n and first is None:
-            first = (now, n)
-        if n != seen:
-            seen, last = n, now
-        if n >= CONTEST_VOTES or (last and now - last > 10):
-            break
-        time.sleep(0.05)
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-    res = {"votes": seen, "votes_per_sec": None}
-    if first and last and last > first[0]:
-        res.update(seconds=round(last - first[0], 2), votes_per_sec=round((seen - first[1]) / (last - first[0]), 1))
+        "BANDVOTE_CONSUMER_ADMIN_LISTEN": "127.0.0.1:29185"}, applied, CONTEST_VOTES, 300)
     statuses = dict(zip(*[iter(redis("HGETALL", f"{prefix}contest:bench:status").split())] * 2))
     res["by_status"] = {k: int(v) for k, v in statuses.items()}
     voters_key = f"{prefix}contest:bench:voters"
