@@ -49,6 +49,15 @@ pub struct HostConfig {
     /// compile at every start, ~0.6 s here).
     #[arg(long, env = "BANDVOTE_COMPILE_CACHE")]
     pub compile_cache: Option<PathBuf>,
+    /// Requests one component instance serves, one after another (1: a fresh
+    /// instance per request). An instance is never reused after a trap, a
+    /// missed deadline, a leftover host resource or a heap grown past half
+    /// the instance memory.
+    #[arg(long, env = "BANDVOTE_INSTANCE_REUSE", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub instance_reuse: u32,
+    /// An idle reusable instance unused this long, in milliseconds, is dropped.
+    #[arg(long, env = "BANDVOTE_INSTANCE_IDLE_MS", default_value_t = 10_000)]
+    pub instance_idle_ms: u64,
 }
 
 impl HostConfig {
@@ -63,6 +72,8 @@ impl HostConfig {
             max_connections: self.max_connections,
             guest_perf_map: self.guest_perf_map,
             compile_cache: self.compile_cache.clone(),
+            instance_reuse: self.instance_reuse,
+            instance_idle: Duration::from_millis(self.instance_idle_ms),
         }
     }
 }

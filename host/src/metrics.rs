@@ -20,6 +20,11 @@ pub struct HostMetrics {
     pub in_flight: IntGauge,
     /// Connections closed at once because `max_connections` were open.
     pub connections_refused: IntCounter,
+    /// Instances that served a request, by `start`: `fresh` (instantiated for
+    /// it) or `reused` (served earlier requests).
+    pub instances: IntCounterVec,
+    /// Instances dropped, by `reason` (`warm::Retire`).
+    pub instances_retired: IntCounterVec,
 }
 
 impl HostMetrics {
@@ -35,6 +40,13 @@ impl HostMetrics {
         let in_flight = IntGauge::new("bandvote_host_in_flight_requests", "Requests being served").unwrap();
         let connections_refused =
             IntCounter::new("bandvote_host_connections_refused_total", "Connections closed at once: max_connections were open").unwrap();
+        let instances = IntCounterVec::new(
+            Opts::new("bandvote_host_instances_total", "Instances that served a request: fresh (instantiated for it) or reused"),
+            &["start"],
+        )
+        .unwrap();
+        let instances_retired =
+            IntCounterVec::new(Opts::new("bandvote_host_instances_retired_total", "Reusable instances dropped, by reason"), &["reason"]).unwrap();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(votes.clone()),
@@ -43,10 +55,23 @@ impl HostMetrics {
             Box::new(instantiate_seconds.clone()),
             Box::new(in_flight.clone()),
             Box::new(connections_refused.clone()),
+            Box::new(instances.clone()),
+            Box::new(instances_retired.clone()),
         ] {
             registry.register(c).unwrap();
         }
-        Self { registry, requests, votes, publish_seconds, request_seconds, instantiate_seconds, in_flight, connections_refused }
+        Self {
+            registry,
+            requests,
+            votes,
+            publish_seconds,
+            request_seconds,
+            instantiate_seconds,
+            in_flight,
+            connections_refused,
+            instances,
+            instances_retired,
+        }
     }
 }
 

@@ -1,4 +1,6 @@
-//! Compile once, pre-instantiate, run one instance per request.
+//! Compile once, pre-instantiate, serve each request on an instance: a fresh
+//! one, or (with `instance_reuse` > 1) one that served earlier requests
+//! cleanly (`warm`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,16 +11,16 @@ use bandvote_vote::{limits, VoteError};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder};
-use wasmtime_wasi::WasiCtx;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
+use wasmtime_wasi_http::WasiHttpView;
 
 use crate::publisher::{IntakeImports, PublisherHost};
 use crate::state::RequestState;
+use crate::warm::{Retire, ReusePolicy, Warm, WarmPool};
 
 /// Freed pool slots reset per madvise batch.
 const DECOMMIT_BATCH: usize = 64;
@@ -51,6 +53,11 @@ pub struct RuntimeConfig {
     /// component's bytes and the engine's settings): a restart loads the
     /// machine code instead of compiling again. `None`: compile at every start.
     pub compile_cache: Option<std::path::PathBuf>,
+    /// Requests one instance serves, one after another (1: a fresh instance
+    /// per request). See [`crate::warm`].
+    pub instance_reuse: u32,
+    /// An idle instance unused this long is dropped.
+    pub instance_idle: Duration,
 }
 
 impl RuntimeConfig {
@@ -58,6 +65,22 @@ impl RuntimeConfig {
     /// every per-instance pool resource are sized from it.
     pub fn pool_size(&self) -> u32 {
         self.max_concurrent.max(1)
+    }
+
+    /// Instances kept idle for reuse at most (none without reuse).
+    pub fn idle_capacity(&self) -> u32 {
+        if self.reuse_policy().enabled() {
+            self.pool_size()
+        } else {
+            0
+        }
+    }
+
+    /// When an instance may serve again: after at most `instance_reuse`
+    /// requests, within `instance_idle`, while its memory stays within half
+    /// the instance limit.
+    pub fn reuse_policy(&self) -> ReusePolicy {
+        ReusePolicy { max_uses: self.instance_reuse.max(1), idle_timeout: self.instance_idle, memory_ceiling: self.instance_memory_bytes / 2 }
     }
 }
 
@@ -68,6 +91,7 @@ pub struct IntakeRuntime {
     host: PublisherHost,
     config: RuntimeConfig,
     slots: Arc<Semaphore>,
+    warm: Arc<WarmPool>,
 }
 
 pub type HostResponse = hyper::Response<HyperOutgoingBody>;
@@ -106,7 +130,12 @@ impl IntakeRuntime {
             }
         })?;
 
-        Ok(Arc::new(Self { engine, pre, host, slots: Arc::new(Semaphore::new(config.pool_size() as usize)), config }))
+        let warm = Arc::new(WarmPool::new(config.reuse_policy(), config.idle_capacity() as usize, host.metrics.instances_retired.clone()));
+        if warm.policy().enabled() {
+            spawn_reaper(&warm)?;
+        }
+        let slots = Arc::new(Semaphore::new(config.pool_size() as usize));
+        Ok(Arc::new(Self { engine, pre, host, slots, warm, config }))
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -189,24 +218,39 @@ impl IntakeRuntime {
         self.config.pool_size() as usize - self.slots.available_permits()
     }
 
+    /// Instances idle now, kept for reuse.
+    pub fn instances_idle(&self) -> usize {
+        self.warm.idle()
+    }
+
+    /// Drop the instances idle past `instance_idle` now (a background thread
+    /// also does it); how many.
+    pub fn reap_idle(&self) -> usize {
+        self.warm.reap()
+    }
+
+    /// A new store for an instance that has not served yet.
+    fn new_store(&self, publisher: PublisherHost) -> Store<RequestState> {
+        let mut store = Store::new(&self.engine, RequestState::new(self.config.instance_memory_bytes, publisher));
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store
+    }
+
     async fn run(&self, req: hyper::Request<BufferedBody>, slot: OwnedSemaphorePermit) -> HostResponse {
         let (publisher, attempted) = self.host.for_request();
-        let state = RequestState {
-            wasi: WasiCtx::builder().build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.config.instance_memory_bytes)
-                .instances(16)
-                .trap_on_grow_failure(true)
-                .build(),
-            publisher,
+        // A warm instance if one is idle (its store gets this request's host
+        // state), else a new store to instantiate into.
+        let (mut store, proxy, served) = match self.warm.take() {
+            Some(Warm { mut store, proxy, served }) => {
+                store.data_mut().publisher = publisher;
+                (store, Some(proxy), served)
+            }
+            None => (self.new_store(publisher), None, 0),
         };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
+        self.host.metrics.instances.with_label_values(&[if proxy.is_some() { "reused" } else { "fresh" }]).inc();
         let ticks = (self.config.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let prepared = (|| {
@@ -220,19 +264,44 @@ impl IntakeRuntime {
         };
         let pre = self.pre.clone();
         let metrics = self.host.metrics.clone();
+        let warm = self.warm.clone();
         let deadline = self.config.request_timeout;
         let task = tokio::spawn(async move {
             let _slot = slot;
+            // Counts the instance as retired unless it is handed back: a task
+            // aborted at the deadline drops it (and its store) right here.
+            let mut retirement = Retirement { warm: &warm, why: Some(Retire::Deadline) };
             // The epoch deadline stops guest code; this also bounds time spent
             // in host calls, so the instance (and its slot) never outlive it.
-            tokio::time::timeout(deadline, async move {
-                let started = Instant::now();
-                let proxy = pre.instantiate_async(&mut store).await?;
-                metrics.instantiate_seconds.observe(started.elapsed().as_secs_f64());
-                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            let outcome = tokio::time::timeout(deadline, async move {
+                let proxy = match proxy {
+                    Some(proxy) => proxy,
+                    None => {
+                        let started = Instant::now();
+                        let proxy = pre.instantiate_async(&mut store).await?;
+                        metrics.instantiate_seconds.observe(started.elapsed().as_secs_f64());
+                        proxy
+                    }
+                };
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await?;
+                wasmtime::Result::<_>::Ok(Warm { store, proxy, served: served + 1 })
             })
-            .await
-            .unwrap_or_else(|_| Err(wasmtime::format_err!("request deadline")))
+            .await;
+            match outcome {
+                Ok(Ok(instance)) => {
+                    retirement.why = None;
+                    warm.give_back(instance);
+                    Ok(())
+                }
+                Ok(Err(e)) => {
+                    // The epoch deadline interrupting guest code is the deadline too.
+                    if e.downcast_ref::<wasmtime::Trap>() != Some(&wasmtime::Trap::Interrupt) {
+                        retirement.why = Some(Retire::Trap);
+                    }
+                    Err(e)
+                }
+                Err(_) => Err(wasmtime::format_err!("request deadline")),
+            }
         });
         let abort = task.abort_handle();
         match tokio::time::timeout(self.config.request_timeout, receiver).await {
@@ -255,6 +324,37 @@ impl IntakeRuntime {
             }
         }
     }
+}
+
+/// Counts an instance's retirement when its request's task ends without
+/// handing it back (trap, deadline, abort): the instance is dropped with the
+/// task.
+struct Retirement<'a> {
+    warm: &'a WarmPool,
+    why: Option<Retire>,
+}
+
+impl Drop for Retirement<'_> {
+    fn drop(&mut self) {
+        if let Some(why) = self.why {
+            self.warm.count(why);
+        }
+    }
+}
+
+/// Drop idle instances past their idle time from a background thread, so an
+/// instance pool that falls quiet gives its memory back.
+fn spawn_reaper(warm: &Arc<WarmPool>) -> std::io::Result<()> {
+    let weak = Arc::downgrade(warm);
+    let every = (warm.policy().idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    std::thread::Builder::new().name("idle-instance-reaper".into()).spawn(move || {
+        while let Some(warm) = weak.upgrade() {
+            warm.reap();
+            drop(warm);
+            std::thread::sleep(every);
+        }
+    })?;
+    Ok(())
 }
 
 /// One request counted in the in-flight gauge for as long as it lives,
@@ -286,9 +386,11 @@ impl Drop for InFlight {
 /// (measured slower), so the madvise reset stays.
 fn engine_config(runtime: &RuntimeConfig, pagemap: bool) -> anyhow::Result<Config> {
     let mut pool = PoolingAllocationConfig::default();
-    let n = runtime.pool_size();
-    // Every per-instance resource sized from `n`: one left at wasmtime's
-    // default (1000 fibers) made the 1001st concurrent request a 500.
+    // Every per-instance resource sized from the instances alive at once —
+    // running, plus idle ones kept for reuse (each keeps its store's fiber
+    // stack) — : one left at wasmtime's default (1000 fibers) made the 1001st
+    // concurrent request a 500.
+    let n = runtime.pool_size() + runtime.idle_capacity();
     pool.total_component_instances(n)
         .total_stacks(n)
         .total_core_instances(n * 4)

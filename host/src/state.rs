@@ -1,20 +1,95 @@
-//! The per-request store data: WASI with no filesystem, no sockets, no env,
-//! `wasi:http` types, and the publisher import's host state.
+//! The store data of an intake instance: WASI with no filesystem, no sockets,
+//! no env, `wasi:http` types, the memory limit, and the publisher import's
+//! host state (replaced for every request the instance serves).
 
 use wasmtime::component::ResourceTable;
-use wasmtime::StoreLimits;
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::publisher::PublisherHost;
 
-/// Per-request store data: WASI with no filesystem, no sockets, no env.
+/// An instance's store data: WASI with no filesystem, no sockets, no env.
 pub struct RequestState {
     pub(crate) wasi: WasiCtx,
     pub(crate) http: WasiHttpCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: GuestLimits,
     pub(crate) publisher: PublisherHost,
+}
+
+impl RequestState {
+    /// Fresh store data: `memory_bytes` of linear memory at most (growing past
+    /// it traps), the request's publisher state.
+    pub(crate) fn new(memory_bytes: usize, publisher: PublisherHost) -> Self {
+        Self {
+            wasi: WasiCtx::builder().build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits: GuestLimits::new(memory_bytes),
+            publisher,
+        }
+    }
+
+    /// No host resource (request, body, stream, response) left in the table:
+    /// the guest dropped everything the request gave it.
+    pub(crate) fn holds_no_resources(&self) -> bool {
+        self.table.is_empty()
+    }
+}
+
+/// The store's resource limits, which also remember the largest linear
+/// memory the guest has grown to (an instance whose heap grew large is not
+/// reused: `warm::ReusePolicy`).
+pub(crate) struct GuestLimits {
+    limits: StoreLimits,
+    memory_peak: usize,
+}
+
+impl GuestLimits {
+    fn new(memory_bytes: usize) -> Self {
+        let limits = StoreLimitsBuilder::new().memory_size(memory_bytes).instances(16).trap_on_grow_failure(true).build();
+        Self { limits, memory_peak: 0 }
+    }
+
+    /// The largest size, in bytes, any of the instance's memories has had.
+    pub(crate) fn memory_peak(&self) -> usize {
+        self.memory_peak
+    }
+}
+
+impl ResourceLimiter for GuestLimits {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_peak = self.memory_peak.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 impl WasiView for RequestState {

@@ -33,7 +33,7 @@ async fn start(publisher: PublisherConfig, limits: RuntimeConfig) -> Running {
 }
 
 fn limits() -> RuntimeConfig {
-    RuntimeConfig { max_concurrent: 16, slot_wait: Duration::from_millis(200), request_timeout: Duration::from_secs(10), body_timeout: Duration::from_secs(5), instance_memory_bytes: 32 << 20, max_connections: 10_000, guest_perf_map: false, compile_cache: None }
+    RuntimeConfig { max_concurrent: 16, slot_wait: Duration::from_millis(200), request_timeout: Duration::from_secs(10), body_timeout: Duration::from_secs(5), instance_memory_bytes: 32 << 20, max_connections: 10_000, guest_perf_map: false, compile_cache: None, instance_reuse: 1, instance_idle: Duration::from_secs(10) }
 }
 
 async fn start_on(topic: &str) -> Running {
@@ -530,4 +530,163 @@ async fn only_client_supplied_ids_are_claimed() {
     let keyed = reqwest::Client::new().post(format!("http://{addr}/")).header("idempotency-key", "only-keyed-1").body(body).send().await.unwrap();
     assert_eq!(keyed.status().as_u16(), 201);
     assert_eq!(claimed().await, vec![format!("{prefix}idem:only-keyed-1")]);
+}
+
+/// A publisher for the reuse tests that needs no broker and answers the same
+/// vote the same way every time: the offset is a hash of the vote's id and
+/// band; band "unavailable" is a 503, band "slow" answers after 3 s.
+struct Deterministic;
+
+impl bandvote_kafka::Publish for Deterministic {
+    fn publish<'a>(&'a self, vote: &'a bandvote_vote::Vote) -> futures::future::BoxFuture<'a, Result<bandvote_kafka::Ack, bandvote_kafka::PublishError>> {
+        Box::pin(async move {
+            use std::hash::{Hash as _, Hasher as _};
+            match vote.band.as_str() {
+                "unavailable" => return Err(bandvote_kafka::PublishError::Unavailable("the test says so".into())),
+                "slow" => tokio::time::sleep(Duration::from_secs(3)).await,
+                _ => {}
+            }
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (&vote.vote_id, &vote.band).hash(&mut h);
+            Ok(bandvote_kafka::Ack { partition: 0, offset: (h.finish() >> 1) as i64 })
+        })
+    }
+
+    fn publish_batch<'a>(
+        &'a self,
+        votes: &'a [bandvote_vote::Vote],
+    ) -> futures::future::BoxFuture<'a, Result<Vec<Result<bandvote_kafka::Ack, bandvote_kafka::PublishError>>, bandvote_kafka::PublishError>> {
+        Box::pin(async move {
+            let mut acks = Vec::new();
+            for v in votes {
+                acks.push(self.publish(v).await);
+            }
+            Ok(acks)
+        })
+    }
+}
+
+/// A host on a [`Deterministic`] publisher; `reuse` requests per instance.
+async fn start_deterministic(reuse: u32, config: RuntimeConfig) -> Running {
+    let config = RuntimeConfig { instance_reuse: reuse, ..config };
+    let runtime = IntakeRuntime::new(&component(), PublisherHost::new(Deterministic, HostMetrics::new()), config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(bandvote_host::server::serve_intake(listener, runtime.clone(), std::future::pending(), Duration::from_secs(1)));
+    Running { addr, runtime }
+}
+
+/// A request of the reuse tests: path, headers, body.
+type Case = (&'static str, Vec<(&'static str, &'static str)>, String);
+
+/// Status, the headers a client acts on, and the body.
+async fn answer(addr: SocketAddr, (path, headers, body): &Case) -> (u16, Option<String>, Option<String>, String) {
+    let mut req = reqwest::Client::new().post(format!("http://{addr}{path}")).body(body.clone());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("response");
+    let header = |k: &str| resp.headers().get(k).map(|v| v.to_str().unwrap().to_owned());
+    let (status, retry, key) = (resp.status().as_u16(), header("retry-after"), header("idempotency-key"));
+    (status, retry, key, resp.text().await.unwrap())
+}
+
+fn counter(runtime: &IntakeRuntime, name: &str, label: &str) -> u64 {
+    let m = &runtime.host().metrics;
+    match name {
+        "instances" => m.instances.with_label_values(&[label]).get(),
+        _ => m.instances_retired.with_label_values(&[label]).get(),
+    }
+}
+
+/// Issue 24, item 2: one instance serving request after request answers each
+/// exactly as a fresh instance does, whatever ran in it before (valid votes,
+/// batches, every kind of refusal, publisher errors), in any order.
+#[tokio::test]
+async fn a_reused_instance_answers_as_a_fresh_one_would() {
+    let vote = |band: &str, key: &'static str| -> Case {
+        ("/", vec![("idempotency-key", key)], format!(r#"{{"name":"{band}","album":"Fiebre","year":"2001","rank":"3"}}"#))
+    };
+    let batch: String = format!("[{}]", (0..40).map(|i| format!(r#"{{"artist":"B{i}","album":"a","year":"1999","ranked":"{}"}}"#, i % 10 + 1)).collect::<Vec<_>>().join(","));
+    let cases: Vec<Case> = vec![
+        vote("Alux Nahual", "k-1"),
+        ("/wasm", vec![("idempotency-key", "k-2"), ("content-type", "application/json")], r#"{"album":"Fiebre","year":"2001","artist":"Bohemia Suburbana","ranked":"09"}"#.into()),
+        ("/votes", vec![("idempotency-key", "k-3")], batch),
+        ("/", vec![("idempotency-key", "k-4"), ("x-voter", "ana")], r#"{"name":"Viernes Verde","album":"x","year":"1990","rank":"2"}"#.into()),
+        ("/", vec![], "{not json".into()),
+        ("/", vec![("content-type", "application/xml")], r#"{"name":"a","album":"b","year":"1983","rank":"1"}"#.into()),
+        ("/", vec![], r#"{"name":"a","album":"b","year":"83","rank":"1"}"#.into()),
+        ("/", vec![], r#"{"name":"a","album":"b","year":"1983","rank":"1","extra":"1"}"#.into()),
+        ("/", vec![], "[".repeat(5000)),
+        ("/", vec![], "[]".into()),
+        vote("unavailable", "k-5"),
+        ("/", vec![], " ".repeat(300 << 10)),
+    ];
+    // Keyless votes get generated ids: they run between the cases, never compared.
+    let noise: Vec<Case> = (0..3).map(|i| ("/", vec![], format!(r#"{{"name":"noise {i}","album":"n","year":"2010","rank":"{}"}}"#, i + 1))).collect();
+
+    let fresh = start_deterministic(1, limits()).await;
+    let mut want = Vec::new();
+    for c in &cases {
+        want.push(answer(fresh.addr, c).await);
+    }
+    assert_eq!(counter(&fresh.runtime, "instances", "reused"), 0);
+
+    // One instance slot: every request runs in the same instance while it lasts.
+    let reused = start_deterministic(1_000, RuntimeConfig { max_concurrent: 1, ..limits() }).await;
+    let orders: [Vec<usize>; 3] = [(0..cases.len()).collect(), (0..cases.len()).rev().collect(), vec![2, 0, 11, 4, 10, 3, 8, 1, 6, 9, 7, 5]];
+    for order in &orders {
+        for &i in order {
+            answer(reused.addr, &noise[i % noise.len()]).await;
+            assert_eq!(answer(reused.addr, &cases[i]).await, want[i], "case {i} after {order:?}");
+        }
+    }
+    let (fresh_n, reused_n) = (counter(&reused.runtime, "instances", "fresh"), counter(&reused.runtime, "instances", "reused"));
+    eprintln!("instances: {fresh_n} fresh, {reused_n} reused");
+    assert_eq!(fresh_n, 1, "one instance served every request the component saw");
+    assert!(reused_n > 50, "{reused_n}");
+    assert_eq!(reused.runtime.instances_idle(), 1);
+}
+
+/// An instance is never served again after its guest trapped, after its
+/// request missed the deadline, or past its idle time.
+#[tokio::test]
+async fn an_instance_is_dropped_after_a_trap_a_deadline_or_idling() {
+    let one: Case = ("/", vec![], r#"{"name":"a","album":"b","year":"1983","rank":"1"}"#.into());
+    let slow: Case = ("/", vec![], r#"{"name":"slow","album":"b","year":"1983","rank":"1"}"#.into());
+
+    // Memory just above the component's initial 17 pages (as in
+    // guest_trap_is_a_500_and_the_host_keeps_serving): a large batch traps.
+    let tight = start_deterministic(1_000, RuntimeConfig { instance_memory_bytes: 20 * 65536, max_concurrent: 1, ..limits() }).await;
+    let batch: Case = ("/", vec![], format!("[{}]", vec![one.2.as_str(); 450].join(",")));
+    assert_eq!(answer(tight.addr, &batch).await.0, 500);
+    assert_eq!(counter(&tight.runtime, "retired", "trap"), 1);
+    assert_eq!(answer(tight.addr, &one).await.0, 201);
+    assert_eq!(counter(&tight.runtime, "instances", "fresh"), 2, "the trapped instance was not served again");
+    // Its heap (≥ 17 pages) is past half the 20-page limit: retired, not kept.
+    assert_eq!(counter(&tight.runtime, "retired", "memory"), 1);
+    assert_eq!(tight.runtime.instances_idle(), 0);
+
+    let host = start_deterministic(
+        1_000,
+        RuntimeConfig { max_concurrent: 1, request_timeout: Duration::from_secs(1), instance_idle: Duration::from_millis(300), ..limits() },
+    )
+    .await;
+    assert_eq!(answer(host.addr, &one).await.0, 201);
+    assert_eq!(answer(host.addr, &one).await.0, 201);
+    assert_eq!((counter(&host.runtime, "instances", "fresh"), counter(&host.runtime, "instances", "reused")), (1, 1));
+    let (status, _, _, body) = answer(host.addr, &slow).await;
+    assert_eq!(status, 503, "{body}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(counter(&host.runtime, "retired", "deadline"), 1, "the timed-out instance is dropped");
+    assert_eq!(host.runtime.instances_idle(), 0);
+    assert_eq!(answer(host.addr, &one).await.0, 201);
+    assert_eq!(counter(&host.runtime, "instances", "fresh"), 2, "and never served again");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while host.runtime.instances_idle() > 0 {
+        assert!(Instant::now() < deadline, "the idle instance was never dropped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counter(&host.runtime, "retired", "idle"), 1);
+    assert_eq!(host.runtime.instances_running(), 0);
 }
