@@ -16,6 +16,8 @@ Everything runs on loopback and stops by itself. Measured:
   * Consumer throughput (votes/s applied to Redis + MongoDB) replaying the topic.
   * A contest's per-voter cap: the consumer replaying contest votes with and
     without a cap (alternated), and Redis bytes per voter.
+  * Instance reuse (issue 24): the sandbox and the wasm host with
+    --instance-reuse N for each N in BANDVOTE_BENCH_REUSE, alternated, at 256.
   * Host RSS under load; per-request instantiation time (host metrics).
   * Optionally a bounded cargo-fuzz run on the vote parser (BANDVOTE_BENCH_FUZZ_SECONDS).
 """
@@ -45,6 +47,8 @@ LEVELS = [int(x) for x in os.environ.get("BANDVOTE_BENCH_LEVELS", "32,256,1024")
 REPEATS = int(os.environ.get("BANDVOTE_BENCH_REPEATS", "3"))
 # Open-loop arrival rates, as fractions of the wasm host's measured maximum.
 RATE_FRACTIONS = [float(x) for x in os.environ.get("BANDVOTE_BENCH_RATE_FRACTIONS", "0.25,0.5,1.0,1.5").split(",")]
+# --instance-reuse values compared in the reuse phase (1: a fresh instance per request).
+REUSE = [int(x) for x in os.environ.get("BANDVOTE_BENCH_REUSE", "1,8,64,1024").split(",")]
 FUZZ_SECONDS = int(os.environ.get("BANDVOTE_BENCH_FUZZ_SECONDS", "30"))
 BROKERS = os.environ.get("BANDVOTE_KAFKA_BROKERS", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("BANDVOTE_REDIS_URL", "redis://127.0.0.1:6379/")
@@ -161,6 +165,25 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def alternated(targets):
+    """Each target REPEATS times in a rotating order (so drift between runs
+    does not become a ratio), each run with the serving process's CPU per
+    acknowledged vote. `targets`: name → (run, pid). The median of each figure
+    per target."""
+    names = list(targets)
+    runs = {n: [] for n in names}
+    for rep in range(REPEATS):
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
+            fn, pid = targets[name]
+            cpu0 = cpu_seconds(pid)
+            r = fn()
+            acked = r["acked_per_sec"] * SECONDS
+            r["cpu_us_per_acked"] = round(1e6 * (cpu_seconds(pid) - cpu0) / acked, 1) if acked else None
+            runs[name].append(r)
+            time.sleep(1)
+    return {n: medians(rs) for n, rs in runs.items()}
+
+
 def capacity_sweep(targets, host_pid, cpu_pids=None):
     """Every target at every level, REPEATS times, in a rotating order; the
     median of each figure per target and level. Host RSS sampled throughout.
@@ -206,6 +229,42 @@ def capacity_sweep(targets, host_pid, cpu_pids=None):
             "grpc_to_raw_producer": ratio(out["grpc_unary"][c], out["raw_producer"][c]),
         }
     return out
+
+
+def reuse_phase(wasm, common, native_instant):
+    """Issue 24, item 2: --instance-reuse N for each N in REUSE, alternated at
+    256 connections, on the sandbox (publisher acknowledging at once: the
+    runtime's own cost) and on the wasm host as deployed (Kafka, key claims)."""
+    sandboxes, hosts = {}, {}
+    for i, n in enumerate(REUSE):
+        sandboxes[n] = (28100 + i, start(f"sandbox-reuse-{n}", [str(BIN / "bandvote-sandbox"), "--listen", f"127.0.0.1:{28100 + i}",
+                                                               "--instance-reuse", str(n)], {"BANDVOTE_INTAKE_WASM": wasm}))
+        hosts[n] = (28120 + i, start(f"host-reuse-{n}", [str(BIN / "bandvote-host"), "--component", wasm, "--listen", f"127.0.0.1:{28120 + i}",
+                                                         "--admin-listen", f"127.0.0.1:{29200 + i}", "--instance-reuse", str(n)], common))
+        wait_http(f"http://127.0.0.1:{28100 + i}/healthz")
+        wait_http(f"http://127.0.0.1:{29200 + i}/readyz")
+
+    def target(port, pid, label):
+        return (lambda: from_wrk(wrk(f"http://127.0.0.1:{port}/", label, 256)), pid)
+
+    sb = alternated({str(n): target(port, p.pid, f"sandbox, --instance-reuse {n}") for n, (port, p) in sandboxes.items()})
+    for n in sb:
+        sb[n]["ratio_wasm_to_native"] = ratio(sb[n], native_instant)
+    hs = alternated({str(n): target(port, p.pid, f"wasm host, --instance-reuse {n}") for n, (port, p) in hosts.items()})
+    for n in hs:
+        hs[n]["ratio_to_reuse_1"] = ratio(hs[n], hs[str(REUSE[0])])
+        m = metrics(f"http://127.0.0.1:{29200 + REUSE.index(int(n))}/metrics")
+        hs[n]["instances"] = counter_by_label(m, "bandvote_host_instances_total")
+        hs[n]["instances_retired"] = counter_by_label(m, "bandvote_host_instances_retired_total")
+    for _, p in list(sandboxes.values()) + list(hosts.values()):
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=20)
+    return {"sandbox": sb, "host": hs, "native_instant": native_instant}
+
+
+def counter_by_label(text, name):
+    """A Prometheus counter's value per label value (one label), as ints."""
+    return {m.group(1): int(float(m.group(2))) for m in re.finditer(rf'^{name}{{\w+="([^"]*)"}} ([\d.e+]+)$', text, re.M)}
 
 
 def open_loop(url, maximum):
@@ -522,23 +581,11 @@ def main():
     # Idempotency-key claims (issue 24, item 1): keyless votes (ids the intake
     # generates: no claim), keyed votes claimed in Redis, and keyed votes on a
     # host without claims; the same host binary, alternated, 256 in flight.
-    claims = {"keyless": [], "keyed_claimed": [], "keyed_unclaimed": []}
-    claim_targets = {
-        "keyless": lambda: from_wrk(wrk("http://127.0.0.1:28080/", "wasm host, keyless", 256)),
-        "keyed_claimed": lambda: from_wrk(wrk("http://127.0.0.1:28080/", "wasm host, keyed, claims in Redis", 256, keyed=True)),
-        "keyed_unclaimed": lambda: from_wrk(wrk("http://127.0.0.1:28088/", "wasm host, keyed, no claims", 256, keyed=True)),
-    }
-    claim_pids = {"keyless": host.pid, "keyed_claimed": host.pid, "keyed_unclaimed": unclaimed.pid}
-    for rep in range(REPEATS):
-        names = list(claim_targets)
-        for name in names[rep % 3:] + names[:rep % 3]:
-            cpu0 = cpu_seconds(claim_pids[name])
-            r = claim_targets[name]()
-            acked = r["acked_per_sec"] * SECONDS
-            r["cpu_us_per_acked"] = round(1e6 * (cpu_seconds(claim_pids[name]) - cpu0) / acked, 1) if acked else None
-            claims[name].append(r)
-            time.sleep(1)
-    cl = results["claims_256"] = {n: medians(rs) for n, rs in claims.items()}
+    cl = results["claims_256"] = alternated({
+        "keyless": (lambda: from_wrk(wrk("http://127.0.0.1:28080/", "wasm host, keyless", 256)), host.pid),
+        "keyed_claimed": (lambda: from_wrk(wrk("http://127.0.0.1:28080/", "wasm host, keyed, claims in Redis", 256, keyed=True)), host.pid),
+        "keyed_unclaimed": (lambda: from_wrk(wrk("http://127.0.0.1:28088/", "wasm host, keyed, no claims", 256, keyed=True)), unclaimed.pid),
+    })
     cl["ratio_claimed_to_unclaimed"] = ratio(cl["keyed_claimed"], cl["keyed_unclaimed"])
     cl["ratio_keyless_to_unclaimed"] = ratio(cl["keyless"], cl["keyed_unclaimed"])
     save(results)
@@ -550,10 +597,14 @@ def main():
     sb["ratio_wasm_to_native"] = ratio(sb["wasm_instant"], sb["native_instant"])
     sb["ratio_wasm_to_hyper"] = ratio(sb["wasm_instant"], results["http"]["ceiling_hyper_204"]["256"])
     save(results)
+    results["reuse_256"] = reuse_phase(wasm, common, sb["native_instant"])
+    save(results)
     wasm_max = max(results["capacity"]["wasm_host"][str(c)]["acked_per_sec"] for c in LEVELS)
     results["open_loop_wasm_host"] = {"measured_max_per_sec": wasm_max, "rates": open_loop("http://127.0.0.1:28080/", wasm_max)}
     host_metrics = metrics("http://127.0.0.1:29180/metrics")
-    results["host"] = {"instantiation": histogram_quantiles(host_metrics, "bandvote_host_instantiate_seconds")}
+    results["host"] = {"instantiation": histogram_quantiles(host_metrics, "bandvote_host_instantiate_seconds"),
+                       "instances": counter_by_label(host_metrics, "bandvote_host_instances_total"),
+                       "instances_retired": counter_by_label(host_metrics, "bandvote_host_instances_retired_total")}
     save(results)
 
     rate = max(1.0, 0.5 * wasm_max)
@@ -588,6 +639,7 @@ def main():
     save(results)
     results["fuzz"] = fuzz()
     results["targets"] = check_targets(results)
+    results["targets_issue_24"] = check_issue_24(results)
     save(results)
     (ROOT / "bench/results.md").write_text(markdown(results))
     print(markdown(results))
@@ -629,6 +681,34 @@ def check_targets(r):
     return [{"target": t, "measured": m, "met": bool(ok)} for t, m, ok in rows]
 
 
+def check_issue_24(r):
+    """Issue 24's targets, each checked against this run's figures, with the
+    figures that say why where one is not met."""
+    cap, levels, top = r["capacity"], [str(c) for c in r["levels"]], str(r["levels"][-1])
+    w, sb = cap["wasm_host"], r["sandbox_256"]
+    cpu = lambda t, lv: cap[t][lv].get("cpu_us_per_acked")
+    below_max = [x for x in r["open_loop_wasm_host"]["rates"] if x["fraction_of_max"] < 1]
+    rss_mb = cap["host_peak_rss_mib"].get(top, 0) * 1.048576
+    rows = [(f"wasm host ≥ 0.8 × the raw VotePublisher at {lv} in flight", f"{cap['ratios'][lv]['wasm_to_raw_producer']} ×",
+             cap["ratios"][lv]["wasm_to_raw_producer"] >= 0.8,
+             f"CPU per acked vote: wasm host {cpu('wasm_host', lv)} µs, raw producer + load generator {cpu('raw_producer', lv)} µs, "
+             f"on the 2 cores the broker also uses") for lv in levels]
+    rows += [
+        ("sandbox alone (instant publisher): wasm / native ≥ 0.5", f"{sb['ratio_wasm_to_native']}", sb["ratio_wasm_to_native"] >= 0.5,
+         f"{sb['wasm_instant']['acked_per_sec']:.0f} vs {sb['native_instant']['acked_per_sec']:.0f} requests/s"),
+        ("host CPU per acknowledged vote ≤ 100 µs at 256 in flight", f"{cpu('wasm_host', '256')} µs", (cpu("wasm_host", "256") or 1e9) <= 100,
+         f"native intake {cpu('native_intake', '256')} µs, gRPC producer {cpu('grpc_unary', '256')} µs"),
+        (f"p99 < 500 ms at {top}", f"{w[top]['latency_ms_p99']} ms", w[top]["latency_ms_p99"] < 500, ""),
+        (f"host RSS < 150 MB at {top}", f"{rss_mb:.0f} MB", rss_mb < 150, f"PSS {cap['host_peak_pss_mib'].get(top)} MiB"),
+        (f"no errors other than 503 at {top}", f"{w[top]['errors']} errors", w[top]["errors"] == 0, ""),
+        ("503s only above the maximum (open loop below 1 × max)",
+         ", ".join(f"{100 * x['refused_share']:.1f}% at {x['fraction_of_max']} ×" for x in below_max),
+         all(x["refused_share"] == 0 for x in below_max),
+         ", ".join(f"p99 {x['latency_ms_p99']} ms at {x['fraction_of_max']} ×" for x in below_max)),
+    ]
+    return [{"target": t, "measured": m, "met": bool(ok), "figures": why} for t, m, ok, why in rows]
+
+
 def markdown(r):
     m, cap = r["machine"], r["capacity"]
     out = [f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), {m['memory_mib']} MiB, everything on loopback "
@@ -666,12 +746,23 @@ def markdown(r):
             "| wasm host runtime | native intake | hyper 204 | wasm / native | wasm / hyper |", "|---:|---:|---:|---:|---:|",
             f"| {cell(sb['wasm_instant'])} | {cell(sb['native_instant'])} | {r['http']['ceiling_hyper_204']['256']['acked_per_sec']:.0f} | "
             f"{sb['ratio_wasm_to_native']} | {sb['ratio_wasm_to_hyper']} |"]
+    if r.get("reuse_256"):
+        ru = r["reuse_256"]
+        row = lambda x: f"{x['acked_per_sec']:.0f} ({x['latency_ms_p50']} / {x['latency_ms_p99']}; {x.get('cpu_us_per_acked')} µs CPU)"
+        out += ["", "## Instance reuse (--instance-reuse N), 256 connections, alternated (issue 24)", "",
+                "| N | sandbox (instant publisher) | sandbox wasm / native | wasm host as deployed | host / host at N = 1 | host instances fresh / reused |",
+                "|---:|---:|---:|---:|---:|---:|"]
+        for n in ru["host"]:
+            h = ru["host"][n]
+            out.append(f"| {n} | {row(ru['sandbox'][n])} | {ru['sandbox'][n]['ratio_wasm_to_native']} | {row(h)} | {h['ratio_to_reuse_1']} | "
+                       f"{h['instances'].get('fresh', 0)} / {h['instances'].get('reused', 0)} |")
     e, c, hs, g = r["end_to_end"], r["consumer"], r["host"], r["grpc"]["stream_batches_of_50"]
     out += ["", f"- gRPC client streaming (batches of 50, 8 streams): {g['acked_per_sec']:.0f} votes/s, p99 {g['latency_ms_p99']} ms per batch",
             f"- ack → counted in Redis at {e['rate_votes_per_sec']:.0f} votes/s (50% of the wasm max): p50 {e['ack_to_counted_ms_p50']} ms, "
             f"p99 {e['ack_to_counted_ms_p99']} ms ({e['samples']} samples)",
             f"- consumer replaying this run's topic: {c.get('votes_per_sec')} votes/s applied to Redis + MongoDB ({c.get('votes')} votes in {c.get('seconds')} s)",
-            f"- instantiation per request: mean {hs['instantiation']['mean_us']} µs (p99 ≤ {hs['instantiation']['p99_le_us']} µs, {hs['instantiation']['count']} instances)"]
+            f"- instantiation: mean {hs['instantiation']['mean_us']} µs (p99 ≤ {hs['instantiation']['p99_le_us']} µs, {hs['instantiation']['count']} instances)"
+            + (f"; the wasm host's requests ran on {hs['instances']} instances, retired {hs.get('instances_retired')}" if hs.get("instances") else "")]
     if r.get("scale"):
         sc = r["scale"]
         out.append(f"- scale: {sc['counted']} of {sc['votes']} votes replayed through the consumer: {sc.get('consumer_votes_per_sec')} votes/s past the first 10%; "
@@ -689,6 +780,9 @@ def markdown(r):
     if r.get("targets"):
         out += ["", "## Issue 13's targets, checked against the figures above", "", "| target | measured | met |", "|---|---:|:---:|"]
         out += [f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'no'} |" for t in r["targets"]]
+    if r.get("targets_issue_24"):
+        out += ["", "## Issue 24's targets, checked against the figures above", "", "| target | measured | met | the figures behind it |", "|---|---:|:---:|---|"]
+        out += [f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'no'} | {t['figures']} |" for t in r["targets_issue_24"]]
     return "\n".join(out) + "\n"
 
 

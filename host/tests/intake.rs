@@ -33,7 +33,7 @@ async fn start(publisher: PublisherConfig, limits: RuntimeConfig) -> Running {
 }
 
 fn limits() -> RuntimeConfig {
-    RuntimeConfig { max_concurrent: 16, slot_wait: Duration::from_millis(200), request_timeout: Duration::from_secs(10), body_timeout: Duration::from_secs(5), instance_memory_bytes: 32 << 20, max_connections: 10_000, guest_perf_map: false, compile_cache: None, instance_reuse: 1, instance_idle: Duration::from_secs(10) }
+    RuntimeConfig { max_concurrent: 16, slot_wait: Duration::from_millis(200), request_timeout: Duration::from_secs(10), body_timeout: Duration::from_secs(5), instance_memory_bytes: 32 << 20, max_connections: 10_000, guest_perf_map: false, compile_cache: None, instance_reuse: 64, instance_idle: Duration::from_secs(10) }
 }
 
 async fn start_on(topic: &str) -> Running {
