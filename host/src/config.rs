@@ -52,9 +52,9 @@ pub struct HostConfig {
     /// Requests one component instance serves, one after another (1: a fresh
     /// instance per request). An instance is never reused after a trap, a
     /// missed deadline, a leftover host resource or a heap grown past half
-    /// the instance memory. 64: measured (sandbox, 256 connections) 1 → 64
-    /// takes CPU per request from ~131 to ~79 µs, 64 → 1,000 is within the
-    /// noise, so the smallest N with the whole gain (bench/results.md).
+    /// the instance memory. 64: the smallest N that took the whole gain in
+    /// the bench's reuse phase (bench/results.md: 1, 8, 64 and 1,024 side by
+    /// side; past 64 the CPU per request no longer falls).
     #[arg(long, env = "BANDVOTE_INSTANCE_REUSE", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub instance_reuse: u32,
     /// An idle reusable instance unused this long, in milliseconds, is dropped.
