@@ -248,7 +248,6 @@ impl IntakeRuntime {
             }
             None => (self.new_store(publisher), None, 0),
         };
-        self.host.metrics.instances.with_label_values(&[if proxy.is_some() { "reused" } else { "fresh" }]).inc();
         let ticks = (self.config.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
 
@@ -260,8 +259,13 @@ impl IntakeRuntime {
         })();
         let (req, out) = match prepared {
             Ok(x) => x,
-            Err(e) => return reply(Reply::internal(&format!("preparing the request: {e}"))),
+            Err(e) => {
+                // The store is dropped here: its table refused the request.
+                self.warm.count(Retire::Resources);
+                return reply(Reply::internal(&format!("preparing the request: {e}")));
+            }
         };
+        self.host.metrics.instances.with_label_values(&[if proxy.is_some() { "reused" } else { "fresh" }]).inc();
         let pre = self.pre.clone();
         let metrics = self.host.metrics.clone();
         let warm = self.warm.clone();

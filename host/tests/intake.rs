@@ -24,7 +24,11 @@ struct Running {
 }
 
 async fn start(publisher: PublisherConfig, limits: RuntimeConfig) -> Running {
-    let publisher = VotePublisher::new(publisher).unwrap();
+    serve(VotePublisher::new(publisher).unwrap(), limits).await
+}
+
+/// The intake component on `publisher`, served on a loopback port.
+async fn serve(publisher: impl bandvote_kafka::Publish, limits: RuntimeConfig) -> Running {
     let runtime = IntakeRuntime::new(&component(), PublisherHost::new(publisher, HostMetrics::new()), limits).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -568,12 +572,7 @@ impl bandvote_kafka::Publish for Deterministic {
 
 /// A host on a [`Deterministic`] publisher; `reuse` requests per instance.
 async fn start_deterministic(reuse: u32, config: RuntimeConfig) -> Running {
-    let config = RuntimeConfig { instance_reuse: reuse, ..config };
-    let runtime = IntakeRuntime::new(&component(), PublisherHost::new(Deterministic, HostMetrics::new()), config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(bandvote_host::server::serve_intake(listener, runtime.clone(), std::future::pending(), Duration::from_secs(1)));
-    Running { addr, runtime }
+    serve(Deterministic, RuntimeConfig { instance_reuse: reuse, ..config }).await
 }
 
 /// A request of the reuse tests: path, headers, body.
