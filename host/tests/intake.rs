@@ -337,10 +337,7 @@ async fn a_component_asking_for_more_fails_to_link() {
 async fn a_key_reused_for_a_different_vote_is_409() {
     let topic = kit::fresh_topic("intake-claims", 1).await;
     let publisher = kit::publisher_with_key_claims(&topic);
-    let runtime = IntakeRuntime::new(&component(), PublisherHost::new(publisher, HostMetrics::new()), limits()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(bandvote_host::server::serve_intake(listener, runtime, std::future::pending(), Duration::from_secs(1)));
+    let Running { addr, .. } = serve(publisher, limits()).await;
     let send = |band: &'static str| async move {
         let r = reqwest::Client::new()
             .post(format!("http://{addr}/"))
@@ -396,10 +393,7 @@ async fn a_timed_out_publish_names_the_vote_and_its_retry_counts_once() {
     let inner = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() }).unwrap();
     let publisher = AckedTooLate { inner, late: std::sync::atomic::AtomicBool::new(true) };
     let config = RuntimeConfig { request_timeout: Duration::from_secs(1), ..limits() };
-    let runtime = IntakeRuntime::new(&component(), PublisherHost::new(publisher, HostMetrics::new()), config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(bandvote_host::server::serve_intake(listener, runtime.clone(), std::future::pending(), Duration::from_secs(1)));
+    let Running { addr, .. } = serve(publisher, config).await;
 
     let body = r#"{"name":"Alux Nahual","album":"Alux Nahual","year":"1983","rank":"1"}"#;
     let http = reqwest::Client::new();
@@ -490,10 +484,7 @@ async fn a_new_band_past_the_cap_is_422_naming_it() {
     let topic = kit::fresh_topic("intake-bandcap", 1).await;
     let names = bandvote_store::BandNames::new(&kit::redis_url(), &format!("{}:", kit::unique("bandcap")), 2).unwrap();
     let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() }).unwrap().with_band_cap(names);
-    let runtime = IntakeRuntime::new(&component(), PublisherHost::new(publisher, HostMetrics::new()), limits()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(bandvote_host::server::serve_intake(listener, runtime.clone(), std::future::pending(), Duration::from_secs(1)));
+    let Running { addr, runtime } = serve(publisher, limits()).await;
     let vote = |band: &str| format!(r#"{{"name":"{band}","album":"x","year":"1990","rank":"1"}}"#);
     for band in ["Caifanes", "Maná"] {
         assert_eq!(post(addr, "/", None, vote(band)).await.0, 201);
@@ -515,10 +506,7 @@ async fn only_client_supplied_ids_are_claimed() {
     let prefix = format!("{}:", kit::unique("claim-only"));
     let claims = bandvote_store::KeyClaims::new(&kit::redis_url(), &prefix, Duration::from_secs(60)).unwrap();
     let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() }).unwrap().with_key_claims(claims);
-    let runtime = IntakeRuntime::new(&component(), PublisherHost::new(publisher, HostMetrics::new()), limits()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(bandvote_host::server::serve_intake(listener, runtime, std::future::pending(), Duration::from_secs(1)));
+    let Running { addr, .. } = serve(publisher, limits()).await;
     let body = r#"{"name":"Alux Nahual","album":"Alux Nahual","year":"1983","rank":"1"}"#;
     let claimed = || async {
         let mut con = redis::Client::open(kit::redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
