@@ -122,17 +122,15 @@ impl IntakeRuntime {
 
         // The epoch clock for deadlines.
         let weak = engine.weak();
-        std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })?;
+        spawn_while_alive("epoch-ticker", EPOCH_TICK, move || weak.upgrade().map(|engine| engine.increment_epoch()).is_some())?;
 
         let warm = Arc::new(WarmPool::new(config.reuse_policy(), config.idle_capacity() as usize, host.metrics.instances_retired.clone()));
         if warm.policy().enabled() {
-            spawn_reaper(&warm)?;
+            // Idle instances past their idle time are dropped even when no
+            // request comes, so a pool that falls quiet gives its memory back.
+            let weak = Arc::downgrade(&warm);
+            let every = (warm.policy().idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+            spawn_while_alive("idle-instance-reaper", every, move || weak.upgrade().map(|warm| warm.reap()).is_some())?;
         }
         let slots = Arc::new(Semaphore::new(config.pool_size() as usize));
         Ok(Arc::new(Self { engine, pre, host, slots, warm, config }))
@@ -221,12 +219,6 @@ impl IntakeRuntime {
     /// Instances idle now, kept for reuse.
     pub fn instances_idle(&self) -> usize {
         self.warm.idle()
-    }
-
-    /// Drop the instances idle past `instance_idle` now (a background thread
-    /// also does it); how many.
-    pub fn reap_idle(&self) -> usize {
-        self.warm.reap()
     }
 
     /// A new store for an instance that has not served yet.
@@ -346,15 +338,12 @@ impl Drop for Retirement<'_> {
     }
 }
 
-/// Drop idle instances past their idle time from a background thread, so an
-/// instance pool that falls quiet gives its memory back.
-fn spawn_reaper(warm: &Arc<WarmPool>) -> std::io::Result<()> {
-    let weak = Arc::downgrade(warm);
-    let every = (warm.policy().idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    std::thread::Builder::new().name("idle-instance-reaper".into()).spawn(move || {
-        while let Some(warm) = weak.upgrade() {
-            warm.reap();
-            drop(warm);
+/// A background thread named `name` that runs `tick` every `every` until
+/// `tick` returns false (what it works on is gone: it holds only a weak
+/// reference, so the thread never keeps the runtime alive).
+fn spawn_while_alive(name: &str, every: Duration, mut tick: impl FnMut() -> bool + Send + 'static) -> std::io::Result<()> {
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        while tick() {
             std::thread::sleep(every);
         }
     })?;
@@ -390,10 +379,10 @@ impl Drop for InFlight {
 /// (measured slower), so the madvise reset stays.
 fn engine_config(runtime: &RuntimeConfig, pagemap: bool) -> anyhow::Result<Config> {
     let mut pool = PoolingAllocationConfig::default();
-    // Every per-instance resource sized from the instances alive at once —
-    // running, plus idle ones kept for reuse (each keeps its store's fiber
-    // stack) — : one left at wasmtime's default (1000 fibers) made the 1001st
-    // concurrent request a 500.
+    // Every per-instance resource sized from the instances alive at once:
+    // running ones plus idle ones kept for reuse (each keeps its store's
+    // fiber stack). One left at wasmtime's default (1000 fibers) made the
+    // 1001st concurrent request a 500.
     let n = runtime.pool_size() + runtime.idle_capacity();
     pool.total_component_instances(n)
         .total_stacks(n)

@@ -31,10 +31,10 @@ impl RequestState {
         }
     }
 
-    /// No host resource (request, body, stream, response) left in the table:
-    /// the guest dropped everything the request gave it.
-    pub(crate) fn holds_no_resources(&self) -> bool {
-        self.table.is_empty()
+    /// A host resource (request, body, stream, response) is still in the
+    /// table: the guest did not drop everything its request gave it.
+    pub(crate) fn holds_resources(&self) -> bool {
+        !self.table.is_empty()
     }
 }
 

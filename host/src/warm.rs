@@ -178,7 +178,7 @@ impl WarmPool {
     /// next one, or retire it.
     pub fn give_back(&self, warm: Warm) {
         let data = warm.store.data();
-        let verdict = self.policy.after_request(warm.served, !data.holds_no_resources(), data.limits.memory_peak());
+        let verdict = self.policy.after_request(warm.served, data.holds_resources(), data.limits.memory_peak());
         if let Some(why) = verdict {
             return self.retire(warm, why);
         }
@@ -198,12 +198,10 @@ impl WarmPool {
         self.retired.with_label_values(&[why.label()]).inc();
     }
 
-    /// Drop the instances idle past the timeout; how many.
-    pub fn reap(&self) -> usize {
+    /// Drop the instances idle past the timeout.
+    pub fn reap(&self) {
         let stale = self.lock().reap(Instant::now(), self.policy.idle_timeout);
-        let n = stale.len();
         self.retire_all(stale, Retire::Idle);
-        n
     }
 
     /// Instances idle now.
