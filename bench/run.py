@@ -477,7 +477,7 @@ def contest_replay(topic, tag, cap):
     prefix = f"{tag}:"
     definition = {"id": "bench", "title": "bench", "roster": [], "opens_at_ms": 0, "closes_at_ms": 4102444800000,
                   "votes_per_voter": cap, "revote": "refuse", "voters": "id"}
-    redis("SET", f"{prefix}contest:def:bench", json.dumps(definition))
+    redis("SET", f"{prefix}contest-def:bench", json.dumps(definition))
     def applied():
         return sum(int(x) for x in redis("HVALS", f"{prefix}contest:bench:status").split() if x.lstrip("-").isdigit())
     res = timed_replay(f"consumer-{tag}", {
@@ -543,6 +543,9 @@ def main():
     run(["nisshi", "topic", "create", f"{TOPIC}-dlq", "--partitions", "1", "--broker", f"tcp://{BROKERS}"])
     # As deployed: the intakes claim idempotency keys in Redis (the raw producer, the broker's ceiling, does not).
     common = {"BANDVOTE_TOPIC": TOPIC, "BANDVOTE_IDEMPOTENCY_REDIS_URL": REDIS_URL}
+    # The intakes refuse votes (503) while the current contest is not known: record "no contest".
+    subprocess.run([str(BIN / "bandvote-consumer"), "contest", "archive"], check=True, capture_output=True,
+                   env={**os.environ, "BANDVOTE_MONGO_COLLECTION": f"bench_{STAMP}"})
     host = start("host", [str(BIN / "bandvote-host"), "--component", wasm, "--listen", "127.0.0.1:28080",
                           "--admin-listen", "127.0.0.1:29180"], common)
     native = start("native", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28084"], common)

@@ -5,6 +5,8 @@
 # restarted with empty data each run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The host tests hold thousands of sockets at once (2,000 silent connections, 600 tricklers).
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 source scripts/lib.sh
 # Tests get their own services (ports 19092/16379/17017), emptied at each run.
 use_fresh_services test 19092 16379 17017

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use bandvote_kafka::{Ack, Publish, PublishError};
+use bandvote_admission::{Ack, Publish, PublishError};
 use bandvote_vote::Vote;
 use futures::future::BoxFuture;
 

@@ -278,7 +278,7 @@ async fn main() -> anyhow::Result<()> {
                     },
                     "kafka" => match kafka.as_ref().unwrap().publish(&contest_vote(vote_raw(first, &args.id_prefix), first, &args)).await {
                         Ok(_) => (1, 0, 0, 0),
-                        Err(bandvote_kafka::PublishError::Overloaded { .. }) => (0, 0, 1, 0),
+                        Err(bandvote_kafka::ProduceError::Overloaded { .. }) => (0, 0, 1, 0),
                         Err(_) => (0, 0, 0, 1),
                     },
                     "grpc" => match grpc.as_mut().unwrap().cast(vote_pb(first, &args.id_prefix, invalid)).await {

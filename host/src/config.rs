@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bandvote_admission::AdmissionArgs;
 use bandvote_kafka::PublisherArgs;
 
 use crate::runtime::RuntimeConfig;
@@ -22,6 +23,8 @@ pub struct HostConfig {
     pub component: PathBuf,
     #[command(flatten)]
     pub kafka: PublisherArgs,
+    #[command(flatten)]
+    pub admission: AdmissionArgs,
     /// Requests (component instances) running at once; past it a request waits
     /// up to --slot-wait-ms for a slot, then 503 + Retry-After.
     #[arg(long, env = "BANDVOTE_MAX_CONCURRENT", default_value_t = 512)]

@@ -14,16 +14,20 @@ async fn main() -> anyhow::Result<()> {
     bandvote_telemetry::init_tracing();
     let config = HostConfig::parse();
     let publisher = config.kafka.connect().context("creating the Kafka producer")?;
-    let host = PublisherHost::new(publisher.clone(), HostMetrics::new());
+    let admission = config.admission.connect(publisher.clone()).context("wiring admission")?;
+    let host = PublisherHost::new(admission.clone(), HostMetrics::new());
     let runtime = IntakeRuntime::new(&config.component, host, config.runtime_config())?;
     let listener = bandvote_telemetry::bind(config.listen, "the intake").await?;
     let admin = bandvote_telemetry::bind(config.admin_listen, "the admin endpoint").await?;
     tracing::info!(listen = %listener.local_addr()?, admin = %admin.local_addr()?, brokers = %config.kafka.kafka_brokers, topic = %config.kafka.topic, "bandvote-host serving");
     publisher.register_metrics(&runtime.host().metrics.registry, "bandvote_host").context("registering the publisher's metrics")?;
-    let ready_publisher = publisher.clone();
+    admission.register_metrics(&runtime.host().metrics.registry, "bandvote_host").context("registering admission's metrics")?;
     let ready: bandvote_telemetry::ReadyCheck = std::sync::Arc::new(move || {
-        let p = ready_publisher.clone();
-        Box::pin(async move { p.readiness(Duration::from_secs(2)).await })
+        let a = admission.clone();
+        Box::pin(async move {
+            let contest = a.readiness()?;
+            Ok(format!("{}; {contest}", a.inner().readiness(Duration::from_secs(2)).await?))
+        })
     });
     tokio::spawn(bandvote_telemetry::serve_admin(admin, runtime.host().metrics.registry.clone(), ready));
     server::serve_intake(listener, runtime, bandvote_telemetry::shutdown_signal(), Duration::from_secs(10)).await;

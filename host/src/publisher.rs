@@ -1,10 +1,10 @@
 //! The `bandvote:publisher` import, implemented natively over a [`Publish`]
-//! (in production the rdkafka `VotePublisher`).
+//! (in production `bandvote-admission` in front of the rdkafka `VotePublisher`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use bandvote_kafka::{Publish, PublishError};
+use bandvote_admission::{Publish, PublishError};
 use bandvote_vote::{Source, Vote};
 
 use crate::metrics::HostMetrics;
@@ -81,9 +81,10 @@ fn to_wit_error(e: PublishError) -> wit::PublishError {
         PublishError::Overloaded { retry_after } => {
             wit::PublishError::Overloaded(u32::try_from(retry_after.as_millis()).unwrap_or(u32::MAX))
         }
+        e @ PublishError::NotSent(_) => wit::PublishError::Unavailable(e.to_string()),
         PublishError::Unavailable(m) | PublishError::Config(m) => wit::PublishError::Unavailable(m),
         PublishError::Conflict { vote_id } => wit::PublishError::Conflict(vote_id),
-        e @ PublishError::TooManyBands { .. } => wit::PublishError::Invalid(e.to_string()),
+        e @ (PublishError::TooManyBands { .. } | PublishError::TooManyAlbums { .. }) => wit::PublishError::Invalid(e.to_string()),
         PublishError::Refused(r) => wit::PublishError::Refused(wit::Refusal {
             status: r.http_status(),
             code: r.code().into(),

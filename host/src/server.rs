@@ -5,13 +5,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::runtime::IntakeRuntime;
+
+/// Longest wait for a request's head, idle keep-alive waits included.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serve votes on `listener` until `shutdown` resolves, then drain open
 /// connections (at most `drain` long).
@@ -21,12 +24,14 @@ pub async fn serve_intake(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(5))
-        .keep_alive(true);
+    // HTTP/1.1 only, and no protocol sniffing: hyper-util's auto builder
+    // reads the HTTP/2 preface with no timer, so a silent socket would hold a
+    // connection permit forever. hyper's HTTP/1 header read timeout runs from
+    // the moment the connection waits for a request head (the first one and
+    // every idle keep-alive wait), so a socket that sends nothing is closed
+    // after 5 s.
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(tokio::sync::Semaphore::new(runtime.config().max_connections.max(1)));
     tokio::pin!(shutdown);
@@ -50,7 +55,7 @@ pub async fn serve_intake(
             let runtime = runtime.clone();
             async move { Ok::<_, Infallible>(runtime.handle(req).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+        let conn = builder.serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -28,7 +28,7 @@ async fn start(publisher: PublisherConfig, limits: RuntimeConfig) -> Running {
 }
 
 /// The intake component on `publisher`, served on a loopback port.
-async fn serve(publisher: impl bandvote_kafka::Publish, limits: RuntimeConfig) -> Running {
+async fn serve(publisher: impl bandvote_admission::Publish, limits: RuntimeConfig) -> Running {
     let runtime = IntakeRuntime::new(&component(), PublisherHost::new(publisher, HostMetrics::new()), limits).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -364,10 +364,10 @@ struct AckedTooLate {
     late: std::sync::atomic::AtomicBool,
 }
 
-impl bandvote_kafka::Publish for AckedTooLate {
-    fn publish<'a>(&'a self, vote: &'a bandvote_vote::Vote) -> futures::future::BoxFuture<'a, Result<bandvote_kafka::Ack, bandvote_kafka::PublishError>> {
+impl bandvote_admission::Publish for AckedTooLate {
+    fn publish<'a>(&'a self, vote: &'a bandvote_vote::Vote) -> futures::future::BoxFuture<'a, Result<bandvote_admission::Ack, bandvote_admission::PublishError>> {
         Box::pin(async move {
-            let r = self.inner.publish(vote).await;
+            let r = bandvote_admission::Publish::publish(&self.inner, vote).await;
             if self.late.swap(false, std::sync::atomic::Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
@@ -378,8 +378,8 @@ impl bandvote_kafka::Publish for AckedTooLate {
     fn publish_batch<'a>(
         &'a self,
         votes: &'a [bandvote_vote::Vote],
-    ) -> futures::future::BoxFuture<'a, Result<Vec<Result<bandvote_kafka::Ack, bandvote_kafka::PublishError>>, bandvote_kafka::PublishError>> {
-        Box::pin(self.inner.publish_batch(votes))
+    ) -> futures::future::BoxFuture<'a, Result<Vec<Result<bandvote_admission::Ack, bandvote_admission::PublishError>>, bandvote_admission::PublishError>> {
+        bandvote_admission::Publish::publish_batch(&self.inner, votes)
     }
 }
 
@@ -427,6 +427,52 @@ async fn a_timed_out_publish_names_the_vote_and_its_retry_counts_once() {
 /// pool of 16 instance slots. Bodies are read before a slot is taken, so the
 /// trickling requests hold connections, not instances: normal votes still get
 /// 201 within their deadline, and the tricklers get 408 at the body timeout.
+/// Issue 30 item 14: sockets that connect and send nothing (not even an
+/// HTTP/2 preface) are closed after the header read timeout, so 2,000 of
+/// them, as many as the connection cap, leave no permit held: votes sent
+/// afterwards are answered 201 within their deadline.
+#[tokio::test]
+async fn silent_connections_hold_no_slot_forever() {
+    use tokio::io::AsyncReadExt as _;
+    let topic = kit::fresh_topic("intake-silent", 1).await;
+    let host = start(
+        PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() },
+        RuntimeConfig { max_connections: 2_000, ..limits() },
+    )
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..2_000 {
+        if let Ok(s) = tokio::net::TcpStream::connect(host.addr).await {
+            silent.push(s);
+        }
+    }
+    assert!(silent.len() >= 1_900, "opened {} silent connections", silent.len());
+    // Wait past the header read timeout: the host must have closed them (EOF).
+    tokio::time::sleep(bandvote_host::server::HEADER_READ_TIMEOUT + Duration::from_secs(2)).await;
+    let mut closed = 0;
+    for s in &mut silent {
+        let mut buf = [0u8; 64];
+        if matches!(tokio::time::timeout(Duration::from_millis(50), s.read(&mut buf)).await, Ok(Ok(0) | Err(_))) {
+            closed += 1;
+        }
+    }
+    assert!(closed >= silent.len() - 10, "{closed} of {} silent connections closed by the host", silent.len());
+    let http = reqwest::Client::new();
+    for i in 0..10 {
+        let started = Instant::now();
+        let r = http
+            .post(format!("http://{}/", host.addr))
+            .body(format!(r#"{{"name":"silent-{i}","album":"x","year":"1990","rank":"1"}}"#))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(r.status().as_u16(), 201);
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    drop(silent);
+}
+
 #[tokio::test]
 async fn trickling_bodies_do_not_starve_the_instance_pool() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -483,7 +529,8 @@ async fn trickling_bodies_do_not_starve_the_instance_pool() {
 async fn a_new_band_past_the_cap_is_422_naming_it() {
     let topic = kit::fresh_topic("intake-bandcap", 1).await;
     let names = bandvote_store::BandNames::new(&kit::redis_url(), &format!("{}:", kit::unique("bandcap")), 2).unwrap();
-    let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() }).unwrap().with_band_cap(names);
+    let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() }).unwrap();
+    let publisher = bandvote_admission::Admission::new(publisher).with_band_cap(names);
     let Running { addr, runtime } = serve(publisher, limits()).await;
     let vote = |band: &str| format!(r#"{{"name":"{band}","album":"x","year":"1990","rank":"1"}}"#);
     for band in ["Caifanes", "Maná"] {
@@ -505,7 +552,8 @@ async fn only_client_supplied_ids_are_claimed() {
     let topic = kit::fresh_topic("intake-claim-only", 1).await;
     let prefix = format!("{}:", kit::unique("claim-only"));
     let claims = bandvote_store::KeyClaims::new(&kit::redis_url(), &prefix, Duration::from_secs(60)).unwrap();
-    let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() }).unwrap().with_key_claims(claims);
+    let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() }).unwrap();
+    let publisher = bandvote_admission::Admission::new(publisher).with_key_claims(claims);
     let Running { addr, .. } = serve(publisher, limits()).await;
     let body = r#"{"name":"Alux Nahual","album":"Alux Nahual","year":"1983","rank":"1"}"#;
     let claimed = || async {
@@ -529,25 +577,25 @@ async fn only_client_supplied_ids_are_claimed() {
 /// band; band "unavailable" is a 503, band "slow" answers after 3 s.
 struct Deterministic;
 
-impl bandvote_kafka::Publish for Deterministic {
-    fn publish<'a>(&'a self, vote: &'a bandvote_vote::Vote) -> futures::future::BoxFuture<'a, Result<bandvote_kafka::Ack, bandvote_kafka::PublishError>> {
+impl bandvote_admission::Publish for Deterministic {
+    fn publish<'a>(&'a self, vote: &'a bandvote_vote::Vote) -> futures::future::BoxFuture<'a, Result<bandvote_admission::Ack, bandvote_admission::PublishError>> {
         Box::pin(async move {
             use std::hash::{Hash as _, Hasher as _};
             match vote.band.as_str() {
-                "unavailable" => return Err(bandvote_kafka::PublishError::Unavailable("the test says so".into())),
+                "unavailable" => return Err(bandvote_admission::PublishError::Unavailable("the test says so".into())),
                 "slow" => tokio::time::sleep(Duration::from_secs(3)).await,
                 _ => {}
             }
             let mut h = std::collections::hash_map::DefaultHasher::new();
             (&vote.vote_id, &vote.band).hash(&mut h);
-            Ok(bandvote_kafka::Ack { partition: 0, offset: (h.finish() >> 1) as i64 })
+            Ok(bandvote_admission::Ack { partition: 0, offset: (h.finish() >> 1) as i64 })
         })
     }
 
     fn publish_batch<'a>(
         &'a self,
         votes: &'a [bandvote_vote::Vote],
-    ) -> futures::future::BoxFuture<'a, Result<Vec<Result<bandvote_kafka::Ack, bandvote_kafka::PublishError>>, bandvote_kafka::PublishError>> {
+    ) -> futures::future::BoxFuture<'a, Result<Vec<Result<bandvote_admission::Ack, bandvote_admission::PublishError>>, bandvote_admission::PublishError>> {
         Box::pin(async move {
             let mut acks = Vec::new();
             for v in votes {

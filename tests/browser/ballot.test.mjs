@@ -25,22 +25,31 @@ const servers = [];
 after(() => { stopAll(); servers.forEach((s) => s.close()); });
 
 /// The intake as a flaky venue network shows it: the first vote gets a 503
-/// (Retry-After: 1), everything else is passed through. Records the keys seen.
+/// (Retry-After: 1) and never reaches the intake; the second reaches it
+/// (the vote is in Kafka) but its answer is lost: a 500 naming the vote;
+/// everything else is passed through. Records the keys seen.
 function flakyIntake(port, intakePort) {
   const seen = [];
-  let failed = false;
+  let posts = 0;
   const server = httpServer((req, res) => {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
-      if (req.method === 'POST') seen.push(req.headers['idempotency-key']);
-      if (req.method === 'POST' && !failed) {
-        failed = true;
+      if (req.method === 'POST') { seen.push(req.headers['idempotency-key']); posts += 1; }
+      if (req.method === 'POST' && posts === 1) {
         res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' });
         res.end(JSON.stringify({ error: { status: 503, code: 'overloaded', message: 'intake overloaded; retry after 1s' } }));
         return;
       }
+      const lose = req.method === 'POST' && posts === 2;
       const up = request({ host: '127.0.0.1', port: intakePort, path: req.url, method: req.method, headers: req.headers }, (r) => {
+        if (lose) {
+          r.resume();
+          const id = req.headers['idempotency-key'];
+          res.writeHead(500, { 'content-type': 'application/json', 'idempotency-key': id });
+          res.end(JSON.stringify({ error: { status: 500, code: 'internal', message: 'the answer was lost', vote_id: id } }));
+          return;
+        }
         res.writeHead(r.statusCode, r.headers);
         r.pipe(res);
       });
@@ -103,14 +112,17 @@ test('a fan votes on /vote and the receipt turns counted', { timeout: 240_000 },
     await page.keyboard.press('Tab');
     assert.match(await page.evaluate(() => document.activeElement.getAttribute('aria-label') || document.activeElement.textContent), /\S/);
 
-    // The vote: the intake answers 503 once; the ballot retries with the same key.
+    // The vote: the intake answers 503 once, then takes the vote and answers
+    // 500; the ballot retries with the same key until its 201.
     await page.getByRole('button', { name: 'Votar por Viernes Verde' }).click();
     await page.locator('#receipt-status[data-status="counted"]').waitFor({ timeout: 60_000 });
     assert.match(await page.locator('#receipt-status').innerText(), /Contado/);
-    assert.ok(keys.length >= 2 && keys[0] && keys.every((k) => k === keys[0]), `one key on every retry: ${keys}`);
+    assert.ok(keys.length >= 3 && keys[0] && keys.every((k) => k === keys[0]), `one key on every retry: ${keys}`);
     await page.screenshot({ path: join(artifacts, 'ballot-receipt.png'), fullPage: true });
     const contest = await (await fetch(`http://127.0.0.1:${web}/api/contest`)).json();
     assert.equal(contest.tally.counted, 1, 'counted once despite the retry');
+    const applied = Object.values(contest.tally.by_status || {}).reduce((a, b) => a + b, 0);
+    assert.ok(applied <= 1, `one vote stored, not two (statuses ${JSON.stringify(contest.tally.by_status)})`);
     assert.equal(contest.tally.bands.find((b) => b.name === 'Viernes Verde').votes, 1);
 
     // The results page shows the contest's leaderboard with the vote.
@@ -127,8 +139,17 @@ test('a fan votes on /vote and the receipt turns counted', { timeout: 240_000 },
     await desk.locator('#state', { hasText: 'Voting is open' }).waitFor();
     await desk.screenshot({ path: join(artifacts, 'ballot-desktop.png'), fullPage: true });
 
+    // A voter token in the link leaves the address bar (history, Referer) at once.
+    const linked = await browser.newPage();
+    await linked.goto(`${ballotUrl}?token=ticket-0001.99.secret&lang=en`);
+    await linked.locator('#roster button.band').first().waitFor();
+    assert.equal(await linked.evaluate(() => location.search), '?lang=en');
+    assert.equal(await linked.evaluate(() => sessionStorage.getItem('bandvote_token')), 'ticket-0001.99.secret');
+    await linked.close();
+
     // A band taken off the roster after the page drew it: the intake's 422 in words.
-    admin('create', '--id', `ballot-${id}`, '--title', 'Festival de Bandas', '--roster', 'Bohemia Suburbana,Viernes Verde',
+    // (A contest is never redefined under its id: the smaller roster is a new contest.)
+    admin('create', '--id', `ballot-${id}-b`, '--title', 'Festival de Bandas', '--roster', 'Bohemia Suburbana,Viernes Verde',
       '--votes-per-voter', '1', '--voters', 'id', '--open-for-secs', '3600');
     await new Promise((r) => setTimeout(r, 1000));
     await desk.getByRole('button', { name: 'Vote for Alux Nahual' }).click();

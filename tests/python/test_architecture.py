@@ -40,6 +40,18 @@ def test_readers_of_the_stores_do_not_depend_on_kafka():
     assert "rdkafka" not in manifest
 
 
+def test_the_producer_decides_nothing_about_a_vote():
+    """Admission (contest rules, tokens, idempotency keys, name bounds) is
+    bandvote-admission's; the Kafka crate is only the producer."""
+    graph = workspace_graph()
+    assert not graph["bandvote-kafka"] & {"bandvote-contest", "bandvote-store", "bandvote-admission"}
+    for intake in ["bandvote-host", "bandvote-grpc"]:
+        assert "bandvote-admission" in graph[intake], intake
+    src = "\n".join(f.read_text() for f in (ROOT / "crates/kafka/src").glob("*.rs"))
+    for name in ["bandvote_contest", "bandvote_store", "KeyClaims", "BandNames", "ContestWatch"]:
+        assert name not in src, name
+
+
 def test_host_modules_import_each_other_without_a_cycle():
     src = ROOT / "host/src"
     imports = {f.stem: set(re.findall(r"crate::([a-z_]+)", f.read_text())) for f in src.glob("*.rs")}

@@ -7,7 +7,8 @@ use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bandvote_intake_core::{self as core, Ack, PublishFailure, Published, Reply, RequestMeta, Route};
-use bandvote_kafka::{Publish, PublishError, PublisherArgs};
+use bandvote_admission::{AdmissionArgs, Publish, PublishError};
+use bandvote_kafka::PublisherArgs;
 use bandvote_load::InstantPublisher;
 use std::sync::Arc;
 use bandvote_vote::{limits, Source, VoteError};
@@ -20,7 +21,7 @@ fn failure(e: PublishError) -> PublishFailure {
     match e {
         PublishError::Overloaded { retry_after } => PublishFailure::Overloaded { retry_after_secs: retry_after.as_secs().max(1) },
         PublishError::Conflict { vote_id } => PublishFailure::Conflict { key: vote_id },
-        e @ PublishError::TooManyBands { .. } => PublishFailure::Invalid(e.to_string()),
+        e @ (PublishError::TooManyBands { .. } | PublishError::TooManyAlbums { .. }) => PublishFailure::Invalid(e.to_string()),
         PublishError::Refused(r) => PublishFailure::Refused(bandvote_intake_core::Refusal {
             status: r.http_status(),
             code: r.code().into(),
@@ -83,14 +84,16 @@ struct Cli {
     instant: bool,
     #[command(flatten)]
     kafka: PublisherArgs,
+    #[command(flatten)]
+    admission: AdmissionArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = <Cli as clap::Parser>::parse();
     let addr = cli.listen;
-    // The host's producer flags and environment, key claims included: like with like.
-    let publisher: Arc<dyn Publish> = if cli.instant { Arc::new(InstantPublisher::default()) } else { Arc::new(cli.kafka.connect()?) };
+    // The host's producer and admission flags and environment, key claims included: like with like.
+    let publisher: Arc<dyn Publish> = if cli.instant { Arc::new(InstantPublisher::default()) } else { Arc::new(cli.admission.connect(cli.kafka.connect()?)?) };
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("native intake on http://{addr}/");
     loop {

@@ -37,7 +37,19 @@ fn end_offsets(brokers: &str, topic: &str) -> Result<BTreeMap<i32, i64>, Certify
     bandvote_kafka::watermarks_of(brokers, topic, Duration::from_secs(10)).map(|w| w.into_iter().map(|(p, _, high)| (p, high)).collect()).map_err(store_err)
 }
 
-/// Certify contest `id` (or print the certificate it already has).
+/// The longest time after the close at which a vote an intake received
+/// before it may still reach Kafka: the intake stamps a vote when admission
+/// takes it, then its producer may take up to the delivery timeout (+ the
+/// 1 s guard on a lost report) to deliver it; the intake's clock may be
+/// `clock_skew` behind the operator's.
+pub fn settle_time(delivery_timeout: Duration, clock_skew: Duration) -> Duration {
+    delivery_timeout + Duration::from_secs(1) + clock_skew
+}
+
+/// Certify contest `id` (or print the certificate it already has). The
+/// topic is read only once `settle` ([`settle_time`]) has passed since the
+/// close, so no vote received before the close can still arrive after it.
+#[allow(clippy::too_many_arguments)]
 pub async fn certify(
     brokers: &str,
     topic: &str,
@@ -46,6 +58,7 @@ pub async fn certify(
     counters: &Counters,
     log: &VoteLog,
     wait: Duration,
+    settle: Duration,
 ) -> Result<(Certificate, bool), CertifyError> {
     let id = contest.id.as_str();
     if contest.phase(now_ms()) != Phase::Closed {
@@ -53,6 +66,12 @@ pub async fn certify(
     }
     if let Some(c) = log.certificate(id).await.map_err(store_err)? {
         return Ok((c, false));
+    }
+    let settled_at = contest.closes_at_ms.saturating_add(i64::try_from(settle.as_millis()).unwrap_or(i64::MAX));
+    let left = settled_at - now_ms();
+    if left > 0 {
+        eprintln!("certify: waiting {left} ms after the close for votes received before it to reach Kafka (delivery timeout + 1 s + clock skew)");
+        tokio::time::sleep(Duration::from_millis(left as u64)).await;
     }
     // 1. Kafka: the contest's distinct vote ids, up to the ends taken now
     // (after the close), and the last offset per partition that holds the

@@ -20,8 +20,12 @@ pub enum AdminError {
     NoCurrent,
     #[error("mongodb: {0}")]
     Log(String),
-    #[error("voter tokens need a secret (--contest-secret / BANDVOTE_CONTEST_SECRET)")]
-    NoSecret,
+    #[error("voter tokens need a usable secret (--contest-secret / BANDVOTE_CONTEST_SECRET): {0}")]
+    NoSecret(bandvote_contest::token::SecretError),
+    #[error("contest {0:?} exists already: a re-run is a new contest with a new id")]
+    Exists(String),
+    #[error("contest {0:?} is certified: its result is final and it cannot change (a re-run is a new contest)")]
+    Certified(String),
 }
 
 /// Milliseconds since the Unix epoch.
@@ -29,27 +33,50 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// Where contests live: Redis (what the intakes and the consumer read) and
-/// the vote log's database (the durable copy the consumer falls back on
-/// when Redis lost it).
+/// Where contests live: the vote log's database (the durable record: every
+/// definition and which one is current) and Redis (the cache every intake
+/// and the consumer read; [`restore`] puts back what it lost). Each change
+/// is written to MongoDB first.
 pub struct ContestAdmin {
     pub store: ContestStore,
     pub log: VoteLog,
 }
 
+fn log_err(e: impl std::fmt::Display) -> AdminError {
+    AdminError::Log(e.to_string())
+}
+
 impl ContestAdmin {
     async fn put(&self, c: &Contest) -> Result<(), AdminError> {
-        self.log.save_contest(c).await.map_err(|e| AdminError::Log(e.to_string()))?;
+        self.log.save_contest(c).await.map_err(log_err)?;
         self.store.put(c).await?;
         Ok(())
     }
 
-    /// Validate `contest`, store it and make it the current contest.
-    pub async fn create(&self, contest: Contest) -> Result<Contest, AdminError> {
+    /// Validate `contest`, store it and make it the current contest. An id
+    /// used before is refused (its counters, votes and certificate belong to
+    /// that contest), and so is a `voters = token` contest when `secret` (the
+    /// operator's, the one tokens are issued with) is missing or short.
+    pub async fn create(&self, contest: Contest, secret: Option<&[u8]>) -> Result<Contest, AdminError> {
         let contest = contest.validated()?;
+        if contest.voters == bandvote_contest::Voters::Token {
+            bandvote_contest::token::usable_secret(secret).map_err(AdminError::NoSecret)?;
+        }
+        if self.store.get(&contest.id).await?.is_some() || self.log.contest(&contest.id).await.map_err(log_err)?.is_some() {
+            return Err(AdminError::Exists(contest.id));
+        }
         self.put(&contest).await?;
+        self.log.save_current_contest(Some(&contest.id)).await.map_err(log_err)?;
         self.store.set_current(Some(&contest.id)).await?;
         Ok(contest)
+    }
+
+    /// Refuse to change a certified contest.
+    async fn not_certified(&self, c: &Contest) -> Result<(), AdminError> {
+        match self.log.certificate(&c.id).await.map_err(log_err)? {
+            Some(_) => Err(AdminError::Certified(c.id.clone())),
+            None => Ok(()),
+        }
     }
 
     /// Contest `id` (from Redis, else the durable copy), or the current one.
@@ -67,6 +94,7 @@ impl ContestAdmin {
     /// Open voting now (if it opens later) and keep the close after it.
     pub async fn open_now(&self, id: Option<&str>) -> Result<Contest, AdminError> {
         let mut c = self.find(id).await?;
+        self.not_certified(&c).await?;
         let now = now_ms();
         c.opens_at_ms = c.opens_at_ms.min(now);
         if c.closes_at_ms <= now {
@@ -84,6 +112,7 @@ impl ContestAdmin {
     /// find late.
     pub async fn close_in(&self, id: Option<&str>, in_ms: i64) -> Result<Contest, AdminError> {
         let mut c = self.find(id).await?;
+        self.not_certified(&c).await?;
         let at = now_ms() + in_ms.max(0);
         c.closes_at_ms = c.closes_at_ms.min(at);
         c.opens_at_ms = c.opens_at_ms.min(c.closes_at_ms - 1);
@@ -93,14 +122,46 @@ impl ContestAdmin {
 
     /// No current contest: votes count as without one (its results stay).
     pub async fn archive(&self) -> Result<(), AdminError> {
+        self.log.save_current_contest(None).await.map_err(log_err)?;
         self.store.set_current(None).await?;
         Ok(())
     }
 }
 
+/// Put back in Redis what it lost of the current contest (a flush, a
+/// restore, a failover), from MongoDB's record: the marker and the current
+/// definition, each only where absent. With no record at all (a deployment
+/// that never ran a contest), "no contest" is recorded. `true` if Redis was
+/// changed. The consumer runs this every poll; until it has, the intakes
+/// refuse votes with 503 (the contest is not known), never "no contest".
+pub async fn restore(store: &ContestStore, log: &VoteLog) -> Result<bool, AdminError> {
+    if store.current_state().await? != bandvote_store::Current::Unknown {
+        return Ok(false);
+    }
+    let current = match log.current_contest().await.map_err(log_err)? {
+        Some(Some(id)) => Some(log.contest(&id).await.map_err(log_err)?.ok_or(AdminError::NoContest(id))?),
+        Some(None) => None,
+        // Never recorded: an id Redis still names (a deployment from before
+        // the record), else "no contest" (a deployment that never ran one).
+        None => {
+            let id = store.current_id().await?;
+            log.save_current_contest(id.as_deref()).await.map_err(log_err)?;
+            match id {
+                Some(id) => Some(log.contest(&id).await.map_err(log_err)?.ok_or(AdminError::NoContest(id))?),
+                None => None,
+            }
+        }
+    };
+    let wrote = store.restore_current(current.as_ref()).await?;
+    if wrote {
+        tracing::warn!(contest = current.as_ref().map_or("(none)", |c| c.id.as_str()), "redis had lost the current contest: restored from MongoDB");
+    }
+    Ok(wrote)
+}
+
 /// `count` voter tokens for contest `c` (voters `<prefix>-0001`, …), valid for `valid_secs`.
 pub fn tokens(c: &Contest, secret: Option<&str>, prefix: &str, count: u32, valid_secs: i64) -> Result<Vec<String>, AdminError> {
-    let secret = secret.filter(|s| !s.is_empty()).ok_or(AdminError::NoSecret)?;
+    let secret = bandvote_contest::token::usable_secret(secret.map(str::as_bytes)).map_err(AdminError::NoSecret)?;
     let expires = now_ms() / 1000 + valid_secs;
-    Ok((1..=count).filter_map(|i| bandvote_contest::token::issue(secret.as_bytes(), &c.id, &format!("{prefix}-{i:04}"), expires)).collect())
+    Ok((1..=count).filter_map(|i| bandvote_contest::token::issue(secret, &c.id, &format!("{prefix}-{i:04}"), expires)).collect())
 }

@@ -88,6 +88,10 @@ enum ContestCommand {
         /// voter's latest vote counts; needs --votes-per-voter 1).
         #[arg(long, default_value = "refuse")]
         revote: String,
+        /// The secret voter tokens are signed with (at least 32 bytes): a
+        /// `voters = token` contest is refused without it.
+        #[arg(long, env = "BANDVOTE_CONTEST_SECRET", hide_env_values = true)]
+        contest_secret: Option<String>,
     },
     /// Open voting now.
     Open { #[arg(long)] id: Option<String> },
@@ -112,6 +116,13 @@ enum ContestCommand {
         /// Longest wait for the consumer to apply the topic up to its end.
         #[arg(long, default_value_t = 120)]
         wait_secs: u64,
+        /// The intakes' Kafka delivery timeout (their BANDVOTE_DELIVERY_TIMEOUT_MS):
+        /// a vote received before the close may reach Kafka this long after it.
+        #[arg(long, env = "BANDVOTE_DELIVERY_TIMEOUT_MS", default_value_t = 5_000)]
+        delivery_timeout_ms: u64,
+        /// How far an intake's clock may be behind this machine's.
+        #[arg(long, env = "BANDVOTE_CLOCK_SKEW_MS", default_value_t = 2_000)]
+        clock_skew_ms: u64,
     },
     /// Print voter tokens for a `voters = token` contest, one per line.
     Tokens {
@@ -206,7 +217,7 @@ async fn contest_command(config: &ConsumerConfig, command: ContestCommand) -> an
 async fn contest_subcommand(config: &ConsumerConfig, admin: &ContestAdmin, command: ContestCommand) -> anyhow::Result<()> {
     let print = |c: &bandvote_contest::Contest| println!("{}", serde_json::to_string_pretty(c).unwrap_or_default());
     match command {
-        ContestCommand::Create { file, id, title, roster, opens_in_secs, open_for_secs, votes_per_voter, voters, revote } => {
+        ContestCommand::Create { file, id, title, roster, opens_in_secs, open_for_secs, votes_per_voter, voters, revote, contest_secret } => {
             let contest = match file {
                 Some(f) => serde_json::from_slice(&std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?)
                     .with_context(|| format!("{} is not a contest definition", f.display()))?,
@@ -224,7 +235,7 @@ async fn contest_subcommand(config: &ConsumerConfig, admin: &ContestAdmin, comma
                     }
                 }
             };
-            print(&admin.create(contest).await?);
+            print(&admin.create(contest, contest_secret.as_deref().map(str::as_bytes)).await?);
         }
         ContestCommand::Open { id } => print(&admin.open_now(id.as_deref()).await?),
         ContestCommand::Close { id, in_ms } => {
@@ -255,11 +266,12 @@ async fn contest_subcommand(config: &ConsumerConfig, admin: &ContestAdmin, comma
                 println!("{t}");
             }
         }
-        ContestCommand::Certify { id, wait_secs } => {
+        ContestCommand::Certify { id, wait_secs, delivery_timeout_ms, clock_skew_ms } => {
             let c = admin.find(id.as_deref()).await?;
             let counters = Counters::connect(&config.redis_url, &config.redis_prefix).await.context("connecting to Redis")?;
             let wait = std::time::Duration::from_secs(wait_secs);
-            let (cert, new) = bandvote_consumer::certify::certify(&config.kafka_brokers, &config.topic, &c, &admin.store, &counters, &admin.log, wait).await?;
+            let settle = bandvote_consumer::certify::settle_time(std::time::Duration::from_millis(delivery_timeout_ms), std::time::Duration::from_millis(clock_skew_ms));
+            let (cert, new) = bandvote_consumer::certify::certify(&config.kafka_brokers, &config.topic, &c, &admin.store, &counters, &admin.log, wait, settle).await?;
             println!("{}", serde_json::to_string_pretty(&cert).unwrap_or_default());
             println!("{} {}: final, certified at {} ms, digest {}", if new { "certified" } else { "already certified" }, cert.contest, cert.certified_at_ms, cert.digest);
         }
@@ -282,6 +294,20 @@ async fn run(config: ConsumerConfig) -> anyhow::Result<()> {
         })
     });
     tokio::spawn(bandvote_telemetry::serve_admin(admin, metrics.registry.clone(), ready));
+    // Redis is a cache of the current contest: put back what it loses, so
+    // the intakes' 503 ("not known") lasts at most about a second.
+    let contests = ContestStore::new(&config.redis_url, &config.redis_prefix).context("connecting to Redis")?;
+    let durable = pipeline.applier().log().clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = bandvote_consumer::contest_admin::restore(&contests, &durable).await {
+                tracing::warn!(error = %e, "current contest not checked/restored");
+            }
+        }
+    });
     tracing::info!(topic = %config.topic, group = %config.group, admin = %config.admin_listen, "bandvote-consumer running");
     pipeline.run(bandvote_telemetry::shutdown_signal()).await;
     Ok(())

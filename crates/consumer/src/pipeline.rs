@@ -290,7 +290,7 @@ impl BatchApplier {
         let mut judged: std::collections::BTreeMap<i32, Judged> = std::collections::BTreeMap::new();
         for (p, pb) in &batch.partitions {
             let mut verdicts: Vec<Verdict> = pb.votes.iter().map(|v| judge::by_rules(&v.vote, &contests)).collect();
-            let decided = self.judge_caps(*p, pb, &mut verdicts, &contests, &|_| false).await?;
+            let decided = self.judge_caps(*p, pb, &mut verdicts, &contests, &|_| false, log_nonempty).await?;
             judged.insert(*p, Judged { verdicts, decided });
         }
         let docs: Vec<StoredVote<'_>> = batch
@@ -323,7 +323,7 @@ impl BatchApplier {
                 attempt += 1;
                 if again {
                     let mut verdicts: Vec<Verdict> = pb.votes.iter().map(|v| judge::by_rules(&v.vote, &contests)).collect();
-                    let decided = self.judge_caps(*partition, pb, &mut verdicts, &contests, &is_repeat).await?;
+                    let decided = self.judge_caps(*partition, pb, &mut verdicts, &contests, &is_repeat, log_nonempty).await?;
                     if let Some(d) = &decided {
                         self.store_statuses(pb, &verdicts, d).await?;
                     }
@@ -391,6 +391,7 @@ impl BatchApplier {
         verdicts: &mut [Verdict],
         contests: &judge::Contests,
         is_repeat: &(dyn Fn(&bandvote_store::Located) -> bool + Sync),
+        log_nonempty: bool,
     ) -> Result<Option<Decided>, SinkError> {
         let mut voters: Vec<(&str, &str)> = pb
             .votes
@@ -404,7 +405,17 @@ impl BatchApplier {
         }
         voters.sort_unstable();
         voters.dedup();
-        let (applied, state) = self.counters.voter_state(&self.topic, partition, &voters).await?;
+        // A voter read as absent from a Redis that holds no state at all (just
+        // flushed) would count every voter from 0: never judged so, when the
+        // log has votes (the rebuild restores the voters first).
+        let Some((applied, state)) = self.counters.voter_state(&self.topic, partition, &voters).await? else {
+            if log_nonempty {
+                tracing::warn!(partition, "redis holds no counters while the vote log has votes: not judging caps against it (rebuilding first)");
+                return Err(SinkError::CountersLost);
+            }
+            let fresh = voters.iter().map(|(c, v)| (((*c).to_owned(), (*v).to_owned()), bandvote_store::VoterState::default())).collect();
+            return Ok(Some(judge::apply_caps(&pb.votes, verdicts, contests, -1, fresh, is_repeat)));
+        };
         let state = voters.iter().zip(state).map(|((c, v), s)| (((*c).to_owned(), (*v).to_owned()), s)).collect();
         Ok(Some(judge::apply_caps(&pb.votes, verdicts, contests, applied, state, is_repeat)))
     }

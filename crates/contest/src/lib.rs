@@ -59,7 +59,8 @@ pub struct Entry {
 /// A contest definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contest {
-    /// `[A-Za-z0-9._:-]`, at most 64 characters (it names Redis keys).
+    /// `[A-Za-z0-9._-]`, at most 64 characters (it names Redis keys
+    /// `contest:<id>:<name>`: no `:`, so a key names one contest).
     pub id: String,
     pub title: String,
     /// The bands that can be voted for; empty = any band.
@@ -126,7 +127,7 @@ pub enum Phase {
 /// A definition an operator cannot run.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DefinitionError {
-    #[error("id {0:?}: use 1 to 64 of A-Z a-z 0-9 . _ : -")]
+    #[error("id {0:?}: use 1 to 64 of A-Z a-z 0-9 . _ -")]
     BadId(String),
     #[error("closes_at ({closes}) is not after opens_at ({opens})")]
     Window { opens: i64, closes: i64 },
@@ -148,7 +149,7 @@ impl Contest {
     pub fn validated(mut self) -> Result<Self, DefinitionError> {
         let id_ok = !self.id.is_empty()
             && self.id.len() <= 64
-            && self.id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+            && self.id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if !id_ok {
             return Err(DefinitionError::BadId(self.id));
         }
@@ -215,8 +216,13 @@ impl Contest {
         if self.roster_band(&vote.band).is_none() {
             return Err(Refusal::UnknownBand { band: vote.band.clone(), closest: self.closest(&vote.band) });
         }
-        if self.needs_voter() && vote.voter.is_none() {
-            return Err(Refusal::VoterRequired);
+        if self.needs_voter() {
+            // Every voter is a counter in Redis: bounded like a token's voter.
+            match &vote.voter {
+                None => return Err(Refusal::VoterRequired),
+                Some(v) if !token::voter_ok(v) => return Err(Refusal::InvalidVoterId),
+                Some(_) => {}
+            }
         }
         Ok(())
     }

@@ -14,6 +14,8 @@ pub enum Refusal {
     LimitReached { cap: u32 },
     #[error("voter token refused: {0}")]
     InvalidToken(String),
+    #[error("voter id must be 1 to 64 of A-Z a-z 0-9 _ - (this contest keeps a count per voter)")]
+    InvalidVoterId,
 }
 
 impl Refusal {
@@ -26,13 +28,14 @@ impl Refusal {
             Self::VoterRequired => "voter_required",
             Self::LimitReached { .. } => "vote_limit_reached",
             Self::InvalidToken(_) => "invalid_voter_token",
+            Self::InvalidVoterId => "invalid_voter_id",
         }
     }
 
     /// The HTTP status every intake answers with.
     pub fn http_status(&self) -> u16 {
         match self {
-            Self::UnknownBand { .. } | Self::VoterRequired => 422,
+            Self::UnknownBand { .. } | Self::VoterRequired | Self::InvalidVoterId => 422,
             Self::NotOpen { .. } | Self::Closed { .. } => 403,
             Self::LimitReached { .. } => 409,
             Self::InvalidToken(_) => 401,
@@ -44,7 +47,7 @@ impl Refusal {
         match self {
             Self::UnknownBand { .. } => "band",
             Self::NotOpen { .. } | Self::Closed { .. } => "received_at",
-            Self::VoterRequired | Self::LimitReached { .. } | Self::InvalidToken(_) => "voter",
+            Self::VoterRequired | Self::LimitReached { .. } | Self::InvalidToken(_) | Self::InvalidVoterId => "voter",
         }
     }
 
@@ -55,7 +58,7 @@ impl Refusal {
             Self::NotOpen { opens_at_ms } => serde_json::json!({ "opens_at_ms": opens_at_ms }),
             Self::Closed { closes_at_ms } => serde_json::json!({ "closes_at_ms": closes_at_ms }),
             Self::LimitReached { cap } => serde_json::json!({ "votes_per_voter": cap }),
-            Self::VoterRequired | Self::InvalidToken(_) => serde_json::json!({}),
+            Self::VoterRequired | Self::InvalidToken(_) | Self::InvalidVoterId => serde_json::json!({}),
         }
     }
 

@@ -54,6 +54,12 @@ fn the_window_and_the_voter() {
     assert_eq!(c.admit(&v, 2_000).unwrap_err().http_status(), 403);
     assert_eq!(c.admit(&v, 1_999), Ok(()));
     assert_eq!(c.admit(&vote("alux nahual", 1_500, None), 1_500).unwrap_err().code(), "voter_required");
+    // A voter is a counter in Redis: ids are bounded (length and charset), like a token's voter.
+    for bad in ["x".repeat(65), "emoji-🎸".into(), "a:b".into(), "a.b".into()] {
+        let r = c.admit(&vote("alux nahual", 1_500, Some(&bad)), 1_500).unwrap_err();
+        assert_eq!((r.code(), r.http_status(), r.field()), ("invalid_voter_id", 422, "voter"), "{bad}");
+    }
+    assert_eq!(c.admit(&vote("alux nahual", 1_500, Some(&"x".repeat(64))), 1_500), Ok(()));
     // The consumer decides by the time the vote was received, not by now.
     assert_eq!(c.status(&vote("alux nahual", 1_999, Some("v"))), VoteStatus::Counted);
     assert_eq!(c.status(&vote("alux nahual", 2_000, Some("v"))), VoteStatus::Late);
@@ -78,18 +84,38 @@ fn bad_definitions_are_refused() {
 
 #[test]
 fn tokens_verify_only_for_their_contest_voter_and_time() {
-    let secret = b"s3cret";
+    let secret = b"0123456789abcdef0123456789abcdef";
     let t = token::issue(secret, "final-2026", "ticket-0001", 100).unwrap();
     assert_eq!(token::verify(secret, "final-2026", &t, 99), Ok("ticket-0001"));
     assert_eq!(token::verify(secret, "final-2026", &t, 100), Err(token::TokenError::Expired));
     assert_eq!(token::verify(secret, "semi-2026", &t, 99), Err(token::TokenError::BadSignature));
-    assert_eq!(token::verify(b"other", "final-2026", &t, 99), Err(token::TokenError::BadSignature));
+    assert_eq!(token::verify(b"other-secret-of-thirty-two-bytes", "final-2026", &t, 99), Err(token::TokenError::BadSignature));
     let forged = t.replacen("ticket-0001", "ticket-0002", 1);
     assert_eq!(token::verify(secret, "final-2026", &forged, 99), Err(token::TokenError::BadSignature));
     let later = t.replacen(".100.", ".999.", 1);
     assert_eq!(token::verify(secret, "final-2026", &later, 99), Err(token::TokenError::BadSignature));
     assert_eq!(token::verify(secret, "final-2026", "nope", 99), Err(token::TokenError::Malformed));
     assert!(token::issue(secret, "c", "has space", 1).is_none());
+}
+
+/// No secret, an empty one or a short one signs nothing and verifies nothing:
+/// a token made with HMAC("") (what anyone can compute) never passes.
+#[test]
+fn an_empty_or_short_secret_neither_issues_nor_verifies() {
+    use token::{usable_secret, SecretError};
+    assert_eq!(usable_secret(None), Err(SecretError::Missing));
+    assert_eq!(usable_secret(Some(b"")), Err(SecretError::Missing));
+    assert_eq!(usable_secret(Some(b"s3cret")), Err(SecretError::TooShort(6)));
+    for weak in [&b""[..], b"s3cret"] {
+        assert!(token::issue(weak, "c", "v", 100).is_none());
+    }
+    // A token forged with the empty key, byte for byte what HMAC("") gives.
+    use hmac::{KeyInit, Mac};
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"").unwrap();
+    m.update(b"bandvote-voter-token-v1\0c\0v\0100");
+    let sig: String = m.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let forged = format!("v.100.{sig}");
+    assert_eq!(token::verify(b"", "c", &forged, 1), Err(token::TokenError::BadSignature));
 }
 
 #[test]

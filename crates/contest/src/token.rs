@@ -9,6 +9,28 @@ use hmac::{KeyInit, Mac};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
+/// The shortest secret tokens may be signed with: 32 bytes (256 bits, the
+/// HMAC-SHA256 key size). An empty or short secret lets anyone forge tokens.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Why a secret is not used to sign or verify tokens.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("no contest secret is set (BANDVOTE_CONTEST_SECRET)")]
+    Missing,
+    #[error("the contest secret has {0} bytes; at least {MIN_SECRET_BYTES} are needed")]
+    TooShort(usize),
+}
+
+/// `secret` if tokens may be signed and verified with it.
+pub fn usable_secret(secret: Option<&[u8]>) -> Result<&[u8], SecretError> {
+    match secret {
+        None | Some([]) => Err(SecretError::Missing),
+        Some(s) if s.len() < MIN_SECRET_BYTES => Err(SecretError::TooShort(s.len())),
+        Some(s) => Ok(s),
+    }
+}
+
 /// Why a token does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -31,13 +53,16 @@ fn mac(secret: &[u8], contest: &str, voter: &str, expires_s: i64) -> HmacSha256 
     m
 }
 
-fn voter_ok(voter: &str) -> bool {
+/// A voter id a contest keeps a counter for: 1 to 64 of `[A-Za-z0-9_-]`
+/// (a token's voter, the ballot's cookie id, a client's `X-Voter`).
+pub fn voter_ok(voter: &str) -> bool {
     !voter.is_empty() && voter.len() <= 64 && voter.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
 
-/// Issue a token for `voter` (`[A-Za-z0-9_-]`, at most 64) valid until `expires_s`.
+/// Issue a token for `voter` (`[A-Za-z0-9_-]`, at most 64) valid until
+/// `expires_s`; `None` for a bad voter id or an unusable secret ([`usable_secret`]).
 pub fn issue(secret: &[u8], contest: &str, voter: &str, expires_s: i64) -> Option<String> {
-    if !voter_ok(voter) {
+    if !voter_ok(voter) || usable_secret(Some(secret)).is_err() {
         return None;
     }
     let sig = mac(secret, contest, voter, expires_s).finalize().into_bytes();
@@ -45,8 +70,13 @@ pub fn issue(secret: &[u8], contest: &str, voter: &str, expires_s: i64) -> Optio
     Some(format!("{voter}.{expires_s}.{hex}"))
 }
 
-/// Verify `token` for `contest` at `now_s`; the voter id it carries.
+/// Verify `token` for `contest` at `now_s`; the voter id it carries. The
+/// caller checks the secret first ([`usable_secret`]); an unusable one
+/// verifies nothing.
 pub fn verify<'t>(secret: &[u8], contest: &str, token: &'t str, now_s: i64) -> Result<&'t str, TokenError> {
+    if usable_secret(Some(secret)).is_err() {
+        return Err(TokenError::BadSignature);
+    }
     let mut parts = token.split('.');
     let (Some(voter), Some(exp), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(TokenError::Malformed);

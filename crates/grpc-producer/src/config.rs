@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use bandvote_admission::AdmissionArgs;
 use bandvote_kafka::PublisherArgs;
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -24,4 +25,6 @@ pub struct GrpcConfig {
     pub getinfo_layout: bandvote_vote::pb::GetInfoLayout,
     #[command(flatten)]
     pub kafka: PublisherArgs,
+    #[command(flatten)]
+    pub admission: AdmissionArgs,
 }

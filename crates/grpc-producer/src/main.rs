@@ -17,8 +17,9 @@ async fn main() -> anyhow::Result<()> {
     bandvote_telemetry::init_tracing();
     let config = GrpcConfig::parse();
     let publisher = config.kafka.connect().context("creating the Kafka producer")?;
+    let admission = config.admission.connect(publisher.clone()).context("wiring admission")?;
     let metrics = GrpcMetrics::new();
-    let intake = GrpcIntake::new(publisher.clone(), metrics.clone()).with_getinfo_layout(config.getinfo_layout);
+    let intake = GrpcIntake::new(admission.clone(), metrics.clone()).with_getinfo_layout(config.getinfo_layout);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<VoteServiceServer<GrpcIntake>>().await;
@@ -36,15 +37,19 @@ async fn main() -> anyhow::Result<()> {
     let admin = bandvote_telemetry::bind(config.admin_listen, "the admin endpoint").await?;
     let rest_listener = bandvote_telemetry::bind(config.rest_listen, "the REST bridge").await?;
     publisher.register_metrics(&metrics.registry, "bandvote_grpc").context("registering the publisher's metrics")?;
-    let ready_publisher = publisher.clone();
+    admission.register_metrics(&metrics.registry, "bandvote_grpc").context("registering admission's metrics")?;
+    let ready_admission = admission.clone();
     let ready: bandvote_telemetry::ReadyCheck = Arc::new(move || {
-        let p = ready_publisher.clone();
-        Box::pin(async move { p.readiness(Duration::from_secs(2)).await })
+        let a = ready_admission.clone();
+        Box::pin(async move {
+            let contest = a.readiness()?;
+            Ok(format!("{}; {contest}", a.inner().readiness(Duration::from_secs(2)).await?))
+        })
     });
     tokio::spawn(bandvote_telemetry::serve_admin(admin, metrics.registry.clone(), ready));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let rest_app = rest::router(RestBridge { publisher: publisher.clone(), metrics: metrics.clone() });
+    let rest_app = rest::router(RestBridge { publisher: admission.clone(), metrics: metrics.clone() });
     let mut rest_stop = stop_rx.clone();
     let rest_task = tokio::spawn(async move {
         axum::serve(rest_listener, rest_app)

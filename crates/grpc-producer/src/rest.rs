@@ -2,8 +2,11 @@
 //! `POST /topics/{topic}` with `application/vnd.kafka.json.v2+json`.
 //!
 //! Each record's `value` must be a canonical vote (what `bandvote-vote`
-//! produces); it is re-checked and published through the same
-//! `VotePublisher`, so the Kafka record is byte-identical to the other paths.
+//! produces); it is re-checked and goes through the same admission and
+//! `VotePublisher` as every intake, so the Kafka record is byte-identical to
+//! the other paths. The fields the intake decides (`received_at_ms`,
+//! `contest`, the voter a token stands for) are set by admission, never
+//! taken from the body.
 //! Responses follow the proxy: 200 with one `offsets` entry per record
 //! (`error_code`/`error` set for a record Kafka did not acknowledge), or an
 //! error object `{"error_code":…, "message":…}`.
@@ -15,7 +18,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bandvote_kafka::{PublishError, VotePublisher};
+use bandvote_admission::{Admission, Publish as _, PublishError};
+use bandvote_kafka::VotePublisher;
 use bandvote_vote::{limits, Vote};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -27,7 +31,7 @@ pub const KAFKA_JSON_V2: &str = "application/vnd.kafka.json.v2+json";
 
 #[derive(Clone)]
 pub struct RestBridge {
-    pub publisher: VotePublisher,
+    pub publisher: Admission<VotePublisher>,
     pub metrics: GrpcMetrics,
 }
 
@@ -57,7 +61,7 @@ fn error(status: StatusCode, error_code: u32, message: impl Into<String>) -> Res
 }
 
 async fn list_topics(State(b): State<RestBridge>) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, KAFKA_JSON_V2)], Json(json!([b.publisher.config().topic]))).into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, KAFKA_JSON_V2)], Json(json!([b.publisher.inner().config().topic]))).into_response()
 }
 
 async fn produce(State(b): State<RestBridge>, Path(topic): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
@@ -67,7 +71,7 @@ async fn produce(State(b): State<RestBridge>, Path(topic): Path<String>, headers
 }
 
 async fn produce_inner(b: &RestBridge, topic: &str, headers: &HeaderMap, body: &[u8]) -> Response {
-    if topic != b.publisher.config().topic {
+    if topic != b.publisher.inner().config().topic {
         return error(StatusCode::NOT_FOUND, 40401, format!("Topic {topic} not found"));
     }
     let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -129,7 +133,7 @@ async fn produce_inner(b: &RestBridge, topic: &str, headers: &HeaderMap, body: &
                 b.metrics.votes.with_label_values(&["conflict"]).inc();
                 json!({ "partition": null, "offset": null, "error_code": 40901, "error": e.to_string() })
             }
-            Err(e @ PublishError::TooManyBands { .. }) => {
+            Err(e @ (PublishError::TooManyBands { .. } | PublishError::TooManyAlbums { .. })) => {
                 b.metrics.votes.with_label_values(&["invalid"]).inc();
                 json!({ "partition": null, "offset": null, "error_code": 42204, "error": e.to_string() })
             }

@@ -2,7 +2,8 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bandvote_kafka::{Ack, PublishError, VotePublisher};
+use bandvote_admission::{Ack, Admission, Publish as _, PublishError};
+use bandvote_kafka::VotePublisher;
 use bandvote_vote::{limits, pb, RawVote, Source, Vote, VoteError};
 use futures::StreamExt as _;
 use tonic::{Request, Response, Status, Streaming};
@@ -14,7 +15,7 @@ use crate::proto::confproto::get_info_server::GetInfo;
 /// The gRPC intake: validates with the vote crate, publishes with the VotePublisher.
 #[derive(Clone)]
 pub struct GrpcIntake {
-    publisher: VotePublisher,
+    publisher: Admission<VotePublisher>,
     metrics: GrpcMetrics,
     getinfo_layout: pb::GetInfoLayout,
 }
@@ -35,7 +36,7 @@ pub fn unavailable(e: &PublishError) -> Status {
         // Final: the key stands for another vote; retrying will not help.
         PublishError::Conflict { .. } => return Status::already_exists(e.to_string()),
         // Final: a new band name past the cap.
-        PublishError::TooManyBands { .. } => return Status::invalid_argument(e.to_string()),
+        PublishError::TooManyBands { .. } | PublishError::TooManyAlbums { .. } => return Status::invalid_argument(e.to_string()),
         // Final: a contest rule; the code says which (the JSON error in the message).
         PublishError::Refused(r) => {
             let message = r.to_json().to_string();
@@ -59,7 +60,7 @@ fn idempotency_key<T>(req: &Request<T>) -> Option<String> {
 }
 
 impl GrpcIntake {
-    pub fn new(publisher: VotePublisher, metrics: GrpcMetrics) -> Self {
+    pub fn new(publisher: Admission<VotePublisher>, metrics: GrpcMetrics) -> Self {
         Self { publisher, metrics, getinfo_layout: pb::GetInfoLayout::Course }
     }
 
@@ -102,7 +103,7 @@ impl GrpcIntake {
             Ok(_) => "acked",
             Err(PublishError::Overloaded { .. }) => "overloaded",
             Err(PublishError::Conflict { .. }) => "conflict",
-            Err(PublishError::TooManyBands { .. }) => "invalid",
+            Err(PublishError::TooManyBands { .. } | PublishError::TooManyAlbums { .. }) => "invalid",
             Err(PublishError::Refused(_)) => "refused",
             Err(_) => "unavailable",
         };

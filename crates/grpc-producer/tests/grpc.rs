@@ -9,16 +9,17 @@ use bandvote_grpc::proto::confproto::get_info_client::GetInfoClient;
 use bandvote_grpc::proto::confproto::get_info_server::GetInfoServer;
 use bandvote_grpc::rest::{self, RestBridge, KAFKA_JSON_V2};
 use bandvote_grpc::service::GrpcIntake;
+use bandvote_admission::Admission;
 use bandvote_kafka::{PublisherConfig, VotePublisher};
 use bandvote_testkit as kit;
 use bandvote_vote::{pb, record};
 
 /// Serve gRPC and the REST bridge on ephemeral ports; returns (grpc url, rest base).
 async fn start(topic: &str) -> (String, String) {
-    start_with(VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.into(), ..Default::default() }).unwrap()).await
+    start_with(Admission::new(VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.into(), ..Default::default() }).unwrap())).await
 }
 
-async fn start_with(publisher: VotePublisher) -> (String, String) {
+async fn start_with(publisher: Admission<VotePublisher>) -> (String, String) {
     let metrics = GrpcMetrics::new();
     let intake = GrpcIntake::new(publisher.clone(), metrics.clone());
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -2,7 +2,7 @@
 //!
 //! [`VotePublisher`] is the one way votes enter Kafka: an rdkafka idempotent
 //! producer with `acks=all`, a bounded number of votes in flight (past it a
-//! caller gets [`PublishError::Overloaded`] at once, never a queue), and a
+//! caller gets [`ProduceError::Overloaded`] at once, never a queue), and a
 //! result only after the broker's delivery report. Every intake (the wasm host,
 //! the gRPC producer, the REST bridge) uses it, so records are byte-identical
 //! whichever path a vote took: they all come from [`bandvote_vote::record::encode`].
@@ -24,7 +24,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bandvote_store::{BandNames, Claim, ContestWatch, KeyClaims};
 use bandvote_vote::{record, Vote};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -77,87 +76,40 @@ pub struct Ack {
     pub offset: i64,
 }
 
-/// Why a vote was not acknowledged. None of these means "stored".
+/// Why Kafka did not acknowledge a vote. None of these means "stored".
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum PublishError {
-    /// Too many votes in flight: retry after the given delay (HTTP 503, gRPC RESOURCE_EXHAUSTED).
+pub enum ProduceError {
+    /// Too many votes in flight (or librdkafka's queue is full): never handed
+    /// to Kafka; retry after the given delay.
     #[error("overloaded: retry after {}ms", retry_after.as_millis())]
     Overloaded { retry_after: Duration },
-    /// Kafka did not acknowledge in time or refused the record (HTTP 503, gRPC UNAVAILABLE).
-    #[error("kafka unavailable: {0}")]
-    Unavailable(String),
-    /// The vote's id (the client's idempotency key) stands for a different
-    /// vote within the claim window (HTTP 409, gRPC ALREADY_EXISTS). Final: a retry will not help.
-    #[error("idempotency key {vote_id:?} was already used for a different vote")]
-    Conflict { vote_id: String },
-    /// The band is a new name and the deployment already counts its cap of
-    /// distinct names (HTTP 422, gRPC INVALID_ARGUMENT). Final.
-    #[error("band {band:?} is a new name and {cap} distinct bands are counted already (the cap): vote for one of them")]
-    TooManyBands { band: String, cap: usize },
-    /// A rule of the current contest refused the vote (HTTP 401/403/409/422
-    /// by [`bandvote_contest::Refusal::http_status`]). Final.
-    #[error("{0}")]
-    Refused(bandvote_contest::Refusal),
-    /// The publisher's configuration is wrong (fatal at start-up).
+    /// Kafka did not acknowledge in time or refused the record. `maybe_sent`:
+    /// the record was handed to librdkafka, so it may be in Kafka after all.
+    #[error("kafka unavailable: {reason}")]
+    Unavailable { reason: String, maybe_sent: bool },
+    /// The producer's configuration is wrong (fatal at start-up).
     #[error("kafka client configuration: {0}")]
     Config(String),
 }
 
-impl PublishError {
-    /// Seconds a client should wait before retrying (`Retry-After`).
-    pub fn retry_after_secs(&self) -> u64 {
-        match self {
-            Self::Overloaded { retry_after } => retry_after.as_secs().max(1),
-            _ => 1,
-        }
+impl ProduceError {
+    /// Whether the vote may be in Kafka despite the error (it was handed over).
+    pub fn maybe_sent(&self) -> bool {
+        matches!(self, Self::Unavailable { maybe_sent: true, .. })
     }
 }
 
-/// What an intake needs from a publisher: one small interface. `VotePublisher`
-/// is the implementation; benchmarks use one that acknowledges at once to price
-/// the sandbox alone.
-pub trait Publish: Send + Sync + 'static {
-    /// Publish one vote; `Ok` only once it is durable.
-    fn publish<'a>(&'a self, vote: &'a Vote) -> futures::future::BoxFuture<'a, Result<Ack, PublishError>>;
-    /// Publish a batch: an outer `Err` refuses all of it; otherwise one result per vote, in order.
-    fn publish_batch<'a>(&'a self, votes: &'a [Vote]) -> futures::future::BoxFuture<'a, Result<Vec<Result<Ack, PublishError>>, PublishError>>;
+fn unsent(reason: impl Into<String>) -> ProduceError {
+    ProduceError::Unavailable { reason: reason.into(), maybe_sent: false }
 }
 
-impl Publish for VotePublisher {
-    fn publish<'a>(&'a self, vote: &'a Vote) -> futures::future::BoxFuture<'a, Result<Ack, PublishError>> {
-        Box::pin(VotePublisher::publish(self, vote))
-    }
-
-    fn publish_batch<'a>(&'a self, votes: &'a [Vote]) -> futures::future::BoxFuture<'a, Result<Vec<Result<Ack, PublishError>>, PublishError>> {
-        Box::pin(VotePublisher::publish_batch(self, votes))
-    }
+fn maybe_sent(reason: impl Into<String>) -> ProduceError {
+    ProduceError::Unavailable { reason: reason.into(), maybe_sent: true }
 }
 
-/// The band-name cap and the names this process saw admitted.
-#[derive(Clone)]
-struct BandCap {
-    names: BandNames,
-    known: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
-}
-
-/// Why a send failed, and whether the record may still be in Kafka.
-enum SendError {
-    /// Never handed to librdkafka: certainly not in Kafka.
-    Unsent(PublishError),
-    /// Handed over, then no acknowledgement: it may be in Kafka.
-    MaybeSent(PublishError),
-}
-use SendError::{MaybeSent, Unsent};
-
-impl SendError {
-    fn into_publish_error(self) -> PublishError {
-        match self {
-            Unsent(e) | MaybeSent(e) => e,
-        }
-    }
-}
-
-/// Publishes votes to one topic; cheap to clone and share.
+/// Publishes votes to one topic; cheap to clone and share. It decides
+/// nothing about a vote: admission (contest rules, idempotency keys, name
+/// bounds) is `bandvote-admission`'s, before a vote gets here.
 #[derive(Clone)]
 pub struct VotePublisher {
     producer: FutureProducer,
@@ -165,21 +117,11 @@ pub struct VotePublisher {
     in_flight: Arc<Semaphore>,
     progress: Arc<Progress>,
     config: Arc<PublisherConfig>,
-    claims: Option<KeyClaims>,
-    band_names: Option<BandCap>,
-    contest: Option<ContestRules>,
-}
-
-/// The current contest and the secret its voter tokens are signed with.
-#[derive(Clone)]
-struct ContestRules {
-    watch: ContestWatch,
-    token_secret: Option<Arc<[u8]>>,
 }
 
 impl VotePublisher {
     /// Create the producer. Does not contact the broker yet (see [`Self::ready`]).
-    pub fn new(config: PublisherConfig) -> Result<Self, PublishError> {
+    pub fn new(config: PublisherConfig) -> Result<Self, ProduceError> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
             .set("enable.idempotence", "true")
@@ -192,165 +134,14 @@ impl VotePublisher {
             .set("queue.buffering.max.messages", (config.max_in_flight.max(1) * 2).to_string())
             .set("socket.keepalive.enable", "true")
             .create()
-            .map_err(|e| PublishError::Config(e.to_string()))?;
+            .map_err(|e| ProduceError::Config(e.to_string()))?;
         Ok(Self {
             producer,
             topic: config.topic.as_str().into(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             progress: Arc::new(Progress::new()),
             config: Arc::new(config),
-            claims: None,
-            band_names: None,
-            contest: None,
         })
-    }
-
-    /// Before publishing, claim each vote's id for it ([`KeyClaims`]): a key
-    /// reused for a different vote within the window is refused with
-    /// [`PublishError::Conflict`]; a retry of the same vote goes through. If
-    /// Redis cannot be reached the vote is published unchecked (the consumer
-    /// still counts an id once) and `claims_unchecked` is counted.
-    pub fn with_key_claims(mut self, claims: KeyClaims) -> Self {
-        self.claims = Some(claims);
-        self
-    }
-
-    /// Bound the distinct band names ([`BandNames`]): a vote for a new name past
-    /// the cap is refused with [`PublishError::TooManyBands`]. Names admitted
-    /// once are remembered here, so known bands cost no Redis round trip; if
-    /// Redis cannot be reached the vote is published unchecked.
-    pub fn with_band_cap(mut self, names: BandNames) -> Self {
-        self.band_names = Some(BandCap { names, known: Arc::new(std::sync::Mutex::new(std::collections::HashSet::new())) });
-        self
-    }
-
-    /// Apply the current contest's rules ([`bandvote_contest::Contest::admit`])
-    /// to every vote: a refused vote gets [`PublishError::Refused`]; an
-    /// admitted one is stamped with the contest's id (and, in a contest of
-    /// voter tokens, the token's voter id replaces the token). Tokens are
-    /// verified here, natively, with `token_secret`: the wasm guest never
-    /// holds a secret. Without a current contest votes go through unchanged.
-    pub fn with_contest(mut self, watch: ContestWatch, token_secret: Option<Vec<u8>>) -> Self {
-        self.contest = Some(ContestRules { watch, token_secret: token_secret.map(Into::into) });
-        self
-    }
-
-    /// The current contest, if any (read once per publish: a batch is
-    /// admitted, and its band names bounded, under one contest).
-    fn current_contest(&self) -> Option<Arc<bandvote_contest::Contest>> {
-        self.contest.as_ref().and_then(|r| r.watch.current())
-    }
-
-    /// The vote as `contest` admits it (stamped with its id).
-    fn admit(&self, contest: &bandvote_contest::Contest, vote: &Vote) -> Result<Vote, PublishError> {
-        let now_ms = vote.received_at_ms;
-        let mut admitted = vote.clone();
-        if contest.voters == bandvote_contest::Voters::Token
-            && let Some(token) = &vote.voter
-        {
-            let secret = self.contest.as_ref().and_then(|r| r.token_secret.as_deref()).unwrap_or_default();
-            let voter = bandvote_contest::token::verify(secret, &contest.id, token, now_ms / 1000)
-                .map_err(|e| PublishError::Refused(bandvote_contest::Refusal::InvalidToken(e.to_string())))?;
-            admitted.voter = Some(voter.to_owned());
-        }
-        contest.admit(&admitted, now_ms).map_err(PublishError::Refused)?;
-        admitted.contest = Some(contest.id.clone());
-        Ok(admitted)
-    }
-
-    /// For each vote: `Err(TooManyBands)` when its band is new past the cap.
-    /// Under a contest with a roster, the roster bounds the names instead
-    /// (and admitted votes are on it).
-    async fn check_bands(&self, votes: &[Vote], contest: Option<&bandvote_contest::Contest>) -> Vec<Result<(), PublishError>> {
-        let Some(cap) = &self.band_names else { return votes.iter().map(|_| Ok(())).collect() };
-        if contest.is_some_and(|c| !c.roster.is_empty()) {
-            return votes.iter().map(|_| Ok(())).collect();
-        }
-        let unknown: Vec<&str> = {
-            let known = cap.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut unknown: Vec<&str> = votes.iter().map(|v| v.band.as_str()).filter(|b| !known.contains(*b)).collect();
-            unknown.sort_unstable();
-            unknown.dedup();
-            unknown
-        };
-        let mut refused = std::collections::HashSet::new();
-        if !unknown.is_empty() {
-            match cap.names.admit(&unknown).await {
-                Ok(admitted) => {
-                    let mut known = cap.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    for (name, ok) in unknown.iter().zip(admitted) {
-                        if ok {
-                            known.insert((*name).to_owned());
-                        } else {
-                            refused.insert(*name);
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "band names not checked: redis unavailable"),
-            }
-        }
-        votes
-            .iter()
-            .map(|v| {
-                if refused.contains(v.band.as_str()) {
-                    self.progress.bands_refused(1);
-                    Err(PublishError::TooManyBands { band: v.band.clone(), cap: cap.names.cap() })
-                } else {
-                    Ok(())
-                }
-            })
-            .collect()
-    }
-
-    /// For each vote: may it be published (`Ok(true)` when this call took its
-    /// key, `Ok(false)` for a retry, unchecked, or an id the intake generated),
-    /// or is its key taken (`Err(Conflict)`)? Only ids that can collide are
-    /// claimed: a generated id ([`bandvote_vote::is_generated_id`]) belongs to
-    /// no other vote, so keyless traffic makes no Redis round trip.
-    async fn check_claims(&self, votes: &[Vote]) -> Vec<Result<bool, PublishError>> {
-        let Some(claims) = &self.claims else { return votes.iter().map(|_| Ok(false)).collect() };
-        let collidable: Vec<bool> = votes.iter().map(|v| !bandvote_vote::is_generated_id(&v.vote_id)).collect();
-        let n = collidable.iter().filter(|c| **c).count();
-        if n == 0 {
-            return votes.iter().map(|_| Ok(false)).collect();
-        }
-        let mut verdicts = match claims.claim(votes.iter().zip(&collidable).filter(|(_, c)| **c).map(|(v, _)| v)).await {
-            Ok(verdicts) => verdicts.into_iter(),
-            Err(e) => {
-                tracing::warn!(error = %e, "idempotency keys not checked: redis unavailable");
-                self.progress.claims_unchecked(n);
-                return votes.iter().map(|_| Ok(false)).collect();
-            }
-        };
-        votes
-            .iter()
-            .zip(collidable)
-            .map(|(v, collidable)| {
-                if !collidable {
-                    return Ok(false);
-                }
-                match verdicts.next().unwrap_or(Claim::Retry) {
-                    Claim::Conflict => {
-                        self.progress.claim_conflicts(1);
-                        Err(PublishError::Conflict { vote_id: v.vote_id.clone() })
-                    }
-                    Claim::First => Ok(true),
-                    Claim::Retry => Ok(false),
-                }
-            })
-            .collect()
-    }
-
-    /// Send `vote`; if this call took its key and the record never reached
-    /// librdkafka's queue (so it cannot be in Kafka), give the key back.
-    async fn send_claimed(&self, vote: &Vote, took_key: bool) -> Result<Ack, PublishError> {
-        let r = self.send(vote).await;
-        if let (Err(Unsent(_)), true, Some(claims)) = (&r, took_key, &self.claims)
-            && let Err(e) = claims.release(vote).await
-        {
-            tracing::debug!(error = %e, vote_id = %vote.vote_id, "claim not released (it expires with the window)");
-        }
-        r.map_err(SendError::into_publish_error)
     }
 
     pub fn config(&self) -> &PublisherConfig {
@@ -362,51 +153,23 @@ impl VotePublisher {
         self.config.max_in_flight.max(1) - self.in_flight.available_permits()
     }
 
-    /// Publish one vote; returns once Kafka acknowledged it with acks=all.
-    pub async fn publish(&self, vote: &Vote) -> Result<Ack, PublishError> {
+    /// Publish one vote as it is; returns once Kafka acknowledged it with acks=all.
+    pub async fn publish(&self, vote: &Vote) -> Result<Ack, ProduceError> {
         let _permit = self.in_flight.clone().try_acquire_owned().map_err(|_| overloaded())?;
-        let contest = self.current_contest();
-        let admitted = contest.as_deref().map(|c| self.admit(c, vote)).transpose()?;
-        let vote = admitted.as_ref().unwrap_or(vote);
-        // Without key claims nothing to check (and no allocation per vote).
-        if self.band_names.is_some()
-            && let Some(Err(refused)) = self.check_bands(std::slice::from_ref(vote), contest.as_deref()).await.pop()
-        {
-            return Err(refused);
-        }
-        let mut took_key = false;
-        if self.claims.is_some() {
-            match self.check_claims(std::slice::from_ref(vote)).await.pop() {
-                Some(Err(conflict)) => return Err(conflict),
-                Some(Ok(took)) => took_key = took,
-                None => {}
-            }
-        }
         self.progress.started(self.in_flight() <= 1);
-        self.send_claimed(vote, took_key).await
+        self.send(vote).await
     }
 
-    /// Publish a batch: all or nothing for admission (the batch takes
-    /// `votes.len()` in-flight slots at once), one result per vote, in order.
-    pub async fn publish_batch(&self, votes: &[Vote]) -> Result<Vec<Result<Ack, PublishError>>, PublishError> {
+    /// Publish a batch: all or nothing for the in-flight bound (the batch
+    /// takes `votes.len()` slots at once), one result per vote, in order.
+    pub async fn publish_batch(&self, votes: &[Vote]) -> Result<Vec<Result<Ack, ProduceError>>, ProduceError> {
         let n = u32::try_from(votes.len()).map_err(|_| overloaded())?;
         let _permits = self.in_flight.clone().try_acquire_many_owned(n).map_err(|_| overloaded())?;
-        // A contest's rules refuse the whole batch at the first vote they refuse (all or nothing).
-        let contest = self.current_contest();
-        let admitted: Option<Vec<Vote>> = contest.as_deref().map(|c| votes.iter().map(|v| self.admit(c, v)).collect()).transpose()?;
-        let votes = admitted.as_deref().unwrap_or(votes);
-        let bands = self.check_bands(votes, contest.as_deref()).await;
-        let claimed = self.check_claims(votes).await;
         self.progress.started(self.in_flight() <= votes.len());
-        Ok(futures::future::join_all(votes.iter().zip(bands).zip(claimed).map(|((v, band), claim)| async move {
-            band?;
-            let took_key = claim?;
-            self.send_claimed(v, took_key).await
-        }))
-        .await)
+        Ok(futures::future::join_all(votes.iter().map(|v| self.send(v))).await)
     }
 
-    async fn send(&self, vote: &Vote) -> Result<Ack, SendError> {
+    async fn send(&self, vote: &Vote) -> Result<Ack, ProduceError> {
         let rec = record::encode(vote);
         let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
         for (key, value) in &rec.headers {
@@ -415,8 +178,8 @@ impl VotePublisher {
         let fr = FutureRecord::to(&self.topic).key(&rec.key).payload(&rec.value).headers(headers);
         let delivery = match self.producer.send_result(fr) {
             Ok(d) => d,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => return Err(Unsent(overloaded())),
-            Err((e, _)) => return Err(Unsent(PublishError::Unavailable(e.to_string()))),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => return Err(overloaded()),
+            Err((e, _)) => return Err(unsent(e.to_string())),
         };
         // librdkafka fails the message after message.timeout.ms; the extra
         // second only guards against a lost report.
@@ -426,9 +189,9 @@ impl VotePublisher {
                 self.progress.acked();
                 Ok(Ack { partition: d.partition, offset: d.offset })
             }
-            Ok(Ok(Err((e, _)))) => Err(MaybeSent(PublishError::Unavailable(e.to_string()))),
-            Ok(Err(_canceled)) => Err(MaybeSent(PublishError::Unavailable("producer shut down".into()))),
-            Err(_) => Err(MaybeSent(PublishError::Unavailable("no delivery report in time".into()))),
+            Ok(Ok(Err((e, _)))) => Err(maybe_sent(e.to_string())),
+            Ok(Err(_canceled)) => Err(maybe_sent("producer shut down")),
+            Err(_) => Err(maybe_sent("no delivery report in time")),
         }
     }
 
@@ -474,13 +237,13 @@ impl VotePublisher {
     }
 
     /// Wait for every queued vote's delivery report (graceful shutdown).
-    pub fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
-        self.producer.flush(timeout).map_err(|e| PublishError::Unavailable(e.to_string()))
+    pub fn flush(&self, timeout: Duration) -> Result<(), ProduceError> {
+        self.producer.flush(timeout).map_err(|e| unsent(e.to_string()))
     }
 }
 
-fn overloaded() -> PublishError {
-    PublishError::Overloaded { retry_after: Duration::from_secs(1) }
+fn overloaded() -> ProduceError {
+    ProduceError::Overloaded { retry_after: Duration::from_secs(1) }
 }
 
 /// Low and high watermark of each partition of `topic`.
@@ -598,7 +361,7 @@ mod tests {
         })
         .unwrap();
         let started = std::time::Instant::now();
-        assert!(matches!(p.publish(&vote()).await, Err(PublishError::Unavailable(_))));
+        assert!(matches!(p.publish(&vote()).await, Err(ProduceError::Unavailable { .. })));
         assert!(started.elapsed() < Duration::from_secs(3));
         assert!(!p.ready(Duration::from_millis(200)).await);
     }
@@ -620,7 +383,7 @@ mod tests {
         });
         assert!(a.is_err() && b.is_err());
         assert_eq!(c.0, 2);
-        assert!(matches!(c.1, Err(PublishError::Overloaded { .. })));
-        assert!(matches!(p.publish_batch(&[v.clone(), v.clone(), v]).await, Err(PublishError::Overloaded { .. })));
+        assert!(matches!(c.1, Err(ProduceError::Overloaded { .. })));
+        assert!(matches!(p.publish_batch(&[v.clone(), v.clone(), v]).await, Err(ProduceError::Overloaded { .. })));
     }
 }

@@ -5,101 +5,19 @@
 //! refuses a tampered Redis). Each test uses a Redis database of its own,
 //! since the intakes read the one current contest (`contest:current`).
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use common::{admin_for, consumer_process, contest, flush, host, post, redis_db, vote, wait_applied, BANDS, SECRET, SETTLE};
+
 use bandvote_consumer::{certify, contest_admin as admin};
-use bandvote_contest::{Contest, Entry, Revote, Voters};
-use bandvote_store::{ContestStore, Counters, VoteLog};
+use bandvote_contest::{Revote, Voters};
+use bandvote_store::{Counters, VoteLog};
 use bandvote_testkit as kit;
-use bandvote_testkit::process::{bin, free_addr, wait_ready, Service};
+use bandvote_testkit::process::wait_ready;
 use mongodb::bson::doc;
-
-/// Redis database `db` of the test Redis.
-fn redis_db(db: u8) -> String {
-    format!("{}/{db}", kit::redis_url().trim_end_matches('/'))
-}
-
-async fn flush(url: &str) {
-    let mut con = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("FLUSHDB").query_async(&mut con).await.unwrap();
-}
-
-/// Contests in Redis `redis` and the vote log `collection` (the durable copy).
-async fn admin_for(redis: &str, collection: &str) -> admin::ContestAdmin {
-    let log = VoteLog::connect(&kit::mongo_url(), "bandvote_test", collection).await.unwrap();
-    admin::ContestAdmin { store: ContestStore::new(redis, "").unwrap(), log }
-}
-
-fn contest(id: &str, cap: u32, voters: Voters) -> Contest {
-    let now = admin::now_ms();
-    Contest {
-        id: id.into(),
-        title: "Festival de Bandas".into(),
-        roster: BANDS.into_iter().map(|b| Entry { band: b.into(), albums: vec![] }).collect(),
-        opens_at_ms: now - 1_000,
-        closes_at_ms: now + 3_600_000,
-        votes_per_voter: cap,
-        revote: Revote::Refuse,
-        voters,
-    }
-}
-
-/// A host (and its admin address) publishing to `topic`, reading contests from `redis`.
-fn host(name: &str, topic: &str, redis: &str, extra: &[(&str, &str)]) -> (Service, std::net::SocketAddr, std::net::SocketAddr) {
-    let wasm = std::env::var("BANDVOTE_INTAKE_WASM").expect("BANDVOTE_INTAKE_WASM: run through scripts/test.sh");
-    let (http, admin_addr) = (free_addr(), free_addr());
-    let mut envs = vec![
-        ("BANDVOTE_KAFKA_BROKERS".to_string(), kit::kafka_brokers()),
-        ("BANDVOTE_TOPIC".to_string(), topic.to_owned()),
-        ("BANDVOTE_IDEMPOTENCY_REDIS_URL".to_string(), redis.to_owned()),
-        ("BANDVOTE_CONTEST_POLL_MS".to_string(), "200".to_string()),
-    ];
-    envs.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    let svc = Service::new(
-        name,
-        bin("bandvote-host"),
-        vec!["--component".into(), wasm, "--listen".into(), http.to_string(), "--admin-listen".into(), admin_addr.to_string()],
-        envs,
-    );
-    (svc, http, admin_addr)
-}
-
-/// The consumer binary for `topic`, counting into `redis` (no prefix) and collection `collection`.
-fn consumer_process(name: &str, topic: &str, redis: &str, collection: &str) -> (Service, std::net::SocketAddr) {
-    let admin_addr = free_addr();
-    let envs = vec![
-        ("BANDVOTE_KAFKA_BROKERS".to_string(), kit::kafka_brokers()),
-        ("BANDVOTE_TOPIC".to_string(), topic.to_owned()),
-        ("BANDVOTE_DLQ_TOPIC".to_string(), format!("{topic}-dlq")),
-        ("BANDVOTE_CONSUMER_GROUP".to_string(), kit::unique("grp")),
-        ("BANDVOTE_CONSUMER_INSTANCE_ID".to_string(), kit::unique("c")),
-        ("BANDVOTE_REDIS_URL".to_string(), redis.to_owned()),
-        ("BANDVOTE_MONGO_URL".to_string(), kit::mongo_url()),
-        ("BANDVOTE_MONGO_DB".to_string(), "bandvote_test".to_string()),
-        ("BANDVOTE_MONGO_COLLECTION".to_string(), collection.to_owned()),
-        ("BANDVOTE_BATCH_MAX".to_string(), "50".to_string()),
-        ("BANDVOTE_CONSUMER_ADMIN_LISTEN".to_string(), admin_addr.to_string()),
-    ];
-    (Service::new(name, bin("bandvote-consumer"), vec!["run".into()], envs), admin_addr)
-}
-
-async fn post(client: &reqwest::Client, http: std::net::SocketAddr, body: &str, headers: &[(&str, &str)]) -> Option<(u16, serde_json::Value)> {
-    let mut req = client.post(format!("http://{http}/")).body(body.to_owned());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let r = req.send().await.ok()?;
-    let status = r.status().as_u16();
-    Some((status, r.json().await.unwrap_or_default()))
-}
-
-fn vote(band: &str) -> String {
-    format!(r#"{{"name":"{band}","album":"En Vivo","year":"1990","rank":"1"}}"#)
-}
-
-/// The roster of the contests below.
-const BANDS: [&str; 3] = ["Alux Nahual", "Bohemia Suburbana", "Viernes Verde"];
 
 /// `voters` voters (`fan-<n>`) each send 3 votes, the band rotating, over
 /// `workers` clients; each vote is retried with its key (`fan-<n>-vote-<k>`)
@@ -135,26 +53,15 @@ fn three_votes_per_voter(http: std::net::SocketAddr, voters: usize, workers: usi
     })
 }
 
-/// Contest `id`'s tally once it has applied `want` votes (every status), or after `within`.
-async fn wait_applied(store: &ContestStore, id: &str, want: u64, within: Duration) -> bandvote_store::ContestTally {
-    let deadline = Instant::now() + within;
-    loop {
-        let t = store.tally(id).await.unwrap();
-        if t.by_status.values().sum::<u64>() >= want || Instant::now() > deadline {
-            return t;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test]
 async fn the_intake_refuses_by_the_rules_with_clear_errors() {
     let redis = redis_db(11);
     flush(&redis).await;
     let topic = kit::fresh_topic("contest-rules", 1).await;
-    let contests = admin_for(&redis, "contest-rules").await;
-    contests.create(contest("rules", 1, Voters::Id)).await.unwrap();
-    let (mut h, http, admin_addr) = host("contest-rules-host", &topic, &redis, &[("BANDVOTE_CONTEST_SECRET", "s3cret")]);
+    let contests = admin_for(&redis, &kit::unique("contest-rules")).await;
+    contests.create(contest("rules", 1, Voters::Id), None).await.unwrap();
+    let (mut h, http, admin_addr) = host("contest-rules-host", &topic, &redis, &[("BANDVOTE_CONTEST_SECRET", SECRET)]);
     h.start();
     wait_ready(admin_addr, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -184,19 +91,19 @@ async fn the_intake_refuses_by_the_rules_with_clear_errors() {
     let mut later = contest("later", 0, Voters::Anonymous);
     later.opens_at_ms = admin::now_ms() + 3_600_000;
     later.closes_at_ms = later.opens_at_ms + 1_000;
-    contests.create(later).await.unwrap();
+    contests.create(later, None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let (s, b) = post(&client, http, &vote("Alux Nahual"), &[]).await.unwrap();
     assert_eq!((s, b["error"]["code"].as_str(), b["error"]["opens_at_ms"].is_i64()), (403, Some("voting_not_open"), true), "{b}");
 
     // Tokens: signed with the deployment's secret for this contest only.
     let tokened = contest("tokened", 1, Voters::Token);
-    contests.create(tokened.clone()).await.unwrap();
+    contests.create(tokened.clone(), Some(SECRET.as_bytes())).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let good = admin::tokens(&tokened, Some("s3cret"), "ticket", 1, 600).unwrap().remove(0);
-    let other_contest = admin::tokens(&contest("other", 1, Voters::Token), Some("s3cret"), "ticket", 1, 600).unwrap().remove(0);
-    let wrong_secret = admin::tokens(&tokened, Some("guess"), "ticket", 1, 600).unwrap().remove(0);
-    let expired = admin::tokens(&tokened, Some("s3cret"), "ticket", 1, -10).unwrap().remove(0);
+    let good = admin::tokens(&tokened, Some(SECRET), "ticket", 1, 600).unwrap().remove(0);
+    let other_contest = admin::tokens(&contest("other", 1, Voters::Token), Some(SECRET), "ticket", 1, 600).unwrap().remove(0);
+    let wrong_secret = admin::tokens(&tokened, Some("a-guessed-secret-of-thirty-two-bytes"), "ticket", 1, 600).unwrap().remove(0);
+    let expired = admin::tokens(&tokened, Some(SECRET), "ticket", 1, -10).unwrap().remove(0);
     for bad in [other_contest.as_str(), wrong_secret.as_str(), expired.as_str(), "ticket-0001"] {
         let (s, b) = post(&client, http, &vote("Viernes Verde"), &[("x-voter", bad)]).await.unwrap();
         assert_eq!((s, b["error"]["code"].as_str()), (401, Some("invalid_voter_token")), "{bad}: {b}");
@@ -232,7 +139,7 @@ async fn a_capped_contest_counts_n_per_voter_across_kill_9_and_certifies() {
     let collection = kit::unique("contest-cap");
     let contests = admin_for(&redis, &collection).await;
     let store = contests.store.clone();
-    contests.create(contest("cap", CAP as u32, Voters::Id)).await.unwrap();
+    contests.create(contest("cap", CAP as u32, Voters::Id), None).await.unwrap();
     let (mut h, http, host_admin) = host("contest-cap-host", &topic, &redis, &[]);
     let (mut c, consumer_admin) = consumer_process("contest-cap-consumer", &topic, &redis, &collection);
     h.start();
@@ -288,11 +195,11 @@ async fn a_capped_contest_counts_n_per_voter_across_kill_9_and_certifies() {
     let open = contests.find(Some("cap")).await.unwrap();
     let brokers = kit::kafka_brokers();
     assert!(matches!(
-        certify::certify(&brokers, &topic, &open, &store, &counters, &log, Duration::from_secs(60)).await,
+        certify::certify(&brokers, &topic, &open, &store, &counters, &log, Duration::from_secs(60), SETTLE).await,
         Err(certify::CertifyError::NotClosed { .. })
     ));
     let closed = contests.close_in(Some("cap"), 0).await.unwrap();
-    let certify = || certify::certify(&brokers, &topic, &closed, &store, &counters, &log, Duration::from_secs(60));
+    let certify = || certify::certify(&brokers, &topic, &closed, &store, &counters, &log, Duration::from_secs(60), SETTLE);
     let _: () = redis::cmd("HINCRBY").arg("contest:cap:bands").arg("Alux Nahual").arg(1).query_async(&mut con).await.unwrap();
     match certify().await {
         Err(certify::CertifyError::Differences(d)) => assert!(d.iter().any(|d| d.contains("Alux Nahual")), "{d:?}"),
@@ -324,7 +231,7 @@ async fn closing_the_window_during_load_counts_every_vote_before_it_and_none_aft
     let mut cfg = bandvote_service_tests::isolated_consumer("contest-close", &topic);
     let contests = admin_for(&redis, &cfg.mongo_collection).await;
     let store = contests.store.clone();
-    contests.create(contest("close", 0, Voters::Anonymous)).await.unwrap();
+    contests.create(contest("close", 0, Voters::Anonymous), None).await.unwrap();
     cfg.redis_url = redis.clone();
     cfg.redis_prefix = String::new();
     let consumer = bandvote_service_tests::run_consumer(cfg).await;
@@ -396,7 +303,7 @@ async fn replace_counts_each_voters_latest_vote_across_kill_9() {
     let store = contests.store.clone();
     let mut def = contest("replace", 1, Voters::Id);
     def.revote = Revote::Replace;
-    contests.create(def).await.unwrap();
+    contests.create(def, None).await.unwrap();
     let (mut h, http, host_admin) = host("contest-replace-host", &topic, &redis, &[]);
     let (mut c, consumer_admin) = consumer_process("contest-replace-consumer", &topic, &redis, &collection);
     h.start();
@@ -451,7 +358,7 @@ async fn replace_counts_each_voters_latest_vote_across_kill_9() {
     assert_eq!(rebuilt_choices, choices);
 
     let closed = contests.close_in(Some("replace"), 0).await.unwrap();
-    let (cert, _) = certify::certify(&kit::kafka_brokers(), &topic, &closed, &store, &counters, &log, Duration::from_secs(60)).await.unwrap();
+    let (cert, _) = certify::certify(&kit::kafka_brokers(), &topic, &closed, &store, &counters, &log, Duration::from_secs(60), SETTLE).await.unwrap();
     assert_eq!((cert.total, cert.by_status.get("replaced").copied()), (VOTERS as i64, Some(2 * VOTERS as i64)));
     drop(h);
 }

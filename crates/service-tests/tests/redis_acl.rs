@@ -172,10 +172,12 @@ async fn consumer_web_and_grafana_work_as_their_acl_users_and_readers_cannot_wri
     }
     // The intakes claim idempotency keys as `intake`, and can touch nothing else.
     let claims = bandvote_store::KeyClaims::new(&url["intake"], "", Duration::from_secs(5)).unwrap();
-    let claimed = claims.claim(&[kit::vote("Caifanes", Some(&kit::unique("acl-key")))]).await.expect("the intake claims keys as its ACL user");
+    let stamp = bandvote_store::Stamp { received_at_ms: 1, contest: None, voter: None };
+    let first = kit::vote("Caifanes", Some(&kit::unique("acl-key")));
+    let claimed = claims.claim([(&first, Some(&stamp))]).await.expect("the intake claims keys as its ACL user");
     assert_eq!(claimed, [bandvote_store::Claim::First]);
     let given_back = kit::vote("Caifanes", Some(&kit::unique("acl-key")));
-    claims.claim(std::slice::from_ref(&given_back)).await.unwrap();
+    claims.claim([(&given_back, Some(&stamp))]).await.unwrap();
     claims.release(&given_back).await.expect("the intake gives a claim back as its ACL user");
     // ... and admits band names into the capped set.
     let names = bandvote_store::BandNames::new(&url["intake"], "", 1_000).unwrap();

@@ -187,6 +187,8 @@ async fn the_spin_artifact_answers_a_contests_refusals_on_both_runtimes() {
     let mut con = redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("FLUSHDB").query_async(&mut con).await.unwrap();
     let store = bandvote_store::ContestStore::new(&redis, "").unwrap();
+    // An empty Redis is "not known" (503) until the record says "no contest".
+    store.set_current(None).await.unwrap();
     let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let open = |closes_at_ms| bandvote_contest::Contest {
         id: "spin-final".into(),

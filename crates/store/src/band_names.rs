@@ -36,8 +36,17 @@ impl BandNames {
     /// The set at `url` (keys under `prefix`), connected on first use; an
     /// admission gives up after 500 ms (the caller then publishes unchecked).
     pub fn new(url: &str, prefix: &str, cap: usize) -> Result<Self, redis::RedisError> {
+        Self::with_key(url, &format!("{prefix}{}", keys::KNOWN_BANDS), cap)
+    }
+
+    /// The same bound for album names (`albums:known`): a roster does not bound them.
+    pub fn albums(url: &str, prefix: &str, cap: usize) -> Result<Self, redis::RedisError> {
+        Self::with_key(url, &format!("{prefix}{}", keys::KNOWN_ALBUMS), cap)
+    }
+
+    fn with_key(url: &str, key: &str, cap: usize) -> Result<Self, redis::RedisError> {
         let con = fail_fast_connection(url)?;
-        Ok(Self { con, key: format!("{prefix}{}", keys::KNOWN_BANDS), cap, script: Script::new(ADMIT_LUA) })
+        Ok(Self { con, key: key.to_owned(), cap, script: Script::new(ADMIT_LUA) })
     }
 
     /// How many distinct names are admitted at most.
@@ -52,7 +61,7 @@ impl BandNames {
         for name in names {
             pipe.cmd("EVALSHA").arg(self.script.get_hash()).arg(1).arg(&self.key).arg(*name).arg(self.cap);
         }
-        let codes = run_script_pipeline(&self.con, &self.script, &pipe).await?;
+        let codes: Vec<i64> = run_script_pipeline(&self.con, &self.script, &pipe).await?;
         Ok(codes.into_iter().map(|c| c == 1).collect())
     }
 }

@@ -3,6 +3,10 @@
 //! read by every intake (through [`ContestWatch`]), the consumer and the web
 //! app. Keys: [`keys::CONTEST_CURRENT`], [`keys::CONTEST_DEF`]`<id>` (JSON),
 //! and the per-contest counters `contest:<id>:…` that `apply.lua` writes.
+//! Redis is a cache of these: MongoDB holds the durable record (the
+//! consumer's vote log database), and the consumer restores what Redis lost
+//! ([`ContestStore::restore_current`]); until then the intakes see
+//! [`Current::Unknown`] and refuse with 503, never "no contest".
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -67,28 +71,61 @@ impl ContestStore {
         Ok(())
     }
 
-    /// The current contest's id.
+    /// The current contest's id (`None`: no contest, or not known).
     pub async fn current_id(&self) -> Result<Option<String>, ContestStoreError> {
         let mut con = self.con.clone();
-        Ok(redis::cmd("GET").arg(self.key(keys::CONTEST_CURRENT)).query_async(&mut con).await?)
+        let id: Option<String> = redis::cmd("GET").arg(self.key(keys::CONTEST_CURRENT)).query_async(&mut con).await?;
+        Ok(id.filter(|id| !id.is_empty()))
     }
 
-    /// The current contest.
+    /// The current contest as the intakes must take it: no contest, a
+    /// contest, or [`Current::Unknown`] when Redis has no record of it (the
+    /// marker or the definition is missing: a flush, a restore, a failover).
+    pub async fn current_state(&self) -> Result<Current, ContestStoreError> {
+        let mut con = self.con.clone();
+        let id: Option<String> = redis::cmd("GET").arg(self.key(keys::CONTEST_CURRENT)).query_async(&mut con).await?;
+        Ok(match id.as_deref() {
+            None => Current::Unknown,
+            Some("") => Current::NoContest,
+            Some(id) => match self.get(id).await? {
+                Some(c) => Current::Contest(Arc::new(c)),
+                None => Current::Unknown,
+            },
+        })
+    }
+
+    /// The current contest (`None`: no contest, or not known).
     pub async fn current(&self) -> Result<Option<Contest>, ContestStoreError> {
-        match self.current_id().await? {
-            Some(id) => self.get(&id).await,
-            None => Ok(None),
-        }
+        Ok(match self.current_state().await? {
+            Current::Contest(c) => Some(Arc::unwrap_or_clone(c)),
+            Current::NoContest | Current::Unknown => None,
+        })
     }
 
-    /// Make `id` the current contest (`None`: no contest, votes count as without one).
+    /// Make `id` the current contest (`None`: no contest, votes count as
+    /// without one; stored as the empty string, so "no contest" is a record,
+    /// not the absence of one).
     pub async fn set_current(&self, id: Option<&str>) -> Result<(), ContestStoreError> {
         let mut con = self.con.clone();
-        match id {
-            Some(id) => redis::cmd("SET").arg(self.key(keys::CONTEST_CURRENT)).arg(id).query_async::<()>(&mut con).await?,
-            None => redis::cmd("DEL").arg(self.key(keys::CONTEST_CURRENT)).query_async::<()>(&mut con).await?,
-        }
+        redis::cmd("SET").arg(self.key(keys::CONTEST_CURRENT)).arg(id.unwrap_or("")).query_async::<()>(&mut con).await?;
         Ok(())
+    }
+
+    /// Put back what Redis lost, from the durable record (MongoDB): the
+    /// current contest's definition and the marker, each only if absent, so
+    /// an operator's newer write is never overwritten. `true` if anything
+    /// was written.
+    pub async fn restore_current(&self, current: Option<&Contest>) -> Result<bool, ContestStoreError> {
+        let mut con = self.con.clone();
+        let mut wrote = false;
+        if let Some(c) = current {
+            let json = serde_json::to_string(c).expect("a contest serialises");
+            let set: Option<String> = redis::cmd("SET").arg(self.key(&format!("{}{}", keys::CONTEST_DEF, c.id))).arg(json).arg("NX").query_async(&mut con).await?;
+            wrote |= set.is_some();
+        }
+        let set: Option<String> =
+            redis::cmd("SET").arg(self.key(keys::CONTEST_CURRENT)).arg(current.map_or("", |c| c.id.as_str())).arg("NX").query_async(&mut con).await?;
+        Ok(wrote | set.is_some())
     }
 
     /// What `apply.lua` counted for contest `id`.
@@ -106,27 +143,40 @@ impl ContestStore {
     }
 
     /// A watch on the current contest, polled every `every` by a task of its
-    /// own (a change is seen within that; an unreachable Redis keeps the last
-    /// contest seen). Call inside a Tokio runtime.
-    pub fn watch(self, every: Duration) -> ContestWatch {
-        let (tx, rx) = tokio::sync::watch::channel(None);
+    /// own (a change is seen within that). It starts [`Current::Unknown`]; an
+    /// unreachable Redis keeps the last state seen for `stale_after`, then
+    /// turns it `Unknown` too. Call inside a Tokio runtime.
+    pub fn watch(self, every: Duration, stale_after: Duration) -> ContestWatch {
+        let (tx, rx) = tokio::sync::watch::channel(Current::Unknown);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_read = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
-                match self.current().await {
+                let next = match self.current_state().await {
                     Ok(c) => {
-                        tx.send_if_modified(|old| {
-                            let changed = old.as_deref() != c.as_ref();
-                            if changed {
-                                tracing::info!(contest = ?c.as_ref().map(|c| &c.id), "current contest changed");
-                                *old = c.map(Arc::new);
-                            }
-                            changed
-                        });
+                        last_read = tokio::time::Instant::now();
+                        Some(c)
                     }
-                    Err(e) => tracing::warn!(error = %e, "current contest not read (keeping the last one seen)"),
+                    Err(e) if last_read.elapsed() >= stale_after => {
+                        tracing::warn!(error = %e, "current contest not read for {} ms: not known", stale_after.as_millis());
+                        Some(Current::Unknown)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "current contest not read (keeping the last one seen)");
+                        None
+                    }
+                };
+                if let Some(next) = next {
+                    tx.send_if_modified(|old| {
+                        let changed = *old != next;
+                        if changed {
+                            tracing::info!(contest = %next, "current contest changed");
+                            *old = next;
+                        }
+                        changed
+                    });
                 }
                 if tx.is_closed() {
                     return;
@@ -137,19 +187,41 @@ impl ContestStore {
     }
 }
 
+/// The current contest as an intake must take it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Current {
+    /// Not known (never read, Redis unreachable too long, or Redis lost the
+    /// record): intakes refuse every vote with 503 until it is known.
+    Unknown,
+    /// No contest: votes count as without one.
+    NoContest,
+    /// This contest's rules apply.
+    Contest(Arc<Contest>),
+}
+
+impl std::fmt::Display for Current {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Current::Unknown => f.write_str("(not known)"),
+            Current::NoContest => f.write_str("(none)"),
+            Current::Contest(c) => f.write_str(&c.id),
+        }
+    }
+}
+
 /// The current contest as last read ([`ContestStore::watch`]); cheap to clone and read.
 #[derive(Clone)]
-pub struct ContestWatch(tokio::sync::watch::Receiver<Option<Arc<Contest>>>);
+pub struct ContestWatch(tokio::sync::watch::Receiver<Current>);
 
 impl ContestWatch {
-    /// A watch that always says `contest` (tests, fixed deployments).
-    pub fn fixed(contest: Option<Contest>) -> Self {
-        let (tx, rx) = tokio::sync::watch::channel(contest.map(Arc::new));
+    /// A watch that always says `current` (tests, fixed deployments).
+    pub fn fixed(current: Current) -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(current);
         std::mem::forget(tx);
         Self(rx)
     }
 
-    pub fn current(&self) -> Option<Arc<Contest>> {
+    pub fn current(&self) -> Current {
         self.0.borrow().clone()
     }
 }

@@ -182,10 +182,11 @@ pub struct VoterState {
 
 /// Read a partition's applied offset and voters' counted votes and choices
 /// in one script (one moment). ARGV: offsets key, partition, then (voters
-/// key, choice key, voter) triples. Returns strings: the offset, then count
-/// and choice ('' for none) per voter.
+/// key, choice key, voter) triples. Returns strings: the offset, '1' if the
+/// topic has applied offsets at all ('0': Redis holds no state, e.g. just
+/// flushed), then count and choice ('' for none) per voter.
 static VOTER_STATE_LUA: &str = r"
-local r = {redis.call('HGET', ARGV[1], ARGV[2]) or '-1'}
+local r = {redis.call('HGET', ARGV[1], ARGV[2]) or '-1', tostring(redis.call('EXISTS', ARGV[1]))}
 for i = 3, #ARGV, 3 do
   r[#r + 1] = redis.call('HGET', ARGV[i], ARGV[i + 2]) or '0'
   r[#r + 1] = redis.call('HGET', ARGV[i + 1], ARGV[i + 2]) or ''
@@ -310,8 +311,10 @@ impl Counters {
     /// The partition's applied offset (-1: none) and, at the same moment,
     /// each `(contest, voter)`'s counted votes and choice: what a batch's
     /// per-voter caps are judged against (pass the offset to
-    /// [`Self::apply_judged`] as `judged_at`).
-    pub async fn voter_state(&self, topic: &str, partition: i32, voters: &[(&str, &str)]) -> Result<(i64, Vec<VoterState>), redis::RedisError> {
+    /// [`Self::apply_judged`] as `judged_at`). `None` when the topic has no
+    /// applied offsets at all (a Redis that holds no state: every voter would
+    /// read as 0; the caller refuses the batch if the log is not empty).
+    pub async fn voter_state(&self, topic: &str, partition: i32, voters: &[(&str, &str)]) -> Result<Option<(i64, Vec<VoterState>)>, redis::RedisError> {
         let mut inv = self.voter_state.prepare_invoke();
         inv.arg(self.offsets_key(topic)).arg(partition);
         for (contest, voter) in voters {
@@ -321,14 +324,17 @@ impl Counters {
         let mut con = self.con.clone();
         let r: Vec<String> = inv.invoke_async(&mut con).await?;
         let applied = r.first().and_then(|s| s.parse().ok()).unwrap_or(-1);
-        let state = r[1.min(r.len())..]
+        if r.get(1).map(String::as_str) != Some("1") {
+            return Ok(None);
+        }
+        let state = r[2.min(r.len())..]
             .chunks(2)
             .map(|c| VoterState {
                 counted: c.first().and_then(|n| n.parse::<i64>().ok()).unwrap_or(0).max(0) as u64,
                 choice: c.get(1).and_then(|s| Choice::decode(s)),
             })
             .collect();
-        Ok((applied, state))
+        Ok(Some((applied, state)))
     }
 
     /// Records up to `offset` of `partition` are gone from Kafka (retention)

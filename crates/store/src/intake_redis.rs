@@ -19,7 +19,7 @@ pub(crate) fn fail_fast_connection(url: &str) -> Result<ConnectionManager, redis
 
 /// Run `pipe` (`EVALSHA` calls of `script`) in one round trip; if the server
 /// does not know the script yet, load it and run the pipeline again.
-pub(crate) async fn run_script_pipeline(con: &ConnectionManager, script: &Script, pipe: &redis::Pipeline) -> Result<Vec<i64>, redis::RedisError> {
+pub(crate) async fn run_script_pipeline<T: redis::FromRedisValue>(con: &ConnectionManager, script: &Script, pipe: &redis::Pipeline) -> Result<Vec<T>, redis::RedisError> {
     let mut con = con.clone();
     match pipe.query_async(&mut con).await {
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {

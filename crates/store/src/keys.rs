@@ -25,11 +25,16 @@ pub const CLAIMED_KEY: &str = "idem:";
 /// Set of the band names admitted so far, at most the deployment's cap
 /// ([`crate::band_names`]).
 pub const KNOWN_BANDS: &str = "bands:known";
-/// The id of the contest every intake applies (absent: no contest, every
-/// vote counts as before).
+/// Set of the album names admitted so far, at most the deployment's cap
+/// (every album is a hash field and a leaderboard member too).
+pub const KNOWN_ALBUMS: &str = "albums:known";
+/// The id of the contest every intake applies; the empty string: no contest
+/// (every vote counts as before); absent: not known (Redis lost it: the
+/// intakes answer 503 until the consumer restores it from MongoDB).
 pub const CONTEST_CURRENT: &str = "contest:current";
-/// A contest's definition as JSON (`contest:def:<id>`).
-pub const CONTEST_DEF: &str = "contest:def:";
+/// A contest's definition as JSON (`contest-def:<id>`). Its own prefix: no
+/// contest id can make it equal to a counter key `contest:<id>:<name>`.
+pub const CONTEST_DEF: &str = "contest-def:";
 /// Per-contest keys (`contest:<id>:<name>`, [`contest`]): hash band → counted votes.
 pub const CONTEST_BANDS: &str = "bands";
 /// Sorted set band → counted votes (the contest's leaderboard).
@@ -75,6 +80,28 @@ impl Board {
 
 #[cfg(test)]
 mod tests {
+    /// No contest id (any of the charset `Contest::validated` allows) makes a
+    /// definition, the current marker or one contest's counter key equal to
+    /// another's.
+    #[test]
+    fn contest_keys_never_collide() {
+        let names = [super::CONTEST_BANDS, super::CONTEST_BOARD, super::CONTEST_TOTAL, super::CONTEST_STATUS, super::CONTEST_VOTERS, super::CONTEST_CHOICE];
+        let ids = ["def", "total", "current", "a", "a.b", "a-b", "bands", "def.total", "x_y", "contest", "1"];
+        let mut seen = std::collections::HashMap::new();
+        let mut put = |key: String, owner: String| {
+            if let Some(prev) = seen.insert(key.clone(), owner.clone()) {
+                panic!("{key:?} is both {prev} and {owner}");
+            }
+        };
+        put(super::CONTEST_CURRENT.to_owned(), "current".into());
+        for id in ids {
+            put(format!("{}{id}", super::CONTEST_DEF), format!("def {id}"));
+            for name in names {
+                put(super::contest(id, name), format!("{name} of {id}"));
+            }
+        }
+    }
+
     #[test]
     fn the_apply_script_spells_the_same_keys() {
         let lua = include_str!("apply.lua");

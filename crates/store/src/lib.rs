@@ -28,9 +28,9 @@ use std::collections::HashMap;
 use bandvote_vote::Vote;
 
 pub use band_names::BandNames;
-pub use contests::{ContestStore, ContestTally, ContestWatch};
+pub use contests::{ContestStore, ContestTally, ContestWatch, Current};
 pub use counters::{Applied, Choice, ContestCounts, Counters, Replaces, Tally, VoterState};
-pub use key_claims::{Claim, KeyClaims};
+pub use key_claims::{Claim, KeyClaims, Stamp};
 #[cfg(feature = "mongo")]
 pub use vote_log::{LogCursor, LogEntry, LogPage, Stored, StoredVote, VoteLog};
 

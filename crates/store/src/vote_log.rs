@@ -142,6 +142,9 @@ fn counts_filter() -> Document {
     doc! { "$or": [ { "status": { "$exists": false } }, { "status": VoteStatus::Counted.as_str() } ] }
 }
 
+/// The `_id` of the durable current-contest record in the contests collection.
+const CURRENT_CONTEST_DOC: &str = "#current";
+
 /// The document stored for one vote (a contest's votes also carry
 /// `contest`, `voter` and `status`).
 pub fn document(topic: &str, s: &StoredVote<'_>) -> Document {
@@ -328,6 +331,23 @@ impl VoteLog {
         let mut d = mongodb::bson::to_document(c).map_err(mongodb::error::Error::custom)?;
         d.insert("_id", &c.id);
         self.contests.replace_one(doc! { "_id": &c.id }, d).upsert(true).await.map(drop)
+    }
+
+    /// Record which contest is current (`None`: no contest), durably: the
+    /// record Redis's `contest:current` is a cache of (a document `_id` =
+    /// `#current` in `<collection>_contests`; no contest id has a `#`).
+    pub async fn save_current_contest(&self, id: Option<&str>) -> Result<(), mongodb::error::Error> {
+        let d = doc! { "_id": CURRENT_CONTEST_DOC, "contest": id.unwrap_or("") };
+        self.contests.replace_one(doc! { "_id": CURRENT_CONTEST_DOC }, d).upsert(true).await.map(drop)
+    }
+
+    /// The durable record of the current contest: `None` if none was ever
+    /// recorded, `Some(None)` for "no contest", `Some(Some(id))`.
+    pub async fn current_contest(&self) -> Result<Option<Option<String>>, mongodb::error::Error> {
+        Ok(self.contests.find_one(doc! { "_id": CURRENT_CONTEST_DOC }).await?.map(|d| {
+            let id = d.get_str("contest").unwrap_or_default();
+            (!id.is_empty()).then(|| id.to_owned())
+        }))
     }
 
     /// Contest `id`'s durable definition.

@@ -53,6 +53,20 @@ async fn counters_apply_once_per_offset_and_read_back() {
     assert_eq!(c.totals().await.unwrap(), t);
 }
 
+/// Issue 30 item 6: a voter read from a Redis that holds no state at all (a
+/// flush between the consumer's "empty?" and its read) is not "0 votes": the
+/// read says there is no state, and the consumer refuses to judge caps on it.
+#[tokio::test]
+async fn voter_state_tells_an_empty_redis_from_a_voter_with_no_votes() {
+    let prefix = format!("{}:", kit::unique("store-voters"));
+    let c = Counters::connect(&kit::redis_url(), &prefix).await.unwrap();
+    assert_eq!(c.voter_state("votes", 0, &[("final", "fan-1")]).await.unwrap(), None, "no applied offsets: no state");
+    let batch = PartitionBatch { first_offset: 0, last_offset: 0, votes: vec![located(0, 0, "Maná", "a")] };
+    c.apply("votes", 0, &batch, &HashSet::new(), 1_700_000_000, false).await.unwrap();
+    let (applied, state) = c.voter_state("votes", 1, &[("final", "fan-1")]).await.unwrap().expect("the topic has state");
+    assert_eq!((applied, state.len(), state[0].counted), (-1, 1, 0), "another partition's voter with no votes yet");
+}
+
 /// A rebuild whose marker expired and was taken by another rebuild can neither
 /// overwrite that one's counters nor drop its marker.
 #[tokio::test]
@@ -207,24 +221,31 @@ async fn band_names_are_admitted_up_to_the_cap() {
 
 #[tokio::test]
 async fn key_claims_tell_first_use_retry_and_conflict_and_expire() {
-    use bandvote_store::{Claim, KeyClaims};
+    use bandvote_store::{Claim, KeyClaims, Stamp};
     let claims = KeyClaims::new(&kit::redis_url(), &format!("{}:", kit::unique("claims")), Duration::from_secs(1)).unwrap();
     let a = kit::vote("Caifanes", Some("k1"));
     let b = kit::vote("Maná", Some("k1"));
     let c = kit::vote("Maná", Some("k2"));
-    assert_eq!(claims.claim(&[a.clone(), c.clone()]).await.unwrap(), [Claim::First, Claim::First]);
-    assert_eq!(claims.claim(&[a.clone(), b.clone()]).await.unwrap(), [Claim::Retry, Claim::Conflict]);
+    let d = kit::vote("Maná", Some("k3"));
+    let stamp = Stamp { received_at_ms: 1_700_000_000_000, contest: Some("final".into()), voter: Some("fan|1".into()) };
+    let s = Some(&stamp);
+    assert_eq!(claims.claim([(&a, s), (&c, s)]).await.unwrap(), [Claim::First, Claim::First]);
+    // A retry gets the stamp it was admitted with; another vote under the key is a conflict.
+    assert_eq!(claims.claim([(&a, None), (&b, s)]).await.unwrap(), [Claim::Retry(Some(stamp.clone())), Claim::Conflict]);
+    // A vote the intake refused (no stamp) claims nothing.
+    assert_eq!(claims.claim([(&d, None)]).await.unwrap(), [Claim::Unclaimed]);
+    assert_eq!(claims.claim([(&d, s)]).await.unwrap(), [Claim::First]);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(claims.claim(std::slice::from_ref(&b)).await.unwrap(), [Claim::First], "after the window the key is free again");
+    assert_eq!(claims.claim([(&b, s)]).await.unwrap(), [Claim::First], "after the window the key is free again");
     // A claim given back (its publish never reached Kafka) frees the key for a corrected vote at once;
     // releasing for another vote than the holder changes nothing.
     claims.release(&a).await.unwrap();
-    assert_eq!(claims.claim(std::slice::from_ref(&a)).await.unwrap(), [Claim::Conflict], "only the holder's release counts");
+    assert_eq!(claims.claim([(&a, s)]).await.unwrap(), [Claim::Conflict], "only the holder's release counts");
     claims.release(&b).await.unwrap();
-    assert_eq!(claims.claim(std::slice::from_ref(&a)).await.unwrap(), [Claim::First]);
+    assert_eq!(claims.claim([(&a, s)]).await.unwrap(), [Claim::First]);
     // Redis unreachable: an error fast, never a hang (the publisher then publishes unchecked).
     let down = KeyClaims::new("redis://127.0.0.1:1/", "", Duration::from_secs(1)).unwrap();
     let started = std::time::Instant::now();
-    assert!(down.claim(&[a]).await.is_err());
+    assert!(down.claim([(&a, s)]).await.is_err());
     assert!(started.elapsed() < Duration::from_secs(3));
 }

@@ -61,11 +61,11 @@ pub async fn read_topic(topic: &str, want: usize, within: Duration) -> Vec<ReadR
     out
 }
 
-/// A publisher to `topic` that claims idempotency keys in the test Redis (under
-/// a fresh prefix, 60 s window), as the deployed intakes do.
-pub fn publisher_with_key_claims(topic: &str) -> bandvote_kafka::VotePublisher {
+/// A publisher to `topic` behind admission that claims idempotency keys in
+/// the test Redis (under a fresh prefix, 60 s window), as the deployed intakes do.
+pub fn publisher_with_key_claims(topic: &str) -> bandvote_admission::Admission<bandvote_kafka::VotePublisher> {
     let claims = bandvote_store::KeyClaims::new(&crate::redis_url(), &format!("{}:", unique("claims")), Duration::from_secs(60)).expect("claims");
-    bandvote_kafka::VotePublisher::new(bandvote_kafka::PublisherConfig { brokers: kafka_brokers(), topic: topic.into(), ..Default::default() })
-        .expect("publisher")
-        .with_key_claims(claims)
+    let publisher = bandvote_kafka::VotePublisher::new(bandvote_kafka::PublisherConfig { brokers: kafka_brokers(), topic: topic.into(), ..Default::default() })
+        .expect("publisher");
+    bandvote_admission::Admission::new(publisher).with_key_claims(claims)
 }

@@ -11,6 +11,9 @@ pub enum FieldProblem {
     TooLong { max: usize },
     /// Contains a control character.
     ControlCharacter,
+    /// Contains a character that renders blank but is neither whitespace nor
+    /// invisible by Unicode's properties ([`crate::BLANK_RENDERING`], e.g. U+2800).
+    BlankCharacter,
     /// Not a four-digit year in [`crate::limits::YEAR_RANGE`].
     NotAYear,
     /// Not a plain decimal number such as `9`, `09` or `8.5`.
@@ -37,6 +40,7 @@ impl FieldProblem {
             Self::Empty => "empty",
             Self::TooLong { .. } => "too_long",
             Self::ControlCharacter => "control_character",
+            Self::BlankCharacter => "blank_character",
             Self::NotAYear => "not_a_year",
             Self::NotANumber => "not_a_number",
             Self::OutOfRange => "out_of_range",
@@ -56,6 +60,7 @@ impl fmt::Display for FieldProblem {
             Self::Empty => f.write_str("is empty"),
             Self::TooLong { max } => write!(f, "is longer than {max} characters"),
             Self::ControlCharacter => f.write_str("contains a control or invisible format character (e.g. U+200B, U+202E)"),
+            Self::BlankCharacter => f.write_str("contains a character that shows as a blank (e.g. U+2800 BRAILLE PATTERN BLANK): use a plain space"),
             Self::NotAYear => {
                 let r = crate::limits::YEAR_RANGE;
                 write!(f, "is not a year (expected 4 digits, {}..={})", r.start(), r.end())

@@ -21,7 +21,7 @@ mod vote;
 
 pub use error::{FieldProblem, VoteError};
 pub use parse::{check_content_type, parse_body, Submission};
-pub use vote::{assemble_batch, generated_id, is_generated_id, normalise_name, resolve_single_id, Received, RawVote, Source, Vote};
+pub use vote::{assemble_batch, generated_id, is_generated_id, normalise_name, resolve_single_id, Received, RawVote, Source, Vote, BLANK_RENDERING};
 
 /// Size and count limits every intake enforces.
 pub mod limits {

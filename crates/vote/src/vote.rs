@@ -224,6 +224,14 @@ fn is_invisible(c: char) -> bool {
         || CodePointMapData::<GeneralCategory>::new().get(c) == GeneralCategory::Format
 }
 
+/// Characters that render as a blank but are neither whitespace nor
+/// Default_Ignorable nor format characters, so the properties above miss
+/// them: a name holding one would look like another ("Maná⠀" beside "Maná").
+/// Refused anywhere in a name (a band's name never needs a blank glyph; a
+/// space is a space). U+2800 BRAILLE PATTERN BLANK (So), U+1D159 MUSICAL
+/// SYMBOL NULL NOTEHEAD (So), U+16FE4 KHITAN SMALL SCRIPT FILLER.
+pub const BLANK_RENDERING: [char; 3] = ['\u{2800}', '\u{1D159}', '\u{16FE4}'];
+
 /// Normalise a name as votes' band and album are (for rosters and other
 /// names compared with votes).
 pub fn normalise_name(field: &'static str, value: &str) -> Result<String, VoteError> {
@@ -237,6 +245,9 @@ fn normalise_text(field: &'static str, value: Option<String>) -> Result<String, 
     let value = value.ok_or_else(|| VoteError::field(field, FieldProblem::Missing))?;
     if value.chars().any(|c| (c.is_control() && !c.is_whitespace()) || is_invisible(c)) {
         return Err(VoteError::field(field, FieldProblem::ControlCharacter));
+    }
+    if value.chars().any(|c| BLANK_RENDERING.contains(&c)) {
+        return Err(VoteError::field(field, FieldProblem::BlankCharacter));
     }
     let normalised = value.split_whitespace().collect::<Vec<_>>().join(" ").nfc().collect::<String>();
     if normalised.is_empty() {
@@ -385,6 +396,9 @@ mod tests {
             (raw("a", "b\u{7}", "2000", "1"), "album", FieldProblem::ControlCharacter),
             (raw("Soda\u{200B}Stereo", "b", "2000", "1"), "band", FieldProblem::ControlCharacter),
             (raw("a", "\u{202E}oediv", "2000", "1"), "album", FieldProblem::ControlCharacter),
+            (raw("Maná\u{2800}", "b", "2000", "1"), "band", FieldProblem::BlankCharacter),
+            (raw("\u{2800}", "b", "2000", "1"), "band", FieldProblem::BlankCharacter),
+            (raw("a", "Sue\u{2800}ños", "2000", "1"), "album", FieldProblem::BlankCharacter),
             (raw("a", &"x".repeat(201), "2000", "1"), "album", FieldProblem::TooLong { max: 200 }),
             (raw("a", "b", "83", "1"), "year", FieldProblem::NotAYear),
             (raw("a", "b", "0999", "1"), "year", FieldProblem::NotAYear),

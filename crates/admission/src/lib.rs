@@ -1,0 +1,417 @@
+//! Admission: what every intake (the wasm host, the gRPC service, the REST
+//! bridge, and so the `/grpc` hop and Spin) decides about a vote before it
+//! goes to Kafka, in one place and one order:
+//!
+//! 1. **the contest snapshot** ([`steps::known_contest`]): not known → 503;
+//! 2. **voter identity** ([`steps::identify`]): a token verified with the
+//!    intake's secret (none or a short one → 503), its voter id kept;
+//! 3. **the contest gate** ([`steps::gate`]): window by the intake's clock,
+//!    roster, voter required; the intake's stamp (received time, contest,
+//!    voter) replaces whatever the body said;
+//! 4. **idempotency** ([`KeyClaims`]): a retry of a vote admitted before is
+//!    answered and published as it was then (its stamp), before any rule is
+//!    judged again; a key standing for another vote → 409;
+//! 5. **name bounds** ([`BandNames`]): a new band or album past its cap → 422;
+//! 6. **publish** (`bandvote-kafka`'s `VotePublisher`, any [`Publish`]).
+//!
+//! Steps 2–3 are pure (the verdict, computed first), step 4 is one Redis
+//! round trip that both looks the key up and claims it with the verdict's
+//! stamp, so a refused vote claims nothing and a retry is recognised before
+//! its verdict counts.
+
+mod args;
+mod error;
+mod metrics;
+pub mod steps;
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bandvote_contest::token::SecretError;
+use bandvote_contest::Voters;
+use bandvote_store::{BandNames, Claim, ContestWatch, Current, KeyClaims, Stamp};
+use bandvote_vote::Vote;
+
+pub use args::AdmissionArgs;
+pub use bandvote_kafka::Ack;
+pub use error::{Publish, PublishError};
+
+/// The admission pipeline in front of a publisher `P`. Cheap to clone.
+pub struct Admission<P> {
+    inner: Arc<P>,
+    contest: Option<ContestWatch>,
+    secret: Result<Arc<[u8]>, SecretError>,
+    claims: Option<KeyClaims>,
+    bands: Option<BandCap>,
+    albums: Option<BandCap>,
+    clock: fn() -> i64,
+    metrics: Arc<metrics::Counts>,
+}
+
+impl<P> Clone for Admission<P> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            contest: self.contest.clone(),
+            secret: self.secret.clone(),
+            claims: self.claims.clone(),
+            bands: self.bands.clone(),
+            albums: self.albums.clone(),
+            clock: self.clock,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// A name cap (bands or albums) and the names this process saw admitted.
+#[derive(Clone)]
+struct BandCap {
+    names: BandNames,
+    known: Arc<Mutex<HashSet<String>>>,
+}
+
+/// What admission decided for one vote.
+#[derive(Debug)]
+enum Decision {
+    /// Publish this (stamped) vote; `claimed`: this call took its key.
+    Publish { vote: Vote, claimed: bool, retry: bool },
+    Refuse(PublishError),
+}
+
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl<P: Publish> Admission<P> {
+    /// Admission with no rules yet: votes are stamped by the intake (its
+    /// clock; no contest) and published. Add the steps with the `with_*` methods.
+    pub fn new(inner: P) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            contest: None,
+            secret: Err(SecretError::Missing),
+            claims: None,
+            bands: None,
+            albums: None,
+            clock: now_ms,
+            metrics: Arc::default(),
+        }
+    }
+
+    /// Apply the current contest's rules, verifying voter tokens with
+    /// `secret` (checked here: none, empty or short → every vote of a token
+    /// contest is refused with 503, and readiness says why).
+    pub fn with_contest(mut self, watch: ContestWatch, secret: Option<&[u8]>) -> Self {
+        self.secret = bandvote_contest::token::usable_secret(secret).map(Arc::from);
+        if let Err(problem) = &self.secret {
+            tracing::warn!(%problem, "voter tokens cannot be verified: while a `voters = token` contest is current, every vote is refused (503)");
+        }
+        self.contest = Some(watch);
+        self
+    }
+
+    /// Claim idempotency keys ([`KeyClaims`]): 409 for a key reused for a
+    /// different vote, the first answer again for a retry. If Redis cannot
+    /// be reached the vote goes on unchecked (the consumer still counts an
+    /// id once) and `idempotency_unchecked_total` counts it.
+    pub fn with_key_claims(mut self, claims: KeyClaims) -> Self {
+        self.claims = Some(claims);
+        self
+    }
+
+    /// Bound the distinct band names ([`BandNames`]); a roster replaces the cap.
+    pub fn with_band_cap(mut self, names: BandNames) -> Self {
+        self.bands = Some(BandCap { names, known: Arc::default() });
+        self
+    }
+
+    /// Bound the distinct album names the same way (`albums:known`; a roster does not bound albums).
+    pub fn with_album_cap(mut self, names: BandNames) -> Self {
+        self.albums = Some(BandCap { names, known: Arc::default() });
+        self
+    }
+
+    /// Judge by `clock` instead of the system clock (tests).
+    pub fn with_clock(mut self, clock: fn() -> i64) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The publisher behind admission.
+    pub fn inner(&self) -> &P {
+        &self.inner
+    }
+
+    /// The rules that apply now.
+    fn current(&self) -> Current {
+        self.contest.as_ref().map_or(Current::NoContest, ContestWatch::current)
+    }
+
+    /// Admission's part of `/readyz`: `Err` while every vote would be refused
+    /// with 503 (the contest not known; a token contest without a usable secret).
+    pub fn readiness(&self) -> Result<String, String> {
+        match &self.current() {
+            Current::Unknown => Err("current contest not known (Redis unreachable, or it lost the record until the consumer restores it): votes are refused with 503".into()),
+            Current::Contest(c) if c.voters == Voters::Token => match &self.secret {
+                Err(problem) => Err(format!("contest {:?} takes voter tokens but {problem}: votes are refused with 503", c.id)),
+                Ok(_) => Ok(format!("contest {}", c.id)),
+            },
+            Current::Contest(c) => Ok(format!("contest {}", c.id)),
+            Current::NoContest => Ok("no contest".into()),
+        }
+    }
+
+    /// Export `<prefix>_idempotency_conflicts_total`,
+    /// `<prefix>_idempotency_unchecked_total`, `<prefix>_idempotency_retries_total`,
+    /// `<prefix>_bands_refused_total`, `<prefix>_albums_refused_total`,
+    /// `<prefix>_contest_unknown_total` and
+    /// `<prefix>_contest_known`.
+    pub fn register_metrics(&self, registry: &prometheus::Registry, prefix: &str) -> Result<(), prometheus::Error> {
+        let contest = self.contest.clone();
+        registry.register(Box::new(metrics::AdmissionCollector::new(self.metrics.clone(), prefix, move || {
+            contest.as_ref().is_none_or(|w| w.current() != Current::Unknown)
+        })?))
+    }
+
+    /// Decide every vote of a batch (an outer `Err` refuses all of it).
+    async fn admit(&self, votes: &[Vote]) -> Result<Vec<Decision>, PublishError> {
+        let now = (self.clock)();
+        let current = self.current();
+        let contest = steps::known_contest(&current).inspect_err(|_| {
+            self.metrics.contest_unknown.fetch_add(votes.len() as u64, Ordering::Relaxed);
+        })?;
+        let secret = self.secret.as_deref();
+        let verdicts: Vec<Result<Stamp, PublishError>> = votes.iter().map(|v| steps::verdict(contest, secret, v, now)).collect();
+        // Admission cannot decide (no secret for a token contest): the whole batch waits.
+        if let Some(Err(e @ PublishError::Unavailable(_))) = verdicts.iter().find(|v| matches!(v, Err(PublishError::Unavailable(_)))) {
+            return Err(e.clone());
+        }
+        // A refused vote claims nothing; if any is refused the batch is only looked up.
+        let any_refused = verdicts.iter().any(Result::is_err);
+        let claims = self.claim(votes, &verdicts, !any_refused).await;
+        let mut decisions = Vec::with_capacity(votes.len());
+        let mut to_claim = Vec::new();
+        for (i, ((vote, verdict), claim)) in votes.iter().zip(verdicts).zip(claims).enumerate() {
+            decisions.push(match (claim, verdict) {
+                (Some(Claim::Conflict), _) => {
+                    self.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
+                    Decision::Refuse(PublishError::Conflict { vote_id: vote.vote_id.clone() })
+                }
+                // A retry of an admitted vote: its first answer, whatever the rules say now.
+                (Some(Claim::Retry(Some(stamp))), _) => {
+                    self.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                    Decision::Publish { vote: steps::stamped(vote, &stamp), claimed: false, retry: true }
+                }
+                (Some(Claim::First), Ok(stamp)) => Decision::Publish { vote: steps::stamped(vote, &stamp), claimed: true, retry: false },
+                (Some(Claim::Unclaimed), Ok(stamp)) => {
+                    to_claim.push(i);
+                    Decision::Publish { vote: steps::stamped(vote, &stamp), claimed: false, retry: false }
+                }
+                (_, Ok(stamp)) => Decision::Publish { vote: steps::stamped(vote, &stamp), claimed: false, retry: false },
+                (_, Err(e)) => Decision::Refuse(e),
+            });
+        }
+        // A contest rule refuses the whole batch (all or nothing); nothing was claimed.
+        if let Some(Decision::Refuse(e @ PublishError::Refused(_))) = decisions.iter().find(|d| matches!(d, Decision::Refuse(PublishError::Refused(_)))) {
+            return Err(e.clone());
+        }
+        // Only retries were refused: claim the others now (rare: a second round trip).
+        if !to_claim.is_empty() {
+            let stamps: Vec<Result<Stamp, PublishError>> = to_claim
+                .iter()
+                .map(|&i| match &decisions[i] {
+                    Decision::Publish { vote, .. } => Ok(Stamp { received_at_ms: vote.received_at_ms, contest: vote.contest.clone(), voter: vote.voter.clone() }),
+                    Decision::Refuse(e) => Err(e.clone()),
+                })
+                .collect();
+            let raw: Vec<Vote> = to_claim.iter().map(|&i| votes[i].clone()).collect();
+            for (&i, claim) in to_claim.iter().zip(self.claim(&raw, &stamps, true).await) {
+                match claim {
+                    Some(Claim::First) => {
+                        if let Decision::Publish { claimed, .. } = &mut decisions[i] {
+                            *claimed = true;
+                        }
+                    }
+                    Some(Claim::Conflict) => decisions[i] = Decision::Refuse(PublishError::Conflict { vote_id: votes[i].vote_id.clone() }),
+                    Some(Claim::Retry(Some(stamp))) => {
+                        decisions[i] = Decision::Publish { vote: steps::stamped(&votes[i], &stamp), claimed: false, retry: true }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.bound_names(votes, &mut decisions, contest.is_some_and(|c| !c.roster.is_empty())).await;
+        Ok(decisions)
+    }
+
+    /// Step 4: one round trip for the votes whose id can collide (a
+    /// generated id belongs to no other vote: keyless traffic costs no
+    /// Redis call). `None` per vote not looked up (no claims, generated id,
+    /// Redis unreachable).
+    async fn claim(&self, votes: &[Vote], verdicts: &[Result<Stamp, PublishError>], stamp: bool) -> Vec<Option<Claim>> {
+        let Some(claims) = &self.claims else { return votes.iter().map(|_| None).collect() };
+        let collidable: Vec<bool> = votes.iter().map(|v| !bandvote_vote::is_generated_id(&v.vote_id)).collect();
+        let n = collidable.iter().filter(|c| **c).count();
+        if n == 0 {
+            return votes.iter().map(|_| None).collect();
+        }
+        let asked = votes.iter().zip(verdicts).zip(&collidable).filter(|(_, c)| **c).map(|((v, verdict), _)| (v, if stamp { verdict.as_ref().ok() } else { None }));
+        let mut answers = match claims.claim(asked).await {
+            Ok(a) => a.into_iter(),
+            Err(e) => {
+                tracing::warn!(error = %e, "idempotency keys not checked: redis unavailable");
+                self.metrics.unchecked.fetch_add(n as u64, Ordering::Relaxed);
+                return votes.iter().map(|_| None).collect();
+            }
+        };
+        collidable.iter().map(|c| if *c { answers.next() } else { None }).collect()
+    }
+
+    /// Step 5: a new band or album name past its cap is refused (its
+    /// claim given back). Retries were bounded the first time; a roster
+    /// bounds band names itself (not albums).
+    async fn bound_names(&self, raw: &[Vote], decisions: &mut [Decision], roster: bool) {
+        if let Some(cap) = self.bands.as_ref().filter(|_| !roster) {
+            self.bound(cap, raw, decisions, |v| &v.band, |band, cap| PublishError::TooManyBands { band, cap }, &self.metrics.bands_refused).await;
+        }
+        if let Some(cap) = &self.albums {
+            self.bound(cap, raw, decisions, |v| &v.album, |album, cap| PublishError::TooManyAlbums { album, cap }, &self.metrics.albums_refused).await;
+        }
+    }
+
+    async fn bound(
+        &self,
+        cap: &BandCap,
+        raw: &[Vote],
+        decisions: &mut [Decision],
+        name_of: fn(&Vote) -> &String,
+        refuse: fn(String, usize) -> PublishError,
+        refused_total: &std::sync::atomic::AtomicU64,
+    ) {
+        let unknown: Vec<String> = {
+            let known = cap.known.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut unknown: Vec<String> = decisions
+                .iter()
+                .filter_map(|d| match d {
+                    Decision::Publish { vote, retry: false, .. } if !known.contains(name_of(vote)) => Some(name_of(vote).clone()),
+                    _ => None,
+                })
+                .collect();
+            unknown.sort_unstable();
+            unknown.dedup();
+            unknown
+        };
+        if unknown.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = unknown.iter().map(String::as_str).collect();
+        let refused: HashSet<&str> = match cap.names.admit(&names).await {
+            Ok(admitted) => {
+                let mut known = cap.known.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut refused = HashSet::new();
+                for (name, ok) in names.iter().zip(admitted) {
+                    if ok {
+                        known.insert((*name).to_owned());
+                    } else {
+                        refused.insert(*name);
+                    }
+                }
+                refused
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "names not checked against their cap: redis unavailable");
+                return;
+            }
+        };
+        for (d, raw) in decisions.iter_mut().zip(raw) {
+            if let Decision::Publish { vote, claimed, retry: false } = d
+                && refused.contains(name_of(vote).as_str())
+            {
+                refused_total.fetch_add(1, Ordering::Relaxed);
+                if *claimed {
+                    self.release(raw).await;
+                }
+                let name = name_of(vote).clone();
+                *d = Decision::Refuse(refuse(name, cap.names.cap()));
+            }
+        }
+    }
+
+    /// Give back the key `raw` (the vote as its client sent it) claimed:
+    /// it certainly did not reach Kafka, so a corrected vote may use it.
+    async fn release(&self, raw: &Vote) {
+        if let Some(claims) = &self.claims
+            && let Err(e) = claims.release(raw).await
+        {
+            tracing::debug!(error = %e, vote_id = %raw.vote_id, "claim not released (it expires with the window)");
+        }
+    }
+
+    async fn publish_one(&self, raw: &Vote) -> Result<Ack, PublishError> {
+        match self.admit(std::slice::from_ref(raw)).await?.pop() {
+            Some(Decision::Publish { vote, claimed, .. }) => {
+                let r = self.inner.publish(&vote).await;
+                if let Err(e) = &r
+                    && claimed
+                    && e.not_sent()
+                {
+                    self.release(raw).await;
+                }
+                r
+            }
+            Some(Decision::Refuse(e)) => Err(e),
+            None => Err(PublishError::Unavailable("nothing admitted".into())),
+        }
+    }
+
+    async fn publish_many(&self, raw: &[Vote]) -> Result<Vec<Result<Ack, PublishError>>, PublishError> {
+        let decisions = self.admit(raw).await?;
+        let admitted: Vec<Vote> = decisions.iter().filter_map(|d| if let Decision::Publish { vote, .. } = d { Some(vote.clone()) } else { None }).collect();
+        let published = if admitted.is_empty() { Ok(Vec::new()) } else { self.inner.publish_batch(&admitted).await };
+        let mut published = match published {
+            Ok(p) => p.into_iter(),
+            Err(e) => {
+                for (d, raw) in decisions.iter().zip(raw) {
+                    if let Decision::Publish { claimed: true, .. } = d
+                        && e.not_sent()
+                    {
+                        self.release(raw).await;
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let mut results = Vec::with_capacity(raw.len());
+        for (d, raw) in decisions.into_iter().zip(raw) {
+            results.push(match d {
+                Decision::Refuse(e) => Err(e),
+                Decision::Publish { claimed, .. } => {
+                    let r = published.next().unwrap_or_else(|| Err(PublishError::Unavailable("no result".into())));
+                    if let Err(e) = &r
+                        && claimed
+                        && e.not_sent()
+                    {
+                        self.release(raw).await;
+                    }
+                    r
+                }
+            });
+        }
+        Ok(results)
+    }
+}
+
+impl<P: Publish> Publish for Admission<P> {
+    fn publish<'a>(&'a self, vote: &'a Vote) -> futures::future::BoxFuture<'a, Result<Ack, PublishError>> {
+        Box::pin(self.publish_one(vote))
+    }
+
+    fn publish_batch<'a>(&'a self, votes: &'a [Vote]) -> futures::future::BoxFuture<'a, Result<Vec<Result<Ack, PublishError>>, PublishError>> {
+        Box::pin(self.publish_many(votes))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,314 @@
+//! The contest read as an attacker and as an operator on a bad day (issue
+//! 30), against the real pipeline: two hosts (one with the contest secret,
+//! one without), the gRPC producer's REST bridge, the consumer, Redis,
+//! MongoDB and Kafka. Forged tokens with and without a secret, backdated
+//! bodies on the bridge, Redis flushed during an open token contest,
+//! colliding contest ids, look-alike names, retries across a close and
+//! across a new contest, a certified contest that cannot change. It ends by
+//! certifying and checking, per vote id, acknowledged = stored with a status
+//! and counted as certified.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use bandvote_consumer::{certify, contest_admin as admin};
+use bandvote_contest::Voters;
+use bandvote_store::{ContestStore, Counters, VoteLog};
+use bandvote_testkit as kit;
+use bandvote_testkit::process::{bin, free_addr, http_status, wait_ready, Service};
+use common::{admin_for, consumer_process, contest, flush, host, post, redis_db, vote, wait_applied, BANDS, SECRET, SETTLE};
+use serde_json::{json, Value};
+
+/// The gRPC producer (its REST bridge is what the Spin adapter posts to).
+fn bridge(name: &str, topic: &str, redis: &str) -> (Service, std::net::SocketAddr, std::net::SocketAddr) {
+    let (grpc, rest, admin_addr) = (free_addr(), free_addr(), free_addr());
+    let svc = Service::new(
+        name,
+        bin("bandvote-grpc"),
+        vec!["--listen".into(), grpc.to_string(), "--rest-listen".into(), rest.to_string(), "--admin-listen".into(), admin_addr.to_string()],
+        vec![
+            ("BANDVOTE_KAFKA_BROKERS".into(), kit::kafka_brokers()),
+            ("BANDVOTE_TOPIC".into(), topic.to_owned()),
+            ("BANDVOTE_IDEMPOTENCY_REDIS_URL".into(), redis.to_owned()),
+            ("BANDVOTE_CONTEST_POLL_MS".into(), "200".into()),
+            ("BANDVOTE_CONTEST_SECRET".into(), SECRET.into()),
+        ],
+    );
+    (svc, rest, admin_addr)
+}
+
+/// Post `body` to the bridge as one REST Proxy record; the record's `error_code` (None: acknowledged).
+async fn post_record(client: &reqwest::Client, rest: std::net::SocketAddr, topic: &str, value: &Value) -> Option<i64> {
+    let r = client
+        .post(format!("http://{rest}/topics/{topic}"))
+        .header("content-type", "application/vnd.kafka.json.v2+json")
+        .body(json!({ "records": [{ "value": value }] }).to_string())
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    body["offsets"][0]["error_code"].as_i64().or_else(|| body["error_code"].as_i64())
+}
+
+/// A canonical vote as JSON (what the Spin adapter sends), with `received_at_ms`, `contest` and `voter` set by the caller.
+fn record_value(id: &str, band: &str, voter: &str, received_at_ms: i64, contest: &str) -> Value {
+    let v = bandvote_vote::RawVote {
+        band: Some(band.into()),
+        album: Some("En Vivo".into()),
+        year: Some("1990".into()),
+        rank: Some("1".into()),
+        vote_id: Some(id.into()),
+        voter: Some(voter.into()),
+    }
+    .validate(bandvote_vote::Source::Http, received_at_ms, None)
+    .unwrap();
+    let mut value = serde_json::to_value(&v).unwrap();
+    value["contest"] = json!(contest);
+    value
+}
+
+/// Every record of `topic` for vote `id` (up to the end offsets now), decoded.
+async fn records_of(topic: &str, id: &str) -> Vec<bandvote_vote::Vote> {
+    use rdkafka::Message as _;
+    let (topic, id) = (topic.to_owned(), id.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        bandvote_kafka::scan_topic(&kit::kafka_brokers(), &topic, Duration::from_secs(10), Duration::from_secs(30), |m| {
+            if let Some(v) = m.payload().and_then(|p| bandvote_vote::record::decode(p).ok()).filter(|v| v.vote_id == id) {
+                out.push(v);
+            }
+        })
+        .expect("scan the topic");
+        out
+    })
+    .await
+    .unwrap()
+}
+
+/// The status of a POST with its `Retry-After`.
+async fn post_status(client: &reqwest::Client, http: std::net::SocketAddr, body: &str, headers: &[(&str, &str)]) -> Option<(u16, Option<String>, Value)> {
+    let mut req = client.post(format!("http://{http}/")).body(body.to_owned());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.ok()?;
+    let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Some((r.status().as_u16(), retry, r.json().await.unwrap_or_default()))
+}
+
+#[tokio::test]
+async fn the_contest_holds_against_an_attacker_and_a_bad_day() {
+    let redis = redis_db(14);
+    flush(&redis).await;
+    let topic = kit::fresh_topic("adversary", 3).await;
+    bandvote_kafka::ensure_topic(&kit::kafka_brokers(), &format!("{topic}-dlq"), 1).await.unwrap();
+    let collection = kit::unique("adversary");
+    let contests = admin_for(&redis, &collection).await;
+    let store = ContestStore::new(&redis, "").unwrap();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+    let mut acked: HashMap<String, Vec<String>> = HashMap::new(); // contest → acknowledged vote ids
+
+    // Item 4: an empty Redis (a flush, a new deployment) is "not known", never "no contest".
+    let (mut h, http, host_admin) = host("adv-host", &topic, &redis, &[("BANDVOTE_CONTEST_SECRET", SECRET), ("BANDVOTE_MAX_ALBUMS", "50")]);
+    let (mut weak, weak_http, weak_admin) = host("adv-host-nosecret", &topic, &redis, &[]);
+    h.start();
+    weak.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (s, retry, b) = loop {
+        if let Some(answer) = post_status(&client, http, &vote("Anything"), &[]).await {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "host never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!((s, retry.is_some()), (503, true), "before the contest is known: {b}");
+    assert_eq!(http_status(host_admin, "/readyz").await, Some(503), "not ready while the contest is not known");
+    let (mut consumer, consumer_admin) = consumer_process("adv-consumer", &topic, &redis, &collection);
+    consumer.start();
+    wait_ready(consumer_admin, Duration::from_secs(60)).await;
+    wait_ready(host_admin, Duration::from_secs(10)).await; // the consumer recorded "no contest"
+    let (s, b) = post(&client, http, &vote("Any Band"), &[]).await.unwrap();
+    assert_eq!(s, 201, "no contest, known: {b}");
+
+    // Item 1: a token contest needs the operator's secret, and an intake without one refuses every vote.
+    let mut a = contest("adv-a", 1, Voters::Token);
+    assert!(matches!(contests.create(a.clone(), None).await, Err(admin::AdminError::NoSecret(_))));
+    assert!(matches!(contests.create(a.clone(), Some(b"s3cret")).await, Err(admin::AdminError::NoSecret(_))));
+    a = contests.create(a, Some(SECRET.as_bytes())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let token = |voter: &str, valid: i64| admin::tokens(&a, Some(SECRET), voter, 1, valid).unwrap().remove(0);
+    let forged = format!("fan-0001.{}.{}", admin::now_ms() / 1000 + 600, "0".repeat(64));
+    let good = token("fan", 600);
+    for t in [forged.as_str(), good.as_str()] {
+        let (s, retry, b) = post_status(&client, weak_http, &vote(BANDS[0]), &[("x-voter", t)]).await.unwrap();
+        assert_eq!((s, retry.is_some()), (503, true), "an intake without a secret took a token: {b}");
+    }
+    assert_eq!(http_status(weak_admin, "/readyz").await, Some(503), "readiness says a token contest cannot be verified");
+    let (s, b) = post(&client, http, &vote(BANDS[0]), &[("x-voter", &forged)]).await.unwrap();
+    assert_eq!((s, b["error"]["code"].as_str()), (401, Some("invalid_voter_token")), "{b}");
+    let (s, b) = post(&client, http, &vote(BANDS[0]), &[]).await.unwrap();
+    assert_eq!((s, b["error"]["code"].as_str()), (422, Some("voter_required")), "{b}");
+    let (s, b) = post(&client, http, &vote(BANDS[0]), &[("x-voter", &good)]).await.unwrap();
+    assert_eq!(s, 201, "{b}");
+    acked.entry("adv-a".into()).or_default().push(b["vote_id"].as_str().unwrap().to_owned());
+
+    // Item 3: the bridge takes no intake field from the body.
+    let (mut br, rest, bridge_admin) = bridge("adv-bridge", &topic, &redis);
+    br.start();
+    wait_ready(bridge_admin, Duration::from_secs(60)).await;
+    let now = admin::now_ms();
+    let expired = token("late", -60);
+    // An expired token backdated to when it was valid: still expired.
+    let backdated = record_value("adv-bridge-expired", BANDS[1], &expired, now - 3_600_000, "adv-a");
+    assert_eq!(post_record(&client, rest, &topic, &backdated).await, Some(40110), "an expired token passed with a backdated body");
+    // A valid token, another contest and a past time in the body: stamped by the intake.
+    let stamped = record_value("adv-bridge-stamped", BANDS[1], &token("bridge", 600), 1, "some-other-contest");
+    assert_eq!(post_record(&client, rest, &topic, &stamped).await, None);
+    acked.entry("adv-a".into()).or_default().push("adv-bridge-stamped".into());
+    let recs = records_of(&topic, "adv-bridge-stamped").await;
+    assert_eq!(recs.len(), 1);
+    assert_eq!((recs[0].contest.as_deref(), recs[0].voter.as_deref()), (Some("adv-a"), Some("bridge-0001")));
+    assert!(recs[0].received_at_ms >= now - 5_000, "received_at_ms from the body: {}", recs[0].received_at_ms);
+    assert!(records_of(&topic, "adv-bridge-expired").await.is_empty());
+
+    // Item 4: Redis flushed during the open token contest: no vote passes without a token meanwhile.
+    flush(&redis).await;
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut answers = HashMap::new();
+    while Instant::now() < until {
+        if let Some((s, _)) = post(&client, http, &vote(BANDS[2]), &[]).await {
+            *answers.entry(s).or_insert(0) += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!answers.contains_key(&201), "a vote without a token passed after the flush: {answers:?}");
+    assert!(answers.contains_key(&422), "the consumer restored the contest within 3 s: {answers:?}");
+    let (s, b) = post(&client, http, &vote(BANDS[2]), &[("x-voter", &token("flush", 600))]).await.unwrap();
+    assert_eq!(s, 201, "{b}");
+    acked.entry("adv-a".into()).or_default().push(b["vote_id"].as_str().unwrap().to_owned());
+
+    // Item 5: retries across a close and across a new contest get the first answer.
+    let (k1, k2, t1, t2) = ("adv-retry-close", "adv-retry-contest", token("r1", 600), token("r2", 600));
+    for (k, t) in [(k1, &t1), (k2, &t2)] {
+        let (s, b) = post(&client, http, &vote(BANDS[1]), &[("x-voter", t), ("idempotency-key", k)]).await.unwrap();
+        assert_eq!(s, 201, "{b}");
+        acked.entry("adv-a".into()).or_default().push(k.into());
+    }
+    let a = contests.close_in(Some("adv-a"), 0).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (s, b) = post(&client, http, &vote(BANDS[1]), &[("x-voter", &t1), ("idempotency-key", k1)]).await.unwrap();
+    assert_eq!((s, b["vote_id"].as_str()), (201, Some(k1)), "a retry after the close gets its first answer: {b}");
+    let (s, b) = post(&client, http, &vote(BANDS[1]), &[("x-voter", &t1), ("idempotency-key", "adv-after-close")]).await.unwrap();
+    assert_eq!((s, b["error"]["code"].as_str()), (403, Some("voting_closed")), "{b}");
+    // A body backdated into the window, on the bridge: closed all the same.
+    let inside = record_value("adv-bridge-backdated", BANDS[0], &token("bd", 600), a.closes_at_ms - 60_000, "adv-a");
+    assert_eq!(post_record(&client, rest, &topic, &inside).await, Some(40310));
+    contests.create(contest("adv-b", 0, Voters::Anonymous), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (s, b) = post(&client, http, &vote(BANDS[1]), &[("x-voter", &t2), ("idempotency-key", k2)]).await.unwrap();
+    assert_eq!((s, b["vote_id"].as_str()), (201, Some(k2)), "a retry after a new contest: {b}");
+    let recs = records_of(&topic, k2).await;
+    assert!(!recs.is_empty() && recs.iter().all(|v| v.contest.as_deref() == Some("adv-a")), "the retry is stamped with its first contest: {recs:?}");
+
+    // Certify A: every acknowledged vote of A is in it, nothing changes it afterwards.
+    let log = VoteLog::connect(&kit::mongo_url(), "bandvote_test", &collection).await.unwrap();
+    let counters = Counters::connect(&redis, "").await.unwrap();
+    let (cert, new) = certify::certify(&kit::kafka_brokers(), &topic, &a, &store, &counters, &log, Duration::from_secs(60), SETTLE).await.expect("certified");
+    assert!(new);
+    let ids: HashSet<&String> = acked["adv-a"].iter().collect();
+    assert_eq!(cert.votes_in_kafka as usize, ids.len(), "{cert:?}");
+    assert_eq!(cert.by_status.values().sum::<i64>() as usize, ids.len(), "{cert:?}");
+    for id in &ids {
+        let stored = log.collection().find_one(mongodb::bson::doc! { "_id": id.as_str() }).await.unwrap().unwrap_or_else(|| panic!("{id} not stored"));
+        assert_eq!(stored.get_str("contest").ok(), Some("adv-a"), "{id}");
+        assert!(matches!(stored.get_str("status"), Ok("counted" | "over_limit")), "{id}: {stored}");
+    }
+
+    // Item 8: a certified contest is immutable; an id is never reused.
+    assert!(matches!(contests.open_now(Some("adv-a")).await, Err(admin::AdminError::Certified(_))));
+    assert!(matches!(contests.close_in(Some("adv-a"), 0).await, Err(admin::AdminError::Certified(_))));
+    assert!(matches!(contests.create(contest("adv-a", 1, Voters::Id), None).await, Err(admin::AdminError::Exists(_))));
+    assert!(matches!(contests.create(contest("adv-b", 1, Voters::Id), None).await, Err(admin::AdminError::Exists(_))));
+
+    // Item 9: ids that once named other keys; ids with a separator are refused.
+    assert!(matches!(contests.create(contest("a:total", 0, Voters::Anonymous), None).await, Err(admin::AdminError::Definition(_))));
+    for id in ["def", "total"] {
+        contests.create(contest(id, 0, Voters::Anonymous), None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let (s, b) = post(&client, http, &vote(BANDS[0]), &[]).await.unwrap();
+        assert_eq!(s, 201, "{id}: {b}");
+    }
+    for id in ["def", "total"] {
+        let t = wait_applied(&store, id, 1, Duration::from_secs(30)).await;
+        assert_eq!(t.total, 1, "contest {id} counted: {t:?}");
+    }
+
+    // Item 12: a look-alike name with a blank-rendering character.
+    contests.archive().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (s, b) = post(&client, http, &vote("Maná\u{2800}"), &[]).await.unwrap();
+    assert_eq!((s, b["error"]["code"].as_str(), b["error"]["field"].as_str()), (422, Some("blank_character"), Some("band")), "{b}");
+
+    // Item 10: albums are bounded like bands: made-up names at volume meet a
+    // 422 naming the album at the cap, and Redis's set stops growing.
+    let mut refused = 0;
+    for i in 0..80 {
+        let body = format!(r#"{{"name":"{}","album":"{}-{i}","year":"1990","rank":"1"}}"#, BANDS[0], kit::unique("junk"));
+        match post(&client, http, &body, &[]).await.unwrap() {
+            (201, _) => {}
+            (422, b) if b.to_string().contains("album") => refused += 1,
+            (s, b) => panic!("album {i}: {s} {b}"),
+        }
+    }
+    let mut con = redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let albums: i64 = redis::cmd("SCARD").arg("albums:known").query_async(&mut con).await.unwrap();
+    assert!(refused >= 30 && albums <= 50, "{refused} refused, {albums} albums known");
+
+    // Nothing changed the certificate.
+    assert_eq!(log.certificate("adv-a").await.unwrap().as_ref(), Some(&cert));
+    drop((h, weak, br, consumer));
+}
+
+/// Item 4: an intake that starts while Redis is unreachable answers 503
+/// (never "no contest") until it can read the contest, then applies it.
+#[tokio::test]
+async fn an_intake_started_with_redis_down_answers_503_until_it_knows() {
+    let topic = kit::fresh_topic("adversary-down", 1).await;
+    let port = free_addr().port();
+    let redis = format!("redis://127.0.0.1:{port}/");
+    let (mut h, http, host_admin) = host("adv-down-host", &topic, &redis, &[]);
+    h.start();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (s, retry, b) = loop {
+        if let Some(answer) = post_status(&client, http, &vote("Anything"), &[]).await {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "host never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!((s, retry.is_some()), (503, true), "{b}");
+    assert_eq!(http_status(host_admin, "/readyz").await, Some(503));
+    // Redis comes up, and the record says "no contest": votes go through.
+    let dir = kit::process::log_dir().join(kit::unique("adv-redis"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut server = Service::new(
+        "adv-redis",
+        "redis-server".into(),
+        vec!["--port".into(), port.to_string(), "--bind".into(), "127.0.0.1".into(), "--save".into(), "".into(), "--dir".into(), dir.display().to_string()],
+        vec![],
+    );
+    server.start();
+    let store = ContestStore::new(&redis, "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.set_current(None).await.is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_ready(host_admin, Duration::from_secs(10)).await;
+    let (s, b) = post(&client, http, &vote("Any Band"), &[]).await.unwrap();
+    assert_eq!(s, 201, "{b}");
+    drop((h, server));
+}
