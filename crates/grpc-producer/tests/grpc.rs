@@ -99,7 +99,11 @@ async fn rest_bridge_produces_the_same_record() {
     let json: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(json["offsets"][0]["error_code"], serde_json::Value::Null);
     let recs = kit::read_topic(&topic, 1, Duration::from_secs(30)).await;
-    assert_eq!(recs[0].value, record::encode(&vote).value, "byte-identical to the native publisher");
+    // The received time is the bridge's (admission's stamp), never the body's.
+    let stored = record::decode(&recs[0].value).unwrap();
+    assert_ne!(stored.received_at_ms, vote.received_at_ms, "received_at_ms came from the body");
+    let stamped = bandvote_vote::Vote { received_at_ms: stored.received_at_ms, ..vote.clone() };
+    assert_eq!(recs[0].value, record::encode(&stamped).value, "byte-identical to the native publisher");
 
     let other = http.post(format!("{base}/topics/elsewhere")).header("content-type", KAFKA_JSON_V2).json(&body).send().await.unwrap();
     assert_eq!(other.status().as_u16(), 404);
