@@ -22,7 +22,7 @@ GRPC_PORT="${BANDVOTE_DEMO_GRPC_PORT:-50051}"
 WEB_PORT="${BANDVOTE_DEMO_WEB_PORT:-8090}"
 HOP_PORT="${BANDVOTE_DEMO_HOP_PORT:-8083}"
 
-bash scripts/setup.sh
+bash scripts/setup.sh demo
 WASM=$(bash scripts/build-wasm.sh)
 bash scripts/services.sh start
 

@@ -2,8 +2,13 @@
 # Install what bandvote needs on a fresh Debian machine, idempotently.
 # Tool builds are cached under $BANDVOTE_CACHE (default $HOME/.cache/bandvote),
 # so a second run takes seconds.
+#   scripts/setup.sh        # everything the tests need (scripts/test.sh)
+#   scripts/setup.sh demo   # only what scripts/demo.sh runs: the services' and the
+#                           # build's packages, wasm32-wasip2, nisshi, secantusd-rs
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+MODE=${1:-test}
+case $MODE in demo | test) ;; *) die "usage: scripts/setup.sh [demo|test]" ;; esac
 
 NISSHI_VERSION=0.8.1
 NISSHI_MIN_RUSTC=1.96
@@ -20,13 +25,15 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v curl >/dev/null || need_apt+=(curl)
-command -v wrk >/dev/null || need_apt+=(wrk)
+[ "$MODE" = test ] && ! command -v wrk >/dev/null && need_apt+=(wrk)
 if [ "$KAFKA_STORAGE" = postgres ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then need_apt+=(postgresql); fi
 command -v python3 >/dev/null || need_apt+=(python3)
-python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
-command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
-command -v chromium >/dev/null || need_apt+=(chromium)
-command -v node >/dev/null || need_apt+=(nodejs npm)
+if [ "$MODE" = test ]; then
+  python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+  command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
+  command -v chromium >/dev/null || need_apt+=(chromium)
+  command -v node >/dev/null || need_apt+=(nodejs npm)
+fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -83,6 +90,10 @@ else
   INSTALL_TOOLCHAIN=$NISSHI_TOOLCHAIN install_crate nisshi "$NISSHI_VERSION" nisshi
 fi
 install_crate secantus-mdb "$SECANTUS_VERSION" secantusd-rs --ignore-rust-version
+if [ "$MODE" = demo ]; then
+  log "setup done (demo: the test tools — wac, the wasmtime CLIs, cargo-machete, the Python venv, npm — come with scripts/setup.sh)"
+  exit 0
+fi
 # Composing the Spin artifact and proving it runs on plain wasmtime (serve + wasi-config only).
 install_crate wac-cli "$WAC_VERSION" wac --no-default-features
 install_crate wasmtime-cli "$WASMTIME_VERSION" wasmtime --no-default-features \

@@ -190,7 +190,8 @@ impl<P: Publish> Admission<P> {
         }
         // A refused vote claims nothing; if any is refused the batch is only looked up.
         let any_refused = verdicts.iter().any(Result::is_err);
-        let claims = self.claim(votes, &verdicts, !any_refused).await;
+        let in_contest = contest.is_some();
+        let claims = self.claim(votes, &verdicts, !any_refused, in_contest).await;
         let mut decisions = Vec::with_capacity(votes.len());
         let mut to_claim = Vec::new();
         for (i, ((vote, verdict), claim)) in votes.iter().zip(verdicts).zip(claims).enumerate() {
@@ -227,7 +228,7 @@ impl<P: Publish> Admission<P> {
                 })
                 .collect();
             let raw: Vec<Vote> = to_claim.iter().map(|&i| votes[i].clone()).collect();
-            for (&i, claim) in to_claim.iter().zip(self.claim(&raw, &stamps, true).await) {
+            for (&i, claim) in to_claim.iter().zip(self.claim(&raw, &stamps, true, in_contest).await) {
                 match claim {
                     Some(Claim::First) => {
                         if let Decision::Publish { claimed, .. } = &mut decisions[i] {
@@ -246,13 +247,15 @@ impl<P: Publish> Admission<P> {
         Ok(decisions)
     }
 
-    /// Step 4: one round trip for the votes whose id can collide (a
-    /// generated id belongs to no other vote: keyless traffic costs no
-    /// Redis call). `None` per vote not looked up (no claims, generated id,
-    /// Redis unreachable).
-    async fn claim(&self, votes: &[Vote], verdicts: &[Result<Stamp, PublishError>], stamp: bool) -> Vec<Option<Claim>> {
+    /// Step 4: one round trip for the votes whose id can collide or whose
+    /// retry could meet changed rules. Outside a contest a generated id
+    /// belongs to no other vote, so keyless traffic costs no Redis call; in
+    /// a contest every id is claimed, since a client may retry a 503 that
+    /// named its generated id after the close. `None` per vote not looked
+    /// up (no claims, a generated id outside a contest, Redis unreachable).
+    async fn claim(&self, votes: &[Vote], verdicts: &[Result<Stamp, PublishError>], stamp: bool, in_contest: bool) -> Vec<Option<Claim>> {
         let Some(claims) = &self.claims else { return votes.iter().map(|_| None).collect() };
-        let collidable: Vec<bool> = votes.iter().map(|v| !bandvote_vote::is_generated_id(&v.vote_id)).collect();
+        let collidable: Vec<bool> = votes.iter().map(|v| in_contest || !bandvote_vote::is_generated_id(&v.vote_id)).collect();
         let n = collidable.iter().filter(|c| **c).count();
         if n == 0 {
             return votes.iter().map(|_| None).collect();

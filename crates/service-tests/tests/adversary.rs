@@ -196,8 +196,16 @@ async fn the_contest_holds_against_an_attacker_and_a_bad_day() {
         assert_eq!(s, 201, "{b}");
         acked.entry("adv-a".into()).or_default().push(k.into());
     }
+    // A keyless vote: its id is the intake's; a client retrying a 503 that named it uses it as the key.
+    let t3 = token("r3", 600);
+    let (s, b) = post(&client, http, &vote(BANDS[2]), &[("x-voter", &t3)]).await.unwrap();
+    assert_eq!(s, 201, "{b}");
+    let k3 = b["vote_id"].as_str().unwrap().to_owned();
+    acked.entry("adv-a".into()).or_default().push(k3.clone());
     let a = contests.close_in(Some("adv-a"), 0).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
+    let (s, b) = post(&client, http, &vote(BANDS[2]), &[("x-voter", &t3), ("idempotency-key", &k3)]).await.unwrap();
+    assert_eq!((s, b["vote_id"].as_str()), (201, Some(k3.as_str())), "a retry of a keyless vote after the close: {b}");
     let (s, b) = post(&client, http, &vote(BANDS[1]), &[("x-voter", &t1), ("idempotency-key", k1)]).await.unwrap();
     assert_eq!((s, b["vote_id"].as_str()), (201, Some(k1)), "a retry after the close gets its first answer: {b}");
     let (s, b) = post(&client, http, &vote(BANDS[1]), &[("x-voter", &t1), ("idempotency-key", "adv-after-close")]).await.unwrap();
