@@ -17,6 +17,9 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 SECONDS_OF_TRAFFIC="${BANDVOTE_DEMO_SECONDS:-20}"
+# A retry keeps its first answer for this long; `contest certify` waits it out
+# after the close (a real contest keeps the default, 300 s).
+export BANDVOTE_IDEMPOTENCY_WINDOW_SECS="${BANDVOTE_IDEMPOTENCY_WINDOW_SECS:-10}"
 HTTP_PORT="${BANDVOTE_DEMO_HTTP_PORT:-8080}"
 GRPC_PORT="${BANDVOTE_DEMO_GRPC_PORT:-50051}"
 WEB_PORT="${BANDVOTE_DEMO_WEB_PORT:-8090}"

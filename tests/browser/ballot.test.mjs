@@ -68,7 +68,9 @@ test('a fan votes on /vote and the receipt turns counted', { timeout: 240_000 },
   execFileSync('nisshi', ['topic', 'create', `${topic}-dlq`, '--partitions', '1', '--broker', `tcp://${brokers}`]);
   execFileSync('redis-cli', ['-u', redisUrl, 'FLUSHDB']);
   const [http, hostAdmin, consumerAdmin, web, flaky] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
-  const shared = { BANDVOTE_TOPIC: topic, BANDVOTE_REDIS_URL: redisUrl, BANDVOTE_MONGO_DB: 'bandvote_test', BANDVOTE_MONGO_COLLECTION: `ballot_${id}` };
+  // A short idempotency window: `contest certify` waits it out after the close.
+  const shared = { BANDVOTE_TOPIC: topic, BANDVOTE_REDIS_URL: redisUrl, BANDVOTE_MONGO_DB: 'bandvote_test', BANDVOTE_MONGO_COLLECTION: `ballot_${id}`,
+    BANDVOTE_IDEMPOTENCY_WINDOW_SECS: '5' };
   const admin = (...args) => execFileSync(join(target, 'debug', 'bandvote-consumer'), ['contest', ...args], { env: { ...env, ...shared, RUST_LOG: 'warn' } }).toString();
   admin('create', '--id', `ballot-${id}`, '--title', 'Festival de Bandas', '--roster', 'Alux Nahual,Bohemia Suburbana,Viernes Verde',
     '--votes-per-voter', '1', '--voters', 'id', '--open-for-secs', '3600');

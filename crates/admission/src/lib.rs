@@ -75,7 +75,7 @@ struct BandCap {
 #[derive(Debug)]
 enum Decision {
     /// Publish this (stamped) vote; `claimed`: this call took its key.
-    Publish { vote: Vote, claimed: bool, retry: bool },
+    Publish { vote: Vote, claimed: bool },
     Refuse(PublishError),
 }
 
@@ -191,26 +191,28 @@ impl<P: Publish> Admission<P> {
         // A refused vote claims nothing; if any is refused the batch is only looked up.
         let any_refused = verdicts.iter().any(Result::is_err);
         let in_contest = contest.is_some();
-        let claims = self.claim(votes, &verdicts, !any_refused, in_contest).await;
+        let claims = self.claim(votes, &verdicts, !any_refused, in_contest).await?;
         let mut decisions = Vec::with_capacity(votes.len());
         let mut to_claim = Vec::new();
         for (i, ((vote, verdict), claim)) in votes.iter().zip(verdicts).zip(claims).enumerate() {
             decisions.push(match (claim, verdict) {
+                // A retry of an admitted vote: its first answer, whatever the rules say now.
+                (Some(Claim::Retry(Some(stamp))), _) => {
+                    self.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                    Decision::Publish { vote: steps::stamped(vote, &stamp), claimed: false }
+                }
+                // A rule's refusal outranks a key conflict, so it refuses the whole batch.
+                (_, Err(e @ PublishError::Refused(_))) => Decision::Refuse(e),
                 (Some(Claim::Conflict), _) => {
                     self.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
                     Decision::Refuse(PublishError::Conflict { vote_id: vote.vote_id.clone() })
                 }
-                // A retry of an admitted vote: its first answer, whatever the rules say now.
-                (Some(Claim::Retry(Some(stamp))), _) => {
-                    self.metrics.retries.fetch_add(1, Ordering::Relaxed);
-                    Decision::Publish { vote: steps::stamped(vote, &stamp), claimed: false, retry: true }
-                }
-                (Some(Claim::First), Ok(stamp)) => Decision::Publish { vote: steps::stamped(vote, &stamp), claimed: true, retry: false },
+                (Some(Claim::First), Ok(stamp)) => Decision::Publish { vote: steps::stamped(vote, &stamp), claimed: true },
                 (Some(Claim::Unclaimed), Ok(stamp)) => {
                     to_claim.push(i);
-                    Decision::Publish { vote: steps::stamped(vote, &stamp), claimed: false, retry: false }
+                    Decision::Publish { vote: steps::stamped(vote, &stamp), claimed: false }
                 }
-                (_, Ok(stamp)) => Decision::Publish { vote: steps::stamped(vote, &stamp), claimed: false, retry: false },
+                (_, Ok(stamp)) => Decision::Publish { vote: steps::stamped(vote, &stamp), claimed: false },
                 (_, Err(e)) => Decision::Refuse(e),
             });
         }
@@ -228,7 +230,7 @@ impl<P: Publish> Admission<P> {
                 })
                 .collect();
             let raw: Vec<Vote> = to_claim.iter().map(|&i| votes[i].clone()).collect();
-            for (&i, claim) in to_claim.iter().zip(self.claim(&raw, &stamps, true, in_contest).await) {
+            for (&i, claim) in to_claim.iter().zip(self.claim(&raw, &stamps, true, in_contest).await?) {
                 match claim {
                     Some(Claim::First) => {
                         if let Decision::Publish { claimed, .. } = &mut decisions[i] {
@@ -237,7 +239,7 @@ impl<P: Publish> Admission<P> {
                     }
                     Some(Claim::Conflict) => decisions[i] = Decision::Refuse(PublishError::Conflict { vote_id: votes[i].vote_id.clone() }),
                     Some(Claim::Retry(Some(stamp))) => {
-                        decisions[i] = Decision::Publish { vote: steps::stamped(&votes[i], &stamp), claimed: false, retry: true }
+                        decisions[i] = Decision::Publish { vote: steps::stamped(&votes[i], &stamp), claimed: false }
                     }
                     _ => {}
                 }
@@ -252,29 +254,38 @@ impl<P: Publish> Admission<P> {
     /// belongs to no other vote, so keyless traffic costs no Redis call; in
     /// a contest every id is claimed, since a client may retry a 503 that
     /// named its generated id after the close. `None` per vote not looked
-    /// up (no claims, a generated id outside a contest, Redis unreachable).
-    async fn claim(&self, votes: &[Vote], verdicts: &[Result<Stamp, PublishError>], stamp: bool, in_contest: bool) -> Vec<Option<Claim>> {
-        let Some(claims) = &self.claims else { return votes.iter().map(|_| None).collect() };
+    /// up (no claims, a generated id outside a contest, Redis unreachable
+    /// outside a contest). In a contest an unreachable Redis is 503: a retry
+    /// could not be told from a new vote, and a rule judged again could
+    /// refuse a vote whose first attempt counts.
+    async fn claim(&self, votes: &[Vote], verdicts: &[Result<Stamp, PublishError>], stamp: bool, in_contest: bool) -> Result<Vec<Option<Claim>>, PublishError> {
+        let Some(claims) = &self.claims else { return Ok(votes.iter().map(|_| None).collect()) };
         let collidable: Vec<bool> = votes.iter().map(|v| in_contest || !bandvote_vote::is_generated_id(&v.vote_id)).collect();
         let n = collidable.iter().filter(|c| **c).count();
         if n == 0 {
-            return votes.iter().map(|_| None).collect();
+            return Ok(votes.iter().map(|_| None).collect());
         }
         let asked = votes.iter().zip(verdicts).zip(&collidable).filter(|(_, c)| **c).map(|((v, verdict), _)| (v, if stamp { verdict.as_ref().ok() } else { None }));
         let mut answers = match claims.claim(asked).await {
             Ok(a) => a.into_iter(),
+            Err(e) if in_contest => {
+                tracing::warn!(error = %e, "idempotency keys not checked during a contest: refusing (503)");
+                return Err(PublishError::Unavailable(format!("a contest is running and its retry check (redis) is unreachable: retry ({e})")));
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "idempotency keys not checked: redis unavailable");
                 self.metrics.unchecked.fetch_add(n as u64, Ordering::Relaxed);
-                return votes.iter().map(|_| None).collect();
+                return Ok(votes.iter().map(|_| None).collect());
             }
         };
-        collidable.iter().map(|c| if *c { answers.next() } else { None }).collect()
+        Ok(collidable.iter().map(|c| if *c { answers.next() } else { None }).collect())
     }
 
     /// Step 5: a new band or album name past its cap is refused (its
-    /// claim given back). Retries were bounded the first time; a roster
-    /// bounds band names itself (not albums).
+    /// claim given back). Retries too (a genuine retry's name was admitted
+    /// the first time, so it passes; two copies of a new vote sent at once
+    /// must not slip past as each other's retry); a roster bounds band names
+    /// itself (not albums).
     async fn bound_names(&self, raw: &[Vote], decisions: &mut [Decision], roster: bool) {
         if let Some(cap) = self.bands.as_ref().filter(|_| !roster) {
             self.bound(cap, raw, decisions, |v| &v.band, |band, cap| PublishError::TooManyBands { band, cap }, &self.metrics.bands_refused).await;
@@ -298,7 +309,7 @@ impl<P: Publish> Admission<P> {
             let mut unknown: Vec<String> = decisions
                 .iter()
                 .filter_map(|d| match d {
-                    Decision::Publish { vote, retry: false, .. } if !known.contains(name_of(vote)) => Some(name_of(vote).clone()),
+                    Decision::Publish { vote, .. } if !known.contains(name_of(vote)) => Some(name_of(vote).clone()),
                     _ => None,
                 })
                 .collect();
@@ -329,7 +340,7 @@ impl<P: Publish> Admission<P> {
             }
         };
         for (d, raw) in decisions.iter_mut().zip(raw) {
-            if let Decision::Publish { vote, claimed, retry: false } = d
+            if let Decision::Publish { vote, claimed, .. } = d
                 && refused.contains(name_of(vote).as_str())
             {
                 refused_total.fetch_add(1, Ordering::Relaxed);

@@ -37,13 +37,15 @@ fn end_offsets(brokers: &str, topic: &str) -> Result<BTreeMap<i32, i64>, Certify
     bandvote_kafka::watermarks_of(brokers, topic, Duration::from_secs(10)).map(|w| w.into_iter().map(|(p, _, high)| (p, high)).collect()).map_err(store_err)
 }
 
-/// The longest time after the close at which a vote an intake received
-/// before it may still reach Kafka: the intake stamps a vote when admission
-/// takes it, then its producer may take up to the delivery timeout (+ the
-/// 1 s guard on a lost report) to deliver it; the intake's clock may be
-/// `clock_skew` behind the operator's.
-pub fn settle_time(delivery_timeout: Duration, clock_skew: Duration) -> Duration {
-    delivery_timeout + Duration::from_secs(1) + clock_skew
+/// The longest time after the close at which a vote of the contest may
+/// still reach Kafka: a retry of a vote admitted before the close is
+/// answered and published as the first attempt for as long as its key's
+/// claim lasts (`claim_window` from the first attempt, so at most that long
+/// after the close); its producer may then take up to the delivery timeout
+/// (+ the 1 s guard on a lost report) to deliver it; the intake's clock may
+/// be `clock_skew` behind the operator's.
+pub fn settle_time(delivery_timeout: Duration, clock_skew: Duration, claim_window: Duration) -> Duration {
+    claim_window + delivery_timeout + Duration::from_secs(1) + clock_skew
 }
 
 /// Certify contest `id` (or print the certificate it already has). The
@@ -70,7 +72,7 @@ pub async fn certify(
     let settled_at = contest.closes_at_ms.saturating_add(i64::try_from(settle.as_millis()).unwrap_or(i64::MAX));
     let left = settled_at - now_ms();
     if left > 0 {
-        eprintln!("certify: waiting {left} ms after the close for votes received before it to reach Kafka (delivery timeout + 1 s + clock skew)");
+        eprintln!("certify: waiting {left} ms after the close for votes received before it, and their retries, to reach Kafka (claim window + delivery timeout + 1 s + clock skew)");
         tokio::time::sleep(Duration::from_millis(left as u64)).await;
     }
     // 1. Kafka: the contest's distinct vote ids, up to the ends taken now

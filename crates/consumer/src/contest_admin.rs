@@ -145,8 +145,7 @@ pub async fn restore(store: &ContestStore, log: &VoteLog) -> Result<bool, AdminE
         // the record), else "no contest" (a deployment that never ran one).
         None => {
             let id = store.current_id().await?;
-            log.save_current_contest(id.as_deref()).await.map_err(log_err)?;
-            match id {
+            match log.init_current_contest(id.as_deref()).await.map_err(log_err)? {
                 Some(id) => Some(log.contest(&id).await.map_err(log_err)?.ok_or(AdminError::NoContest(id))?),
                 None => None,
             }

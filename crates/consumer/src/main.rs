@@ -123,6 +123,10 @@ enum ContestCommand {
         /// How far an intake's clock may be behind this machine's.
         #[arg(long, env = "BANDVOTE_CLOCK_SKEW_MS", default_value_t = 2_000)]
         clock_skew_ms: u64,
+        /// The intakes' idempotency window (their BANDVOTE_IDEMPOTENCY_WINDOW_SECS):
+        /// a retry of a vote admitted before the close is published that long after it.
+        #[arg(long, env = "BANDVOTE_IDEMPOTENCY_WINDOW_SECS", default_value_t = 300)]
+        idempotency_window_secs: u64,
     },
     /// Print voter tokens for a `voters = token` contest, one per line.
     Tokens {
@@ -266,11 +270,15 @@ async fn contest_subcommand(config: &ConsumerConfig, admin: &ContestAdmin, comma
                 println!("{t}");
             }
         }
-        ContestCommand::Certify { id, wait_secs, delivery_timeout_ms, clock_skew_ms } => {
+        ContestCommand::Certify { id, wait_secs, delivery_timeout_ms, clock_skew_ms, idempotency_window_secs } => {
             let c = admin.find(id.as_deref()).await?;
             let counters = Counters::connect(&config.redis_url, &config.redis_prefix).await.context("connecting to Redis")?;
             let wait = std::time::Duration::from_secs(wait_secs);
-            let settle = bandvote_consumer::certify::settle_time(std::time::Duration::from_millis(delivery_timeout_ms), std::time::Duration::from_millis(clock_skew_ms));
+            let settle = bandvote_consumer::certify::settle_time(
+                std::time::Duration::from_millis(delivery_timeout_ms),
+                std::time::Duration::from_millis(clock_skew_ms),
+                std::time::Duration::from_secs(idempotency_window_secs),
+            );
             let (cert, new) = bandvote_consumer::certify::certify(&config.kafka_brokers, &config.topic, &c, &admin.store, &counters, &admin.log, wait, settle).await?;
             println!("{}", serde_json::to_string_pretty(&cert).unwrap_or_default());
             println!("{} {}: final, certified at {} ms, digest {}", if new { "certified" } else { "already certified" }, cert.contest, cert.certified_at_ms, cert.digest);

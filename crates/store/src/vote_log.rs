@@ -341,6 +341,16 @@ impl VoteLog {
         self.contests.replace_one(doc! { "_id": CURRENT_CONTEST_DOC }, d).upsert(true).await.map(drop)
     }
 
+    /// Record `id` as current only if nothing was ever recorded (a
+    /// concurrent `contest create` wins); what is recorded afterwards.
+    pub async fn init_current_contest(&self, id: Option<&str>) -> Result<Option<String>, mongodb::error::Error> {
+        self.contests
+            .update_one(doc! { "_id": CURRENT_CONTEST_DOC }, doc! { "$setOnInsert": { "contest": id.unwrap_or("") } })
+            .upsert(true)
+            .await?;
+        Ok(self.current_contest().await?.flatten())
+    }
+
     /// The durable record of the current contest: `None` if none was ever
     /// recorded, `Some(None)` for "no contest", `Some(Some(id))`.
     pub async fn current_contest(&self) -> Result<Option<Option<String>>, mongodb::error::Error> {

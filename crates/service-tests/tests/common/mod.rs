@@ -22,7 +22,9 @@ pub async fn flush(url: &str) {
 }
 
 /// How long after a close `certify` waits here: the test intakes' delivery
-/// timeout (5 s, the default) + 1 s, on one machine (no clock skew).
+/// timeout (5 s, the default) + 1 s, on one machine (no clock skew); these
+/// tests send no retry after their contest is certified, so the claim window
+/// (`certify::settle_time`'s first term) is left out.
 pub const SETTLE: Duration = Duration::from_secs(6);
 
 /// The deployment's voter-token secret in these tests (32 bytes or more).
