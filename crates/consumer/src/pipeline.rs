@@ -288,9 +288,23 @@ impl BatchApplier {
         let topic = &self.topic;
         let contests = self.contests.load(batch.votes()).await.map_err(|e| SinkError::Contest(e.to_string()))?;
         let mut judged: std::collections::BTreeMap<i32, Judged> = std::collections::BTreeMap::new();
+        // A vote id twice in one batch: the later record is a repeat (a client
+        // retry that reached Kafka twice; the insert keeps the first, in this
+        // order). Judged so before the insert, so the statuses stored are
+        // final even if the consumer dies before it could rewrite them (a
+        // rebuild would take them as truth).
+        let mut seen = std::collections::HashSet::new();
+        let in_batch_repeats: std::collections::HashSet<(i32, i64)> = batch
+            .partitions
+            .values()
+            .flat_map(|pb| pb.votes.iter())
+            .filter(|v| !seen.insert(v.vote.vote_id.as_str()))
+            .map(|v| (v.partition, v.offset))
+            .collect();
+        let in_batch_repeat = |v: &bandvote_store::Located| in_batch_repeats.contains(&(v.partition, v.offset));
         for (p, pb) in &batch.partitions {
             let mut verdicts: Vec<Verdict> = pb.votes.iter().map(|v| judge::by_rules(&v.vote, &contests)).collect();
-            let decided = self.judge_caps(*p, pb, &mut verdicts, &contests, &|_| false, log_nonempty).await?;
+            let decided = self.judge_caps(*p, pb, &mut verdicts, &contests, &in_batch_repeat, log_nonempty).await?;
             judged.insert(*p, Judged { verdicts, decided });
         }
         let docs: Vec<StoredVote<'_>> = batch
