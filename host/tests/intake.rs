@@ -271,7 +271,8 @@ async fn a_slot_is_held_until_the_instance_ends() {
 async fn the_whole_pool_runs_at_once_past_wasmtime_defaults() {
     const N: usize = 1010;
     // An unreachable broker: each instance waits in publish, then answers 503.
-    let publisher = PublisherConfig { brokers: "127.0.0.1:1".into(), delivery_timeout: Duration::from_secs(3), ..Default::default() };
+    // Each waits 6 s: long enough for all N to start on a loaded machine (other tests run beside this one).
+    let publisher = PublisherConfig { brokers: "127.0.0.1:1".into(), delivery_timeout: Duration::from_secs(6), ..Default::default() };
     let host = start(publisher, RuntimeConfig { max_concurrent: N as u32, slot_wait: Duration::from_secs(5), ..limits() }).await;
     let client = reqwest::Client::new();
     let sends: Vec<_> = (0..N)
@@ -280,7 +281,7 @@ async fn the_whole_pool_runs_at_once_past_wasmtime_defaults() {
             tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()) })
         })
         .collect();
-    let (deadline, mut peak) = (Instant::now() + Duration::from_secs(3), 0);
+    let (deadline, mut peak) = (Instant::now() + Duration::from_secs(6), 0);
     while Instant::now() < deadline && peak < N {
         peak = peak.max(host.runtime.instances_running());
         tokio::time::sleep(Duration::from_millis(20)).await;
