@@ -28,8 +28,8 @@ K8S_VERSION = "1.31.0"
 
 # Which Rust source declares each image's configuration (flags with `env = "…"`).
 IMAGE_SOURCES = {
-    "bandvote/host": ["host/src/config.rs", "crates/kafka/src/args.rs"],
-    "bandvote/grpc": ["crates/grpc-producer/src/config.rs", "crates/kafka/src/args.rs"],
+    "bandvote/host": ["host/src/config.rs", "crates/kafka/src/args.rs", "crates/admission/src/args.rs"],
+    "bandvote/grpc": ["crates/grpc-producer/src/config.rs", "crates/kafka/src/args.rs", "crates/admission/src/args.rs"],
     "bandvote/grpc-client": ["crates/grpc-producer/src/bin/grpc_client.rs"],
     "bandvote/consumer": ["crates/consumer/src/config.rs", "crates/consumer/src/main.rs"],
     "bandvote/web": ["crates/web/src/main.rs"],
@@ -387,6 +387,8 @@ def test_alert_rules_use_real_metrics_and_are_loaded():
     for src in ["host/src/metrics.rs", "crates/consumer/src/metrics.rs", "crates/grpc-producer/src/metrics.rs"]:
         metrics |= set(re.findall(r'"(bandvote_[a-z_]+)"', (ROOT / src).read_text()))
     progress = set(re.findall(r'opts\(\s*"([a-z_]+)"', (ROOT / "crates/kafka/src/progress.rs").read_text()))
+    # Admission's counters (crates/admission/src/metrics.rs: NAMES) and its gauge carry the same prefixes.
+    progress |= set(re.findall(r'\("([a-z_]+_total)", "', (ROOT / "crates/admission/src/metrics.rs").read_text())) | {"contest_known"}
     metrics |= {f"{prefix}_{name}" for prefix in ("bandvote_host", "bandvote_grpc") for name in progress}
     rules = yaml.safe_load((K8S / "base/prometheus/alerts.yml").read_text())
     exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]

@@ -21,7 +21,7 @@ def test_openapi_matches_the_code():
     codes |= {"timeout", "unavailable"}
     refusal = (ROOT / "crates/contest/src/refusal.rs").read_text()
     rules = set(re.findall(r'Self::\w+(?: \{ \.\. \}|\(_\))? => "([a-z_]+)"', refusal.split("pub fn code(&self)")[1].split("pub fn http_status")[0]))
-    assert rules == {"unknown_band", "voting_not_open", "voting_closed", "voter_required", "vote_limit_reached", "invalid_voter_token"}, rules
+    assert rules == {"unknown_band", "voting_not_open", "voting_closed", "voter_required", "vote_limit_reached", "invalid_voter_token", "invalid_voter_id"}, rules
     codes |= rules
     assert codes <= set(error["code"]["enum"]), codes - set(error["code"]["enum"])
     for path in ["/", "/api/results", "/api/stream", "/api/log", "/healthz", "/readyz"]:
