@@ -150,12 +150,15 @@ test('a fan votes on /vote and the receipt turns counted', { timeout: 240_000 },
     await linked.close();
 
     // A band taken off the roster after the page drew it: the intake's 422 in words.
-    // (A contest is never redefined under its id: the smaller roster is a new contest.)
+    // (A contest is never redefined under its id: the smaller roster is a new contest; the
+    // page, which has not heard of it yet, still shows the old roster.)
+    await desk.route('**/api/contest', (route) => route.abort());
     admin('create', '--id', `ballot-${id}-b`, '--title', 'Festival de Bandas', '--roster', 'Bohemia Suburbana,Viernes Verde',
       '--votes-per-voter', '1', '--voters', 'id', '--open-for-secs', '3600');
     await new Promise((r) => setTimeout(r, 1000));
     await desk.getByRole('button', { name: 'Vote for Alux Nahual' }).click();
     await desk.locator('#result', { hasText: 'is not in this contest' }).waitFor({ timeout: 30_000 });
+    await desk.unroute('**/api/contest');
 
     // Closed: the intake's 403 in words (a ballot that has not yet heard of the close).
     await desk.route('**/api/contest', (route) => route.abort());
