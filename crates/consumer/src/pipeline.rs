@@ -180,6 +180,9 @@ pub struct Pipeline {
     metrics: ConsumerMetrics,
     health: Arc<KafkaHealth>,
     config: ConsumerConfig,
+    /// librdkafka reported a fatal error: this client can never consume
+    /// again (e.g. its static member was fenced after a broker restart).
+    fatal: std::sync::atomic::AtomicBool,
 }
 
 /// Why the pipeline could not start.
@@ -469,6 +472,13 @@ impl Judged {
 impl Pipeline {
     pub async fn connect(config: ConsumerConfig, metrics: ConsumerMetrics) -> Result<Self, StartError> {
         let health = Arc::new(KafkaHealth::new(metrics.clone()));
+        let applier = BatchApplier::connect(&config, metrics.clone()).await?;
+        let consumer = Self::new_consumer(&config, &applier, &health, &metrics)?;
+        Ok(Self { consumer: Arc::new(consumer), applier, metrics, health, config, fatal: Default::default() })
+    }
+
+    /// A consumer client of the group, subscribed to the topic.
+    fn new_consumer(config: &ConsumerConfig, applier: &BatchApplier, health: &Arc<KafkaHealth>, metrics: &ConsumerMetrics) -> Result<StreamConsumer<ConsumerEvents>, StartError> {
         let mut client = ClientConfig::new();
         if !config.instance_id.is_empty() {
             client.set("group.instance.id", &config.instance_id);
@@ -488,7 +498,6 @@ impl Pipeline {
             .set("session.timeout.ms", "15000")
             .set("heartbeat.interval.ms", "3000")
             .set("max.poll.interval.ms", "60000");
-        let applier = BatchApplier::connect(&config, metrics.clone()).await?;
         let resume = ResumeFromSinks {
             redis: ::redis::Client::open(config.redis_url.as_str()).map_err(SinkError::from)?,
             offsets_key: applier.counters().offsets_key(&config.topic),
@@ -497,7 +506,22 @@ impl Pipeline {
         let consumer: StreamConsumer<ConsumerEvents> = client
             .create_with_context(ConsumerEvents { health: health.clone(), metrics: metrics.clone(), resume })?;
         consumer.subscribe(&[&config.topic])?;
-        Ok(Self { consumer: Arc::new(consumer), applier, metrics, health, config })
+        Ok(consumer)
+    }
+
+    /// Replace a client librdkafka declared dead (fatal error) with a new
+    /// one, which rejoins the group (with a static id it takes the old
+    /// member's place). Nothing is lost: offsets are only stored after both
+    /// sinks, and the new client resumes from the sinks.
+    fn replace_dead_client(&mut self) {
+        match Self::new_consumer(&self.config, &self.applier, &self.health, &self.metrics) {
+            Ok(c) => {
+                tracing::warn!("kafka client had a fatal error: replaced by a new one (rejoining the group)");
+                self.consumer = Arc::new(c);
+                self.spawn_lag_reporter();
+            }
+            Err(e) => tracing::error!(error = %e, "kafka client had a fatal error and a new one could not be made (retrying)"),
+        }
     }
 
     pub fn applier(&self) -> &BatchApplier {
@@ -511,7 +535,7 @@ impl Pipeline {
 
     /// Consume until `shutdown` resolves. A batch in progress is finished
     /// (applied and committed) before returning, unless its sinks are down.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         self.spawn_lag_reporter();
         loop {
@@ -519,6 +543,11 @@ impl Pipeline {
                 () = &mut shutdown => break,
                 b = self.next_batch() => b,
             };
+            if self.fatal.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                // The batch's records are read again by the new client (nothing was stored for them).
+                self.replace_dead_client();
+                continue;
+            }
             if batch.is_empty() {
                 continue;
             }
@@ -573,6 +602,10 @@ impl Pipeline {
                 Err(e) => {
                     tracing::warn!(error = %e, "kafka receive error");
                     self.health.fetch_failed(&e.to_string());
+                    if matches!(e, rdkafka::error::KafkaError::MessageConsumptionFatal(_)) {
+                        self.fatal.store(true, std::sync::atomic::Ordering::Relaxed);
+                        break;
+                    }
                     if batch.is_empty() {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     } else {
