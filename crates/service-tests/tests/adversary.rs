@@ -98,6 +98,18 @@ async fn post_status(client: &reqwest::Client, http: std::net::SocketAddr, body:
     Some((r.status().as_u16(), retry, r.json().await.unwrap_or_default()))
 }
 
+/// The first answer of a host that is starting (a vote posted until it answers at all, at most 60 s).
+async fn first_answer(client: &reqwest::Client, http: std::net::SocketAddr) -> (u16, Option<String>, Value) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(answer) = post_status(client, http, &vote("Anything"), &[]).await {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "host never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_contest_holds_against_an_attacker_and_a_bad_day() {
     let redis = redis_db(14);
@@ -115,14 +127,7 @@ async fn the_contest_holds_against_an_attacker_and_a_bad_day() {
     let (mut weak, weak_http, weak_admin) = host("adv-host-nosecret", &topic, &redis, &[]);
     h.start();
     weak.start();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (s, retry, b) = loop {
-        if let Some(answer) = post_status(&client, http, &vote("Anything"), &[]).await {
-            break answer;
-        }
-        assert!(Instant::now() < deadline, "host never answered");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (s, retry, b) = first_answer(&client, http).await;
     assert_eq!((s, retry.is_some()), (503, true), "before the contest is known: {b}");
     assert_eq!(http_status(host_admin, "/readyz").await, Some(503), "not ready while the contest is not known");
     let (mut consumer, consumer_admin) = consumer_process("adv-consumer", &topic, &redis, &collection);
@@ -289,14 +294,7 @@ async fn an_intake_started_with_redis_down_answers_503_until_it_knows() {
     let (mut h, http, host_admin) = host("adv-down-host", &topic, &redis, &[]);
     h.start();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (s, retry, b) = loop {
-        if let Some(answer) = post_status(&client, http, &vote("Anything"), &[]).await {
-            break answer;
-        }
-        assert!(Instant::now() < deadline, "host never answered");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (s, retry, b) = first_answer(&client, http).await;
     assert_eq!((s, retry.is_some()), (503, true), "{b}");
     assert_eq!(http_status(host_admin, "/readyz").await, Some(503));
     // Redis comes up, and the record says "no contest": votes go through.
