@@ -18,7 +18,7 @@ use bandvote_contest::Voters;
 use bandvote_store::{ContestStore, Counters, VoteLog};
 use bandvote_testkit as kit;
 use bandvote_testkit::process::{bin, free_addr, http_status, wait_ready, Service};
-use common::{admin_for, consumer_process, contest, flush, host, post, redis_db, vote, wait_applied, BANDS, SECRET, SETTLE};
+use common::{admin_for, consumer_process, contest, flush, host, post, post_status, redis_db, vote, wait_applied, BANDS, SECRET, SETTLE};
 use serde_json::{json, Value};
 
 /// The gRPC producer (its REST bridge is what the Spin adapter posts to).
@@ -85,17 +85,6 @@ async fn records_of(topic: &str, id: &str) -> Vec<bandvote_vote::Vote> {
     })
     .await
     .unwrap()
-}
-
-/// The status of a POST with its `Retry-After`.
-async fn post_status(client: &reqwest::Client, http: std::net::SocketAddr, body: &str, headers: &[(&str, &str)]) -> Option<(u16, Option<String>, Value)> {
-    let mut req = client.post(format!("http://{http}/")).body(body.to_owned());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let r = req.send().await.ok()?;
-    let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    Some((r.status().as_u16(), retry, r.json().await.unwrap_or_default()))
 }
 
 /// The first answer of a host that is starting (a vote posted until it answers at all, at most 60 s).

@@ -90,14 +90,20 @@ pub fn consumer_process(name: &str, topic: &str, redis: &str, collection: &str) 
 }
 
 pub async fn post(client: &reqwest::Client, http: std::net::SocketAddr, body: &str, headers: &[(&str, &str)]) -> Option<(u16, serde_json::Value)> {
+    post_status(client, http, body, headers).await.map(|(status, _, body)| (status, body))
+}
+
+/// The status of a POST with its `Retry-After`.
+pub async fn post_status(client: &reqwest::Client, http: std::net::SocketAddr, body: &str, headers: &[(&str, &str)]) -> Option<(u16, Option<String>, serde_json::Value)> {
     let mut req = client.post(format!("http://{http}/")).body(body.to_owned());
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
     let r = req.send().await.ok()?;
-    let status = r.status().as_u16();
-    Some((status, r.json().await.unwrap_or_default()))
+    let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Some((r.status().as_u16(), retry, r.json().await.unwrap_or_default()))
 }
+
 
 pub fn vote(band: &str) -> String {
     format!(r#"{{"name":"{band}","album":"En Vivo","year":"1990","rank":"1"}}"#)
