@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use bandvote_store::{BandNames, ContestStore, KeyClaims};
+use bandvote_store::{BandNames, ContestStore, KeyClaims, PublishedThrough};
 
 use crate::{Admission, Publish, PublishError};
 
@@ -52,8 +52,11 @@ impl AdmissionArgs {
         let claims = KeyClaims::new(url, "", window).map_err(|e| config("idempotency", &e))?;
         let contests = ContestStore::new(url, "").map_err(|e| config("contest", &e))?;
         let watch = contests.watch(Duration::from_millis(self.contest_poll_ms.max(50)), Duration::from_millis(self.contest_stale_ms.max(self.contest_poll_ms)));
-        let admission = admission.with_contest(watch, self.contest_secret.as_deref().map(str::as_bytes)).with_key_claims(claims);
-        let mut admission = admission;
+        let reports = PublishedThrough::new(url, "").map_err(|e| config("published-through", &e))?;
+        let mut admission = admission
+            .with_contest(watch, self.contest_secret.as_deref().map(str::as_bytes))
+            .with_key_claims(claims)
+            .with_published_through(reports, Duration::from_millis(self.contest_poll_ms.max(50)));
         if self.max_bands > 0 {
             admission = admission.with_band_cap(BandNames::new(url, "", self.max_bands).map_err(|e| config("band names", &e))?);
         }

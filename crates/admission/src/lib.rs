@@ -18,24 +18,31 @@
 //! round trip that both looks the key up and claims it with the verdict's
 //! stamp, so a refused vote claims nothing and a retry is recognised before
 //! its verdict counts.
+//!
+//! Every call holds its votes in [`InFlight`] until it answers, and an
+//! intake with Redis reports how far it has published
+//! ([`Admission::with_published_through`]): `contest certify` waits for it.
 
 mod args;
 mod error;
+pub mod in_flight;
 mod metrics;
 pub mod steps;
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use bandvote_contest::token::SecretError;
 use bandvote_contest::Voters;
-use bandvote_store::{BandNames, Claim, ContestWatch, Current, KeyClaims, Stamp};
+use bandvote_store::{BandNames, Claim, ContestWatch, Current, KeyClaims, PublishedThrough, Stamp};
 use bandvote_vote::Vote;
 
 pub use args::AdmissionArgs;
 pub use bandvote_kafka::Ack;
 pub use error::{Publish, PublishError};
+pub use in_flight::InFlight;
 
 /// The admission pipeline in front of a publisher `P`. Cheap to clone.
 pub struct Admission<P> {
@@ -46,6 +53,7 @@ pub struct Admission<P> {
     bands: Option<BandCap>,
     albums: Option<BandCap>,
     clock: fn() -> i64,
+    in_flight: Arc<InFlight>,
     metrics: Arc<metrics::Counts>,
 }
 
@@ -59,6 +67,7 @@ impl<P> Clone for Admission<P> {
             bands: self.bands.clone(),
             albums: self.albums.clone(),
             clock: self.clock,
+            in_flight: self.in_flight.clone(),
             metrics: self.metrics.clone(),
         }
     }
@@ -79,6 +88,16 @@ enum Decision {
     Refuse(PublishError),
 }
 
+/// This intake in the published-through reports: `<host>:<pid>`.
+fn intake_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()))
+        .unwrap_or_else(|| "intake".into());
+    format!("{host}:{}", std::process::id())
+}
+
 /// Milliseconds since the Unix epoch, by this machine's clock.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -96,6 +115,7 @@ impl<P: Publish> Admission<P> {
             bands: None,
             albums: None,
             clock: now_ms,
+            in_flight: Arc::default(),
             metrics: Arc::default(),
         }
     }
@@ -139,6 +159,34 @@ impl<P: Publish> Admission<P> {
         self
     }
 
+    /// Report to `reports`, every `every`, how far this intake has
+    /// published (every vote taken up to that time answered); `contest
+    /// certify` waits until every live intake is past the close. The task
+    /// ends with the last clone of this admission. Call inside a Tokio runtime.
+    pub fn with_published_through(self, reports: PublishedThrough, every: Duration) -> Self {
+        let in_flight = Arc::downgrade(&self.in_flight);
+        let clock = self.clock;
+        let intake = intake_name();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(through) = in_flight.upgrade().map(|f| f.through(clock)) else { return };
+                if let Err(e) = reports.report(&intake, through, clock()).await {
+                    tracing::debug!(error = %e, "published-through not reported (certify waits for this intake until it is, or until it is silent long enough)");
+                }
+            }
+        });
+        self
+    }
+
+    /// How far this intake has published: every vote taken at or before this
+    /// time (ms since the epoch, its clock) has been answered.
+    pub fn published_through(&self) -> i64 {
+        self.in_flight.through(self.clock)
+    }
+
     /// The publisher behind admission.
     pub fn inner(&self) -> &P {
         &self.inner
@@ -176,8 +224,7 @@ impl<P: Publish> Admission<P> {
     }
 
     /// Decide every vote of a batch (an outer `Err` refuses all of it).
-    async fn admit(&self, votes: &[Vote]) -> Result<Vec<Decision>, PublishError> {
-        let now = (self.clock)();
+    async fn admit(&self, votes: &[Vote], now: i64) -> Result<Vec<Decision>, PublishError> {
         let current = self.current();
         let contest = steps::known_contest(&current).inspect_err(|_| {
             self.metrics.contest_unknown.fetch_add(votes.len() as u64, Ordering::Relaxed);
@@ -364,7 +411,8 @@ impl<P: Publish> Admission<P> {
     }
 
     async fn publish_one(&self, raw: &Vote) -> Result<Ack, PublishError> {
-        match self.admit(std::slice::from_ref(raw)).await?.pop() {
+        let taken = self.in_flight.take(self.clock);
+        match self.admit(std::slice::from_ref(raw), taken.at).await?.pop() {
             Some(Decision::Publish { vote, claimed, .. }) => {
                 let r = self.inner.publish(&vote).await;
                 if let Err(e) = &r
@@ -381,7 +429,8 @@ impl<P: Publish> Admission<P> {
     }
 
     async fn publish_many(&self, raw: &[Vote]) -> Result<Vec<Result<Ack, PublishError>>, PublishError> {
-        let decisions = self.admit(raw).await?;
+        let taken = self.in_flight.take(self.clock);
+        let decisions = self.admit(raw, taken.at).await?;
         let admitted: Vec<Vote> = decisions.iter().filter_map(|d| if let Decision::Publish { vote, .. } = d { Some(vote.clone()) } else { None }).collect();
         let published = if admitted.is_empty() { Ok(Vec::new()) } else { self.inner.publish_batch(&admitted).await };
         let mut published = match published {

@@ -1,5 +1,8 @@
 //! `contest certify`: the final result, checked three ways. It waits until
-//! every partition of the topic is applied up to its end, recounts the
+//! no vote received before the close can still reach Kafka (the settle time
+//! from the configuration, and every live intake's report that it has
+//! published past the close), then until every partition of the topic is
+//! applied up to its end, recounts the
 //! contest from Kafka (distinct vote ids) and from MongoDB (status and band
 //! of each), compares both with Redis's tally, and only when all agree
 //! writes the [`Certificate`] (counts per band, refusals by status, end
@@ -9,7 +12,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bandvote_contest::{Certificate, Contest, Phase, VoteStatus};
-use bandvote_store::{ContestStore, Counters, VoteLog};
+use bandvote_store::published_through::still_publishing;
+use bandvote_store::{ContestStore, Counters, PublishedThrough, VoteLog};
 use bandvote_vote::record;
 
 use crate::contest_admin::now_ms;
@@ -20,6 +24,8 @@ use rdkafka::message::Message as _;
 pub enum CertifyError {
     #[error("contest {id:?} is still open until {closes_at_ms} (ms since the epoch): close it first")]
     NotClosed { id: String, closes_at_ms: i64 },
+    #[error("intake(s) {intakes} still hold votes received before the close after {waited:?} (their last report: published through {through})")]
+    IntakesBehind { intakes: String, through: String, waited: Duration },
     #[error("the consumer has not applied partition {partition} up to its end ({applied} < {end}) after {waited:?}")]
     NotApplied { partition: i32, applied: i64, end: i64, waited: Duration },
     #[error("{} difference(s) between Kafka, MongoDB and Redis:\n  {}", .0.len(), .0.join("\n  "))]
@@ -32,25 +38,75 @@ fn store_err(e: impl std::fmt::Display) -> CertifyError {
     CertifyError::Store(e.to_string())
 }
 
+/// Wait (up to `wait`) until no intake that could still publish a vote
+/// received before the close holds one: each has reported past the close,
+/// or has been silent longer than [`Settle::intake_gone_after`].
+async fn wait_for_intakes(contest: &Contest, reports: &PublishedThrough, wait: Duration, settle: Settle) -> Result<(), CertifyError> {
+    let gone_after = i64::try_from(settle.intake_gone_after().as_millis()).unwrap_or(i64::MAX);
+    let started = Instant::now();
+    loop {
+        let all = reports.all().await.map_err(store_err)?;
+        let pending = still_publishing(&all, contest.closes_at_ms, now_ms(), gone_after);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let intakes = pending.iter().map(|r| r.intake.as_str()).collect::<Vec<_>>().join(", ");
+        let through = pending.iter().map(|r| r.through_ms.to_string()).collect::<Vec<_>>().join(", ");
+        if started.elapsed() > wait {
+            return Err(CertifyError::IntakesBehind { intakes, through, waited: wait });
+        }
+        eprintln!("certify: waiting for intake(s) {intakes} to publish what they received before the close ({}; published through {through})", contest.closes_at_ms);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// The end offset of every partition of `topic` (its high watermark).
 fn end_offsets(brokers: &str, topic: &str) -> Result<BTreeMap<i32, i64>, CertifyError> {
     bandvote_kafka::watermarks_of(brokers, topic, Duration::from_secs(10)).map(|w| w.into_iter().map(|(p, _, high)| (p, high)).collect()).map_err(store_err)
 }
 
-/// The longest time after the close at which a vote of the contest may
-/// still reach Kafka: a retry of a vote admitted before the close is
-/// answered and published as the first attempt for as long as its key's
-/// claim lasts (`claim_window` from the first attempt, so at most that long
-/// after the close); its producer may then take up to the delivery timeout
-/// (+ the 1 s guard on a lost report) to deliver it; the intake's clock may
-/// be `clock_skew` behind the operator's.
-pub fn settle_time(delivery_timeout: Duration, clock_skew: Duration, claim_window: Duration) -> Duration {
-    claim_window + delivery_timeout + Duration::from_secs(1) + clock_skew
+/// How long votes of a closed contest may still reach Kafka, from the
+/// deployment's configuration (the intakes' and certify's flags agree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settle {
+    /// The intakes' delivery timeout (a producer's longest try).
+    pub delivery_timeout: Duration,
+    /// How far an intake's clock may be behind the operator's.
+    pub clock_skew: Duration,
+    /// How long an idempotency key keeps standing for its vote (a retry is
+    /// answered and published as its first attempt for that long).
+    pub claim_window: Duration,
+}
+
+/// An intake's reports come about every second ([`bandvote_store::published_through`]);
+/// one missed, plus the Redis call's time, is within this.
+const REPORT_SLACK: Duration = Duration::from_secs(3);
+
+impl Settle {
+    /// The longest time after the close at which a vote of the contest may
+    /// still reach Kafka: a retry of a vote admitted before the close is
+    /// answered and published as the first attempt for as long as its key's
+    /// claim lasts (`claim_window` from the first attempt, so at most that
+    /// long after the close); its producer may then take up to the delivery
+    /// timeout (+ the 1 s guard on a lost report) to deliver it; the intake's
+    /// clock may be `clock_skew` behind the operator's.
+    pub fn after_close(&self) -> Duration {
+        self.claim_window + self.delivery_timeout + Duration::from_secs(1) + self.clock_skew
+    }
+
+    /// An intake silent this long has stopped, or lost Redis (and admits no
+    /// contest vote without it): what it had in flight was delivered or
+    /// failed within its delivery timeout. Certify stops waiting for it.
+    pub fn intake_gone_after(&self) -> Duration {
+        self.delivery_timeout + Duration::from_secs(1) + self.clock_skew + REPORT_SLACK
+    }
 }
 
 /// Certify contest `id` (or print the certificate it already has). The
-/// topic is read only once `settle` ([`settle_time`]) has passed since the
-/// close, so no vote received before the close can still arrive after it.
+/// topic is read only once [`Settle::after_close`] has passed since the
+/// close and every intake in `reports` that could still publish has
+/// reported past the close (waiting up to `wait`), so no vote received
+/// before the close can still arrive after it.
 #[allow(clippy::too_many_arguments)]
 pub async fn certify(
     brokers: &str,
@@ -59,8 +115,9 @@ pub async fn certify(
     contests: &ContestStore,
     counters: &Counters,
     log: &VoteLog,
+    reports: &PublishedThrough,
     wait: Duration,
-    settle: Duration,
+    settle: Settle,
 ) -> Result<(Certificate, bool), CertifyError> {
     let id = contest.id.as_str();
     if contest.phase(now_ms()) != Phase::Closed {
@@ -69,12 +126,13 @@ pub async fn certify(
     if let Some(c) = log.certificate(id).await.map_err(store_err)? {
         return Ok((c, false));
     }
-    let settled_at = contest.closes_at_ms.saturating_add(i64::try_from(settle.as_millis()).unwrap_or(i64::MAX));
+    let settled_at = contest.closes_at_ms.saturating_add(i64::try_from(settle.after_close().as_millis()).unwrap_or(i64::MAX));
     let left = settled_at - now_ms();
     if left > 0 {
         eprintln!("certify: waiting {left} ms after the close for votes received before it, and their retries, to reach Kafka (claim window + delivery timeout + 1 s + clock skew)");
         tokio::time::sleep(Duration::from_millis(left as u64)).await;
     }
+    wait_for_intakes(contest, reports, wait, settle).await?;
     // 1. Kafka: the contest's distinct vote ids, up to the ends taken now
     // (after the close), and the last offset per partition that holds the
     // first record of one of them (what must be applied).

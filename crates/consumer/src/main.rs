@@ -12,7 +12,7 @@ use bandvote_store::VoteLog;
 use bandvote_consumer::pipeline::Pipeline;
 use bandvote_consumer::contest_admin::{now_ms, tokens, ContestAdmin};
 use bandvote_consumer::recount;
-use bandvote_store::{ContestStore, Counters};
+use bandvote_store::{ContestStore, Counters, PublishedThrough};
 use clap::Parser as _;
 
 #[derive(clap::Parser)]
@@ -274,12 +274,13 @@ async fn contest_subcommand(config: &ConsumerConfig, admin: &ContestAdmin, comma
             let c = admin.find(id.as_deref()).await?;
             let counters = Counters::connect(&config.redis_url, &config.redis_prefix).await.context("connecting to Redis")?;
             let wait = std::time::Duration::from_secs(wait_secs);
-            let settle = bandvote_consumer::certify::settle_time(
-                std::time::Duration::from_millis(delivery_timeout_ms),
-                std::time::Duration::from_millis(clock_skew_ms),
-                std::time::Duration::from_secs(idempotency_window_secs),
-            );
-            let (cert, new) = bandvote_consumer::certify::certify(&config.kafka_brokers, &config.topic, &c, &admin.store, &counters, &admin.log, wait, settle).await?;
+            let settle = bandvote_consumer::certify::Settle {
+                delivery_timeout: std::time::Duration::from_millis(delivery_timeout_ms),
+                clock_skew: std::time::Duration::from_millis(clock_skew_ms),
+                claim_window: std::time::Duration::from_secs(idempotency_window_secs),
+            };
+            let reports = PublishedThrough::new(&config.redis_url, &config.redis_prefix).context("connecting to Redis")?;
+            let (cert, new) = bandvote_consumer::certify::certify(&config.kafka_brokers, &config.topic, &c, &admin.store, &counters, &admin.log, &reports, wait, settle).await?;
             println!("{}", serde_json::to_string_pretty(&cert).unwrap_or_default());
             println!("{} {}: final, certified at {} ms, digest {}", if new { "certified" } else { "already certified" }, cert.contest, cert.certified_at_ms, cert.digest);
         }

@@ -18,7 +18,7 @@ use bandvote_contest::Voters;
 use bandvote_store::{ContestStore, Counters, VoteLog};
 use bandvote_testkit as kit;
 use bandvote_testkit::process::{bin, free_addr, http_status, wait_ready, Service};
-use common::{admin_for, consumer_process, contest, flush, host, post, post_status, redis_db, vote, wait_applied, BANDS, SECRET, SETTLE};
+use common::{admin_for, consumer_process, contest, flush, host, post, post_status, redis_db, vote, wait_applied, BANDS, SECRET, SETTLE, reports};
 use serde_json::{json, Value};
 
 /// The gRPC producer (its REST bridge is what the Spin adapter posts to).
@@ -217,7 +217,7 @@ async fn the_contest_holds_against_an_attacker_and_a_bad_day() {
     // Certify A: every acknowledged vote of A is in it, nothing changes it afterwards.
     let log = VoteLog::connect(&kit::mongo_url(), "bandvote_test", &collection).await.unwrap();
     let counters = Counters::connect(&redis, "").await.unwrap();
-    let (cert, new) = certify::certify(&kit::kafka_brokers(), &topic, &a, &store, &counters, &log, Duration::from_secs(60), SETTLE).await.expect("certified");
+    let (cert, new) = certify::certify(&kit::kafka_brokers(), &topic, &a, &store, &counters, &log, &reports(&redis), Duration::from_secs(60), SETTLE).await.expect("certified");
     assert!(new);
     let ids: HashSet<&String> = acked["adv-a"].iter().collect();
     assert_eq!(cert.votes_in_kafka as usize, ids.len(), "{cert:?}");

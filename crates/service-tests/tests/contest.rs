@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{admin_for, consumer_process, contest, flush, host, post, redis_db, vote, wait_applied, BANDS, SECRET, SETTLE};
+use common::{admin_for, consumer_process, contest, flush, host, post, redis_db, vote, wait_applied, BANDS, SECRET, SETTLE, reports};
 
 use bandvote_consumer::{certify, contest_admin as admin};
 use bandvote_contest::{Revote, Voters};
@@ -194,12 +194,13 @@ async fn a_capped_contest_counts_n_per_voter_across_kill_9_and_certifies() {
     // (the definition comes back from MongoDB's copy).
     let open = contests.find(Some("cap")).await.unwrap();
     let brokers = kit::kafka_brokers();
+    let intake_reports = reports(&redis);
     assert!(matches!(
-        certify::certify(&brokers, &topic, &open, &store, &counters, &log, Duration::from_secs(60), SETTLE).await,
+        certify::certify(&brokers, &topic, &open, &store, &counters, &log, &intake_reports, Duration::from_secs(60), SETTLE).await,
         Err(certify::CertifyError::NotClosed { .. })
     ));
     let closed = contests.close_in(Some("cap"), 0).await.unwrap();
-    let certify = || certify::certify(&brokers, &topic, &closed, &store, &counters, &log, Duration::from_secs(60), SETTLE);
+    let certify = || certify::certify(&brokers, &topic, &closed, &store, &counters, &log, &intake_reports, Duration::from_secs(60), SETTLE);
     let _: () = redis::cmd("HINCRBY").arg("contest:cap:bands").arg("Alux Nahual").arg(1).query_async(&mut con).await.unwrap();
     match certify().await {
         Err(certify::CertifyError::Differences(d)) => assert!(d.iter().any(|d| d.contains("Alux Nahual")), "{d:?}"),
@@ -358,7 +359,7 @@ async fn replace_counts_each_voters_latest_vote_across_kill_9() {
     assert_eq!(rebuilt_choices, choices);
 
     let closed = contests.close_in(Some("replace"), 0).await.unwrap();
-    let (cert, _) = certify::certify(&kit::kafka_brokers(), &topic, &closed, &store, &counters, &log, Duration::from_secs(60), SETTLE).await.unwrap();
+    let (cert, _) = certify::certify(&kit::kafka_brokers(), &topic, &closed, &store, &counters, &log, &reports(&redis), Duration::from_secs(60), SETTLE).await.unwrap();
     assert_eq!((cert.total, cert.by_status.get("replaced").copied()), (VOTERS as i64, Some(2 * VOTERS as i64)));
     drop(h);
 }

@@ -182,6 +182,11 @@ async fn consumer_web_and_grafana_work_as_their_acl_users_and_readers_cannot_wri
     // ... and admits band names into the capped set.
     let names = bandvote_store::BandNames::new(&url["intake"], "", 1_000).unwrap();
     assert_eq!(names.admit(&["Caifanes"]).await.expect("the intake admits band names as its ACL user"), [true]);
+    // ... and reports how far it has published (what certify waits for), which the consumer reads.
+    let reports = bandvote_store::PublishedThrough::new(&url["intake"], "").unwrap();
+    reports.report("acl-intake:1", 10, 11).await.expect("the intake reports as its ACL user");
+    let read_back = bandvote_store::PublishedThrough::new(&url["consumer"], "").unwrap().all().await.unwrap();
+    assert!(read_back.iter().any(|r| r.intake == "acl-intake:1" && r.through_ms == 10), "{read_back:?}");
     let mut intake = redis::Client::open(url["intake"].as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let read: Result<Option<String>, _> = redis::cmd("GET").arg(format!("{prefix}votes:total")).query_async(&mut intake).await;
     assert!(read.is_err(), "the intake user reads no counters");

@@ -28,6 +28,10 @@ pub const KNOWN_BANDS: &str = "bands:known";
 /// Set of the album names admitted so far, at most the deployment's cap
 /// (every album is a hash field and a leaderboard member too).
 pub const KNOWN_ALBUMS: &str = "albums:known";
+/// Hash intake → `"<through_ms> <reported_ms>"`: every vote the intake
+/// received up to `through_ms` (its clock) is in Kafka or was refused
+/// ([`crate::published_through`]).
+pub const PUBLISHED_THROUGH: &str = "intakes:published-through";
 /// The id of the contest every intake applies; the empty string: no contest
 /// (every vote counts as before); absent: not known (Redis lost it: the
 /// intakes answer 503 until the consumer restores it from MongoDB).

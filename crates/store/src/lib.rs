@@ -5,6 +5,8 @@
 //!   (optionally prefixed; empty prefix in production so dashboards read the
 //!   names they already know), the apply script in `apply.lua`.
 //! * [`contests`]: contest definitions, the current contest, their tallies.
+//! * [`published_through`]: how far each intake has published (what
+//!   `contest certify` waits for).
 //! * [`key_claims`]: which vote each idempotency key stands for, for a
 //!   window (the intakes' 409 on a key reused for a different vote).
 //! * [`vote_log`] (feature `mongo`, default): the vote log in MongoDB, one
@@ -20,6 +22,7 @@ pub mod counters;
 mod intake_redis;
 pub mod key_claims;
 pub mod keys;
+pub mod published_through;
 #[cfg(feature = "mongo")]
 pub mod vote_log;
 
@@ -31,6 +34,7 @@ pub use band_names::BandNames;
 pub use contests::{ContestStore, ContestTally, ContestWatch, Current};
 pub use counters::{Applied, Choice, ContestCounts, Counters, Replaces, Tally, VoterState};
 pub use key_claims::{Claim, KeyClaims, Stamp};
+pub use published_through::{IntakeReport, PublishedThrough};
 #[cfg(feature = "mongo")]
 pub use vote_log::{LogCursor, LogEntry, LogPage, Stored, StoredVote, VoteLog};
 

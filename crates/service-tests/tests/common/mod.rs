@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bandvote_consumer::contest_admin as admin;
 use bandvote_contest::{Contest, Entry, Revote, Voters};
-use bandvote_store::{ContestStore, VoteLog};
+use bandvote_consumer::certify::Settle;
+use bandvote_store::{ContestStore, PublishedThrough, VoteLog};
 use bandvote_testkit as kit;
 use bandvote_testkit::process::{bin, free_addr, Service};
 
@@ -24,8 +25,13 @@ pub async fn flush(url: &str) {
 /// How long after a close `certify` waits here: the test intakes' delivery
 /// timeout (5 s, the default) + 1 s, on one machine (no clock skew); these
 /// tests send no retry after their contest is certified, so the claim window
-/// (`certify::settle_time`'s first term) is left out.
-pub const SETTLE: Duration = Duration::from_secs(6);
+/// is left out.
+pub const SETTLE: Settle = Settle { delivery_timeout: Duration::from_secs(5), clock_skew: Duration::ZERO, claim_window: Duration::ZERO };
+
+/// The intakes' published-through reports in Redis `redis` (what certify waits for).
+pub fn reports(redis: &str) -> PublishedThrough {
+    PublishedThrough::new(redis, "").unwrap()
+}
 
 /// The deployment's voter-token secret in these tests (32 bytes or more).
 pub const SECRET: &str = "contest-test-secret-0123456789abcdef";
