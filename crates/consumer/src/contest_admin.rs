@@ -79,15 +79,20 @@ impl ContestAdmin {
         }
     }
 
-    /// Contest `id` (from Redis, else the durable copy), or the current one.
+    /// Contest `id`, or the current one, from the durable record (MongoDB;
+    /// Redis, which may hold an older copy, only for a deployment from
+    /// before the record).
     pub async fn find(&self, id: Option<&str>) -> Result<Contest, AdminError> {
         let id = match id {
             Some(id) => id.to_owned(),
-            None => self.store.current_id().await?.ok_or(AdminError::NoCurrent)?,
+            None => match self.log.current_contest().await.map_err(log_err)? {
+                Some(recorded) => recorded.ok_or(AdminError::NoCurrent)?,
+                None => self.store.current_id().await?.ok_or(AdminError::NoCurrent)?,
+            },
         };
-        match self.store.get(&id).await? {
+        match self.log.contest(&id).await.map_err(log_err)? {
             Some(c) => Ok(c),
-            None => self.log.contest(&id).await.map_err(|e| AdminError::Log(e.to_string()))?.ok_or(AdminError::NoContest(id)),
+            None => self.store.get(&id).await?.ok_or(AdminError::NoContest(id)),
         }
     }
 
@@ -128,32 +133,34 @@ impl ContestAdmin {
     }
 }
 
-/// Put back in Redis what it lost of the current contest (a flush, a
-/// restore, a failover), from MongoDB's record: the marker and the current
-/// definition, each only where absent. With no record at all (a deployment
-/// that never ran a contest), "no contest" is recorded. `true` if Redis was
-/// changed. The consumer runs this every poll; until it has, the intakes
-/// refuse votes with 503 (the contest is not known), never "no contest".
+/// Make Redis say what MongoDB's record says is current (the marker and the
+/// current definition): put back what it lost (a flush) and replace what is
+/// older (a restore from an older snapshot, a failover to a lagging
+/// replica), never undoing an operator's change made meanwhile (Redis is
+/// read before the record; [`ContestStore::reconcile`]). With no record at
+/// all (a deployment that never ran a contest), what Redis names is
+/// recorded, else "no contest". `true` if Redis was changed. The consumer
+/// runs this every second; until Redis knows, the intakes refuse votes with
+/// 503 (the contest is not known), never "no contest".
 pub async fn restore(store: &ContestStore, log: &VoteLog) -> Result<bool, AdminError> {
-    if store.current_state().await? != bandvote_store::Current::Unknown {
-        return Ok(false);
-    }
-    let current = match log.current_contest().await.map_err(log_err)? {
-        Some(Some(id)) => Some(log.contest(&id).await.map_err(log_err)?.ok_or(AdminError::NoContest(id))?),
-        Some(None) => None,
+    let seen = store.snapshot().await?;
+    let recorded = match log.current_contest().await.map_err(log_err)? {
+        Some(id) => id,
         // Never recorded: an id Redis still names (a deployment from before
         // the record), else "no contest" (a deployment that never ran one).
-        None => {
-            let id = store.current_id().await?;
-            match log.init_current_contest(id.as_deref()).await.map_err(log_err)? {
-                Some(id) => Some(log.contest(&id).await.map_err(log_err)?.ok_or(AdminError::NoContest(id))?),
-                None => None,
-            }
-        }
+        None => log.init_current_contest(seen.marker.as_deref().filter(|id| !id.is_empty())).await.map_err(log_err)?,
     };
-    let wrote = store.restore_current(current.as_ref()).await?;
+    let current = match recorded {
+        Some(id) => Some(log.contest(&id).await.map_err(log_err)?.ok_or(AdminError::NoContest(id))?),
+        None => None,
+    };
+    let wrote = store.reconcile(&seen, current.as_ref()).await?;
     if wrote {
-        tracing::warn!(contest = current.as_ref().map_or("(none)", |c| c.id.as_str()), "redis had lost the current contest: restored from MongoDB");
+        tracing::warn!(
+            contest = current.as_ref().map_or("(none)", |c| c.id.as_str()),
+            redis_had = seen.marker.as_deref().unwrap_or("(nothing)"),
+            "redis had lost the current contest or held an older one: restored from MongoDB's record"
+        );
     }
     Ok(wrote)
 }

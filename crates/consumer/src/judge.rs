@@ -135,9 +135,11 @@ impl ContestBook {
             let def = match cached {
                 Some((def, at)) if at.elapsed() < Duration::from_secs(1) => def,
                 _ => {
-                    let def = match self.store.get(id).await? {
+                    // MongoDB's record first: Redis may hold an older
+                    // definition (restored from an older snapshot).
+                    let def = match self.log.contest(id).await.map_err(|e| ContestStoreError::Corrupt { id: id.to_owned(), error: e.to_string() })? {
                         Some(def) => Some(def),
-                        None => self.log.contest(id).await.map_err(|e| ContestStoreError::Corrupt { id: id.to_owned(), error: e.to_string() })?,
+                        None => self.store.get(id).await?,
                     };
                     let def = def.map(Arc::new);
                     self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.to_owned(), (def.clone(), Instant::now()));

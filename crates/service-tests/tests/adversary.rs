@@ -21,6 +21,27 @@ use bandvote_testkit::process::{bin, free_addr, http_status, wait_ready, Service
 use common::{admin_for, consumer_process, contest, flush, host, post, post_status, redis_db, vote, wait_applied, BANDS, SECRET, SETTLE, reports};
 use serde_json::{json, Value};
 
+/// Post a vote every 50 ms for `during` (`vote(i)`: body and headers of
+/// the i-th): when each was answered (since the first), its status and vote id.
+async fn answers_for(
+    client: &reqwest::Client,
+    http: std::net::SocketAddr,
+    during: Duration,
+    vote: impl Fn(usize) -> (String, Vec<(String, String)>),
+) -> Vec<(Duration, u16, String)> {
+    let started = Instant::now();
+    let mut answers = Vec::new();
+    while started.elapsed() < during {
+        let (body, headers) = vote(answers.len());
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if let Some((s, b)) = post(client, http, &body, &headers).await {
+            answers.push((started.elapsed(), s, b["vote_id"].as_str().unwrap_or_default().to_owned()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    answers
+}
+
 /// The gRPC producer (its REST bridge is what the Spin adapter posts to).
 fn bridge(name: &str, topic: &str, redis: &str) -> (Service, std::net::SocketAddr, std::net::SocketAddr) {
     let (grpc, rest, admin_addr) = (free_addr(), free_addr(), free_addr());
@@ -183,6 +204,24 @@ async fn the_contest_holds_against_an_attacker_and_a_bad_day() {
     assert_eq!(s, 201, "{b}");
     acked.entry("adv-a".into()).or_default().push(b["vote_id"].as_str().unwrap().to_owned());
 
+    // Item 4, an older restore: Redis brought back to a snapshot from before
+    // the contest (no contest current, no definition). The consumer puts
+    // MongoDB's record back within a second; a vote without a token taken
+    // meanwhile is stamped with no contest, so it never counts in A.
+    let mut con = redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::pipe().set("contest:current", "").del("contest-def:adv-a").query_async(&mut con).await.unwrap();
+    let answers = answers_for(&client, http, Duration::from_secs(4), |_| (vote(BANDS[2]), vec![])).await;
+    // Refused again (as before the restore) from the answer after the last 201 on.
+    let put_back = answers.iter().rposition(|(_, s, _)| *s == 201).map_or(0, |i| i + 1);
+    assert!(put_back < answers.len() && answers[put_back].0 < Duration::from_millis(2_500), "the older snapshot was believed too long: {answers:?}");
+    assert!(answers[put_back..].iter().all(|(_, s, _)| *s == 422), "{answers:?}");
+    for (_, _, id) in answers[..put_back].iter().filter(|(_, s, _)| *s == 201) {
+        let recs = records_of(&topic, id).await;
+        assert!(recs.iter().all(|v| v.contest.is_none()), "a vote without a token taken in contest A: {recs:?}");
+    }
+    println!("older snapshot: {} votes taken with no contest before the record was put back ({:?})", answers[..put_back].iter().filter(|a| a.1 == 201).count(), answers[put_back].0);
+    let a_open = a.clone();
+
     // Item 5: retries across a close and across a new contest get the first answer.
     let (k1, k2, t1, t2) = ("adv-retry-close", "adv-retry-contest", token("r1", 600), token("r2", 600));
     for (k, t) in [(k1, &t1), (k2, &t2)] {
@@ -204,6 +243,19 @@ async fn the_contest_holds_against_an_attacker_and_a_bad_day() {
     assert_eq!((s, b["vote_id"].as_str()), (201, Some(k1)), "a retry after the close gets its first answer: {b}");
     let (s, b) = post(&client, http, &vote(BANDS[1]), &[("x-voter", &t1), ("idempotency-key", "adv-after-close")]).await.unwrap();
     assert_eq!((s, b["error"]["code"].as_str()), (403, Some("voting_closed")), "{b}");
+    // An older snapshot of A's definition (open, from before the close): put
+    // right from the record within a second; a vote an intake takes meanwhile
+    // is `late` to the consumer, which judges by the record.
+    let _: () = redis::cmd("SET").arg("contest-def:adv-a").arg(serde_json::to_string(&a_open).unwrap()).query_async(&mut con).await.unwrap();
+    let answers = answers_for(&client, http, Duration::from_secs(4), |i| (vote(BANDS[0]), vec![("x-voter".into(), token(&format!("stale{i}"), 600))])).await;
+    // Refused again (as before the restore) from the answer after the last 201 on.
+    let put_back = answers.iter().rposition(|(_, s, _)| *s == 201).map_or(0, |i| i + 1);
+    assert!(put_back < answers.len() && answers[put_back].0 < Duration::from_millis(2_500), "the older definition was believed too long: {answers:?}");
+    assert!(answers[put_back..].iter().all(|(_, s, _)| *s == 403), "{answers:?}");
+    let late_ids: HashSet<String> = answers[..put_back].iter().filter(|(_, s, _)| *s == 201).map(|(_, _, id)| id.clone()).collect();
+    acked.entry("adv-a".into()).or_default().extend(late_ids.iter().cloned());
+    println!("older definition: {} votes taken before the record was put back after {:?}", late_ids.len(), answers[put_back].0);
+
     // A body backdated into the window, on the bridge: closed all the same.
     let inside = record_value("adv-bridge-backdated", BANDS[0], &token("bd", 600), a.closes_at_ms - 60_000, "adv-a");
     assert_eq!(post_record(&client, rest, &topic, &inside).await, Some(40310));
@@ -225,7 +277,11 @@ async fn the_contest_holds_against_an_attacker_and_a_bad_day() {
     for id in &ids {
         let stored = log.collection().find_one(mongodb::bson::doc! { "_id": id.as_str() }).await.unwrap().unwrap_or_else(|| panic!("{id} not stored"));
         assert_eq!(stored.get_str("contest").ok(), Some("adv-a"), "{id}");
-        assert!(matches!(stored.get_str("status"), Ok("counted" | "over_limit")), "{id}: {stored}");
+        if late_ids.contains(*id) {
+            assert_eq!(stored.get_str("status").ok(), Some("late"), "taken on an older definition after the close: {stored}");
+        } else {
+            assert!(matches!(stored.get_str("status"), Ok("counted" | "over_limit")), "{id}: {stored}");
+        }
     }
 
     // Item 8: a certified contest is immutable; an id is never reused.

@@ -5,7 +5,8 @@
 //! and the per-contest counters `contest:<id>:…` that `apply.lua` writes.
 //! Redis is a cache of these: MongoDB holds the durable record (the
 //! consumer's vote log database), and the consumer restores what Redis lost
-//! ([`ContestStore::restore_current`]); until then the intakes see
+//! ([`ContestStore::reconcile`]: what it lost, and what is older than the
+//! record); until then the intakes see
 //! [`Current::Unknown`] and refuse with 503, never "no contest".
 
 use std::collections::HashMap;
@@ -111,21 +112,60 @@ impl ContestStore {
         Ok(())
     }
 
-    /// Put back what Redis lost, from the durable record (MongoDB): the
-    /// current contest's definition and the marker, each only if absent, so
-    /// an operator's newer write is never overwritten. `true` if anything
-    /// was written.
-    pub async fn restore_current(&self, current: Option<&Contest>) -> Result<bool, ContestStoreError> {
+    /// What Redis says the current contest is, as stored: read *before* the
+    /// durable record, so [`ContestStore::reconcile`] can tell a value an
+    /// operator wrote since (leave it) from a stale one (replace it).
+    pub async fn snapshot(&self) -> Result<Snapshot, ContestStoreError> {
         let mut con = self.con.clone();
-        let mut wrote = false;
-        if let Some(c) = current {
-            let json = serde_json::to_string(c).expect("a contest serialises");
-            let set: Option<String> = redis::cmd("SET").arg(self.key(&format!("{}{}", keys::CONTEST_DEF, c.id))).arg(json).arg("NX").query_async(&mut con).await?;
-            wrote |= set.is_some();
+        let marker: Option<String> = redis::cmd("GET").arg(self.key(keys::CONTEST_CURRENT)).query_async(&mut con).await?;
+        let def = match marker.as_deref() {
+            Some(id) if !id.is_empty() => redis::cmd("GET").arg(self.def_key(id)).query_async(&mut con).await?,
+            _ => None,
+        };
+        Ok(Snapshot { marker, def })
+    }
+
+    fn def_key(&self, id: &str) -> String {
+        self.key(&format!("{}{id}", keys::CONTEST_DEF))
+    }
+
+    /// Make Redis say what the durable record (MongoDB) says is current:
+    /// `recorded`'s marker and definition, or "no contest". Redis may have
+    /// lost them (a flush) or hold older ones (a restore from an older
+    /// snapshot, a failover to a lagging replica): both are replaced. Each
+    /// value is only replaced if it is still what `seen` read (taken before
+    /// the record was read), so an operator's write made meanwhile (record
+    /// first, then Redis) is never undone. `true` if anything was written.
+    pub async fn reconcile(&self, seen: &Snapshot, recorded: Option<&Contest>) -> Result<bool, ContestStoreError> {
+        let want_marker = recorded.map_or("", |c| c.id.as_str());
+        let marker_ok = seen.marker.as_deref() == Some(want_marker);
+        let def_ok = match recorded {
+            None => true,
+            // The definition Redis holds for the recorded id, compared as a
+            // value (JSON field order may differ between versions).
+            Some(c) if marker_ok => seen.def.as_deref().and_then(|j| serde_json::from_str::<Contest>(j).ok()).as_ref() == Some(c),
+            Some(_) => false,
+        };
+        if marker_ok && def_ok {
+            return Ok(false);
         }
-        let set: Option<String> =
-            redis::cmd("SET").arg(self.key(keys::CONTEST_CURRENT)).arg(current.map_or("", |c| c.id.as_str())).arg("NX").query_async(&mut con).await?;
-        Ok(wrote | set.is_some())
+        let mut con = self.con.clone();
+        let mut invocation = RECONCILE.key(self.key(keys::CONTEST_CURRENT));
+        invocation.arg(u8::from(seen.marker.is_none())).arg(seen.marker.as_deref().unwrap_or("")).arg(want_marker);
+        if let Some(c) = recorded {
+            // The definition as read before the record when the marker named
+            // this id; otherwise it was not read then, so it is read now (an
+            // operator changing this very definition in between is undone
+            // until the next round, which reads the record again).
+            let seen_def = if marker_ok { seen.def.clone() } else { redis::cmd("GET").arg(self.def_key(&c.id)).query_async(&mut con).await? };
+            invocation
+                .key(self.def_key(&c.id))
+                .arg(u8::from(seen_def.is_none()))
+                .arg(seen_def.unwrap_or_default())
+                .arg(serde_json::to_string(c).expect("a contest serialises"));
+        }
+        let wrote: i64 = invocation.invoke_async(&mut con).await?;
+        Ok(wrote == 1)
     }
 
     /// What `apply.lua` counted for contest `id`.
@@ -185,6 +225,45 @@ impl ContestStore {
         });
         ContestWatch(rx)
     }
+}
+
+/// Replace each of the current contest's keys with the recorded value
+/// unless it changed since it was read: `KEYS[1]` the marker (`ARGV[1]` 1 if
+/// it was absent, `ARGV[2]` its value as read, `ARGV[3]` the recorded one),
+/// `KEYS[2]` if given the definition (`ARGV[4..6]` the same). 1 if written,
+/// 0 if nothing needed it, -1 if a value changed since it was read (the
+/// next round reads again).
+static RECONCILE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local function unchanged(key, absent, value)
+  local now = redis.call('GET', key)
+  if now == false then return absent == '1' end
+  return absent == '0' and now == value
+end
+if not unchanged(KEYS[1], ARGV[1], ARGV[2]) then return -1 end
+if KEYS[2] and not unchanged(KEYS[2], ARGV[4], ARGV[5]) then return -1 end
+local wrote = 0
+if KEYS[2] and (ARGV[4] == '1' or ARGV[5] ~= ARGV[6]) then
+  redis.call('SET', KEYS[2], ARGV[6])
+  wrote = 1
+end
+if ARGV[1] == '1' or ARGV[2] ~= ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[3])
+  wrote = 1
+end
+return wrote
+",
+    )
+});
+
+/// Redis's current contest as stored ([`ContestStore::snapshot`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// `contest:current` (`None`: absent).
+    pub marker: Option<String>,
+    /// The definition of the contest it names, as stored (JSON).
+    pub def: Option<String>,
 }
 
 /// The current contest as an intake must take it.

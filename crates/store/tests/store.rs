@@ -249,3 +249,52 @@ async fn key_claims_tell_first_use_retry_and_conflict_and_expire() {
     assert!(down.claim([(&a, s)]).await.is_err());
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+fn contest(id: &str, closes_at_ms: i64) -> bandvote_contest::Contest {
+    bandvote_contest::Contest {
+        id: id.into(),
+        title: "t".into(),
+        roster: vec![],
+        opens_at_ms: 0,
+        closes_at_ms,
+        votes_per_voter: 0,
+        revote: Default::default(),
+        voters: Default::default(),
+    }
+}
+
+/// The consumer makes Redis say what MongoDB's record says (a flush, an
+/// older snapshot), but a value an operator wrote after Redis was read is
+/// never undone.
+#[tokio::test]
+async fn reconcile_replaces_an_older_current_contest_never_a_newer_write() {
+    let store = bandvote_store::ContestStore::new(&kit::redis_url(), &format!("{}:", kit::unique("reconcile"))).unwrap();
+    let (a, b) = (contest("a", 1_000), contest("b", 2_000));
+    // Lost: nothing in Redis → the record.
+    let seen = store.snapshot().await.unwrap();
+    assert!(store.reconcile(&seen, Some(&b)).await.unwrap());
+    assert_eq!(store.current().await.unwrap(), Some(b.clone()));
+    assert!(!store.reconcile(&store.snapshot().await.unwrap(), Some(&b)).await.unwrap(), "nothing to do");
+    // Older: an older contest current, or an older definition of the current one.
+    store.put(&a).await.unwrap();
+    store.set_current(Some("a")).await.unwrap();
+    assert!(store.reconcile(&store.snapshot().await.unwrap(), Some(&b)).await.unwrap());
+    assert_eq!(store.current().await.unwrap(), Some(b.clone()));
+    store.put(&contest("b", 9_000)).await.unwrap();
+    assert!(store.reconcile(&store.snapshot().await.unwrap(), Some(&b)).await.unwrap());
+    assert_eq!(store.current().await.unwrap(), Some(b.clone()));
+    // "No contest" recorded.
+    assert!(store.reconcile(&store.snapshot().await.unwrap(), None).await.unwrap());
+    assert_eq!(store.current_state().await.unwrap(), bandvote_store::Current::NoContest);
+    // An operator's writes after the snapshot (record first, then Redis) stay.
+    let seen = store.snapshot().await.unwrap();
+    store.put(&a).await.unwrap();
+    store.set_current(Some("a")).await.unwrap();
+    assert!(!store.reconcile(&seen, None).await.unwrap());
+    assert_eq!(store.current().await.unwrap(), Some(a.clone()), "a newer marker is kept");
+    let seen = store.snapshot().await.unwrap();
+    let closed = contest("a", 500);
+    store.put(&closed).await.unwrap();
+    assert!(!store.reconcile(&seen, Some(&a)).await.unwrap());
+    assert_eq!(store.current().await.unwrap(), Some(closed), "a newer definition is kept");
+}
