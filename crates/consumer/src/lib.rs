@@ -22,6 +22,7 @@ pub mod dead_letter;
 pub mod health;
 pub mod judge;
 pub mod metrics;
+pub mod names;
 pub mod pipeline;
 pub mod recount;
 

@@ -12,7 +12,7 @@ use bandvote_store::VoteLog;
 use bandvote_consumer::pipeline::Pipeline;
 use bandvote_consumer::contest_admin::{now_ms, tokens, ContestAdmin};
 use bandvote_consumer::recount;
-use bandvote_store::{ContestStore, Counters, PublishedThrough};
+use bandvote_store::{BandNames, ContestStore, Counters, PublishedThrough};
 use clap::Parser as _;
 
 #[derive(clap::Parser)]
@@ -49,6 +49,36 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// The capped sets of band and album names the intakes admit.
+    Names {
+        #[command(subcommand)]
+        command: NamesCommand,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum NamesCommand {
+    /// How many names are admitted of the cap, and those with few counted votes.
+    Show(NamesArgs),
+    /// Take the names with at most `--max-votes` counted votes out of the set,
+    /// so new names are admitted again once junk filled the cap (their counters stay).
+    Forget(NamesArgs),
+}
+
+#[derive(clap::Args)]
+struct NamesArgs {
+    /// Albums (`albums:known`) instead of bands (`bands:known`).
+    #[arg(long)]
+    albums: bool,
+    /// The names with at most this many counted votes.
+    #[arg(long, default_value_t = 1)]
+    max_votes: u64,
+    /// The intakes' band cap (shown beside the count).
+    #[arg(long, env = "BANDVOTE_MAX_BANDS", default_value_t = 1_000)]
+    max_bands: usize,
+    /// The intakes' album cap.
+    #[arg(long, env = "BANDVOTE_MAX_ALBUMS", default_value_t = 10_000)]
+    max_albums: usize,
 }
 
 #[derive(clap::Subcommand)]
@@ -162,6 +192,27 @@ async fn main() -> anyhow::Result<()> {
             let r = bandvote_consumer::dead_letter::replay(&config.kafka_brokers, &config.dlq_topic, &log, &publisher).await?;
             publisher.flush(std::time::Duration::from_secs(10)).context("flushing the producer")?;
             println!("dlq replay: {} republished to {}, {} still not votes (left in place)", r.republished, config.topic, r.still_poison);
+            Ok(())
+        }
+        Command::Names { command } => {
+            let (args, dry_run) = match command {
+                NamesCommand::Show(args) => (args, true),
+                NamesCommand::Forget(args) => (args, false),
+            };
+            let NamesArgs { albums, max_votes, max_bands, max_albums } = args;
+            let counters = Counters::connect(&config.redis_url, &config.redis_prefix).await.context("connecting to Redis")?;
+            let totals = counters.totals().await.context("reading the counters")?;
+            let (what, names, counts) = if albums {
+                ("albums", BandNames::albums(&config.redis_url, &config.redis_prefix, max_albums)?, totals.by_album)
+            } else {
+                ("bands", BandNames::new(&config.redis_url, &config.redis_prefix, max_bands)?, totals.by_band)
+            };
+            let r = bandvote_consumer::names::forget(&names, &counts, max_votes, dry_run).await.context("reading the names")?;
+            let verb = if dry_run { "with" } else { "forgotten, each with" };
+            println!("{what}: {} admitted (cap {}); {} {verb} at most {max_votes} counted vote(s)", r.admitted, r.cap, r.rare.len());
+            for n in r.rare.iter().take(50) {
+                println!("  {n} ({})", counts.get(n).copied().unwrap_or(0));
+            }
             Ok(())
         }
         Command::Recount { rebuild, from } => {

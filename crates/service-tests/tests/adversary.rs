@@ -311,6 +311,10 @@ async fn the_contest_holds_against_an_attacker_and_a_bad_day() {
 
     // Item 10: albums are bounded like bands: made-up names at volume meet a
     // 422 naming the album at the cap, and Redis's set stops growing.
+    let twice = format!(r#"{{"name":"{}","album":"Dos Veces","year":"1990","rank":"1"}}"#, BANDS[0]);
+    for _ in 0..2 {
+        assert_eq!(post(&client, http, &twice, &[]).await.unwrap().0, 201);
+    }
     let mut refused = 0;
     for i in 0..100 {
         let body = format!(r#"{{"name":"{}","album":"{}-{i}","year":"1990","rank":"1"}}"#, BANDS[0], kit::unique("junk"));
@@ -323,6 +327,28 @@ async fn the_contest_holds_against_an_attacker_and_a_bad_day() {
     let mut con = redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let albums: i64 = redis::cmd("SCARD").arg("albums:known").query_async(&mut con).await.unwrap();
     assert!(refused >= 40 && albums <= 50, "{refused} refused, {albums} albums known");
+    // Item 11: the cap is not a lockout: the operator forgets the names with
+    // at most one counted vote (the junk); a new album is admitted again, the
+    // album voted many times stays known.
+    let new_album = format!(r#"{{"name":"{}","album":"Otra Cosa","year":"1990","rank":"1"}}"#, BANDS[0]);
+    assert_eq!(post(&client, http, &new_album, &[]).await.unwrap().0, 422, "the cap is full");
+    let started = Instant::now();
+    while redis::cmd("HGET").arg("votos_album").arg("Dos Veces").query_async::<Option<u64>>(&mut con).await.unwrap() != Some(2) {
+        assert!(started.elapsed() < Duration::from_secs(20), "the two votes for album Dos Veces were not counted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = std::process::Command::new(bin("bandvote-consumer"))
+        .args(["names", "forget", "--albums", "--max-votes", "1", "--max-albums", "50"])
+        .env("BANDVOTE_REDIS_URL", &redis)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("forgotten"), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    println!("names forget: {}", said.lines().next().unwrap_or_default());
+    let (s, b) = post(&client, http, &new_album, &[]).await.unwrap();
+    assert_eq!(s, 201, "a new album after the operator freed the cap: {b}");
+    let kept: bool = redis::cmd("SISMEMBER").arg("albums:known").arg("Dos Veces").query_async(&mut con).await.unwrap();
+    assert!(kept, "an album counted twice stays known");
 
     // Nothing changed the certificate.
     assert_eq!(log.certificate("adv-a").await.unwrap().as_ref(), Some(&cert));

@@ -4,7 +4,9 @@
 //! Redis set (`bands:known`) holds the names admitted so far; a new name is
 //! admitted while the set has fewer than `cap`, refused past it (HTTP 422,
 //! gRPC INVALID_ARGUMENT). A contest roster, when there is one, replaces this
-//! cap with its own list.
+//! cap with its own list. The set never shrinks by itself: an operator frees
+//! it with `bandvote-consumer names forget` (the names with few counted
+//! votes; their counters stay), or sets a roster.
 
 use redis::aio::ConnectionManager;
 use redis::Script;
@@ -63,5 +65,23 @@ impl BandNames {
         }
         let codes: Vec<i64> = run_script_pipeline(&self.con, &self.script, &pipe).await?;
         Ok(codes.into_iter().map(|c| c == 1).collect())
+    }
+
+    /// Every name admitted so far (at most the cap).
+    pub async fn names(&self) -> Result<Vec<String>, redis::RedisError> {
+        let mut con = self.con.clone();
+        let mut names: Vec<String> = redis::cmd("SMEMBERS").arg(&self.key).query_async(&mut con).await?;
+        names.sort_unstable();
+        Ok(names)
+    }
+
+    /// Take `names` out of the set (their counters stay): as many new names
+    /// can be admitted. How many were in it.
+    pub async fn forget(&self, names: &[String]) -> Result<usize, redis::RedisError> {
+        if names.is_empty() {
+            return Ok(0);
+        }
+        let mut con = self.con.clone();
+        redis::cmd("SREM").arg(&self.key).arg(names).query_async(&mut con).await
     }
 }

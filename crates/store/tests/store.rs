@@ -215,6 +215,9 @@ async fn band_names_are_admitted_up_to_the_cap() {
     let names = bandvote_store::BandNames::new(&kit::redis_url(), &format!("{}:", kit::unique("bands")), 2).unwrap();
     assert_eq!(names.admit(&["Caifanes", "Maná"]).await.unwrap(), [true, true]);
     assert_eq!(names.admit(&["Café Tacvba", "Caifanes"]).await.unwrap(), [false, true], "full: a new name is refused, a known one passes");
+    assert_eq!(names.names().await.unwrap(), ["Caifanes", "Maná"]);
+    assert_eq!(names.forget(&["Maná".into(), "never-admitted".into()]).await.unwrap(), 1);
+    assert_eq!(names.admit(&["Café Tacvba"]).await.unwrap(), [true], "a forgotten name frees its place");
     let down = bandvote_store::BandNames::new("redis://127.0.0.1:1/", "", 2).unwrap();
     assert!(down.admit(&["x"]).await.is_err(), "an error fast (the publisher then publishes unchecked)");
 }
