@@ -346,10 +346,19 @@ async fn run(config: ConsumerConfig) -> anyhow::Result<()> {
     let (counters, log, kafka) = (pipeline.applier().counters().clone(), pipeline.applier().log().clone(), pipeline.health());
     let ready: bandvote_telemetry::ReadyCheck = Arc::new(move || {
         let (counters, log, kafka) = (counters.clone(), log.clone(), kafka.clone());
+        // Each store answers within 400 ms or is not ready: a probe (1 s in
+        // k8s) never waits on a socket a network cut left silent.
+        let within = std::time::Duration::from_millis(400);
         Box::pin(async move {
             kafka.readiness()?;
-            counters.ping().await.map_err(|e| format!("redis: {e}"))?;
-            log.ping().await.map_err(|e| format!("mongodb: {e}"))?;
+            match tokio::time::timeout(within, counters.ping()).await {
+                Ok(r) => r.map_err(|e| format!("redis: {e}"))?,
+                Err(_) => return Err(format!("redis: no answer within {} ms", within.as_millis())),
+            }
+            match tokio::time::timeout(within, log.ping()).await {
+                Ok(r) => r.map_err(|e| format!("mongodb: {e}"))?,
+                Err(_) => return Err(format!("mongodb: no answer within {} ms", within.as_millis())),
+            }
             Ok("kafka ok, redis ok, mongodb ok".to_string())
         })
     });

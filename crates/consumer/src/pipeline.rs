@@ -558,7 +558,8 @@ impl Pipeline {
                     Ok(read_again) => break read_again,
                     Err(e) => {
                         attempt += 1;
-                        let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(6))).min(Duration::from_secs(5));
+                        // At most 1 s: a store back after a cut is used within a second.
+                        let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(6))).min(Duration::from_secs(1));
                         tracing::warn!(error = %e, attempt, backoff_ms = backoff.as_millis() as u64, "sink failed; retrying the batch (no commit)");
                         tokio::select! {
                             () = &mut shutdown => { tracing::info!("shutdown while sinks are failing: batch left uncommitted"); return; }

@@ -8,7 +8,7 @@
 //! it with `bandvote-consumer names forget` (the names with few counted
 //! votes; their counters stay), or sets a roster.
 
-use redis::aio::ConnectionManager;
+use crate::reconnecting::Reconnecting;
 use redis::Script;
 
 use crate::intake_redis::{fail_fast_connection, run_script_pipeline};
@@ -28,7 +28,7 @@ return 0
 /// The bounded set of band names, over one auto-reconnecting connection.
 #[derive(Clone)]
 pub struct BandNames {
-    con: ConnectionManager,
+    con: Reconnecting,
     key: String,
     cap: usize,
     script: Script,

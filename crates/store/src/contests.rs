@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bandvote_contest::{Contest, VoteStatus};
-use redis::aio::ConnectionManager;
+use crate::reconnecting::Reconnecting;
 
 use crate::intake_redis::fail_fast_connection;
 use crate::keys;
@@ -43,7 +43,7 @@ pub struct ContestTally {
 /// The contests, over one auto-reconnecting connection.
 #[derive(Clone)]
 pub struct ContestStore {
-    con: ConnectionManager,
+    con: Reconnecting,
     prefix: String,
 }
 

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use redis::aio::ConnectionManager;
+use crate::reconnecting::Reconnecting;
 use redis::Script;
 
 use crate::keys::{self, Board};
@@ -204,10 +204,11 @@ pub struct Applied {
     pub replayed: u64,
 }
 
-/// The counters, over one multiplexed, auto-reconnecting connection.
+/// The counters, over one multiplexed connection, replaced when it drops or
+/// a command times out ([`Reconnecting`]).
 #[derive(Clone)]
 pub struct Counters {
-    con: ConnectionManager,
+    con: Reconnecting,
     prefix: String,
     script: Script,
     begin: Script,
@@ -220,7 +221,9 @@ pub struct Counters {
 impl Counters {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
-        let con = ConnectionManager::new(client).await?;
+        // A command that times out (the default response timeout, 500 ms)
+        // drops the connection: the next one reconnects ([`Reconnecting`]).
+        let con = Reconnecting::connect(client, redis::aio::ConnectionManagerConfig::new()).await?;
         Ok(Self {
             con,
             prefix: prefix.to_owned(),

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use bandvote_vote::Vote;
-use redis::aio::ConnectionManager;
+use crate::reconnecting::Reconnecting;
 use redis::Script;
 
 use crate::intake_redis::{fail_fast_connection, run_script_pipeline};
@@ -92,7 +92,7 @@ pub enum Claim {
 /// The key registry, over one auto-reconnecting connection.
 #[derive(Clone)]
 pub struct KeyClaims {
-    con: ConnectionManager,
+    con: Reconnecting,
     prefix: String,
     window: Duration,
     script: Script,

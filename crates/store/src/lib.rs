@@ -20,6 +20,7 @@ pub mod band_names;
 pub mod contests;
 pub mod counters;
 mod intake_redis;
+pub mod reconnecting;
 pub mod key_claims;
 pub mod keys;
 pub mod published_through;

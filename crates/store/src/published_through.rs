@@ -10,7 +10,7 @@
 //! hour before it (restarted pods), so the hash is bounded by the intakes
 //! alive in the last hour.
 
-use redis::aio::ConnectionManager;
+use crate::reconnecting::Reconnecting;
 use redis::Script;
 
 use crate::intake_redis::fail_fast_connection;
@@ -55,7 +55,7 @@ impl IntakeReport {
 /// The intakes' reports, over one auto-reconnecting connection.
 #[derive(Clone)]
 pub struct PublishedThrough {
-    con: ConnectionManager,
+    con: Reconnecting,
     key: String,
     script: Script,
 }

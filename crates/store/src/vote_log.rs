@@ -200,6 +200,13 @@ impl VoteLog {
         concern.journal.get_or_insert(true);
         options.write_concern = Some(concern);
         options.server_selection_timeout = Some(std::time::Duration::from_secs(2));
+        // A server cut off without a reset (a blackhole, a partition) is
+        // noticed within about 2 s: its monitor checks every second and gives
+        // up connecting after 1 s, which clears the pool and interrupts the
+        // operations waiting on it (a retried insert then finds its
+        // documents stored: E11000, nothing doubled).
+        options.heartbeat_freq = Some(std::time::Duration::from_secs(1));
+        options.connect_timeout = Some(std::time::Duration::from_secs(1));
         options.app_name = Some("bandvote".into());
         let client = mongodb::Client::with_options(options)?;
         let db = client.database(database);

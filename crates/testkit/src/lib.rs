@@ -3,6 +3,7 @@
 //! The Kafka helpers are behind the default `kafka` feature, so crates that
 //! never touch Kafka (the store, the web app) test without librdkafka.
 
+pub mod netns;
 pub mod process;
 
 #[cfg(feature = "kafka")]
