@@ -156,3 +156,201 @@ async fn blackhole(cut: Cut, index: u8) {
     assert!(first <= Duration::from_secs(2), "counting resumed {first:?} after the heal");
     drop((consumer, server, ns));
 }
+
+/// A broker of its own (nisshi, sqlite) inside `ns`, and its address.
+fn broker_in(ns: &Netns, name: &str) -> (Service, String) {
+    let dir = log_dir().join(kit::unique(name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("tcp://{}:9092", ns.ns_ip);
+    let (program, args) = ns.command_line(
+        "nisshi",
+        &["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--group-initial-rebalance-delay", "0s", "--storage-engine", "sqlite://nisshi.db"],
+    );
+    let mut svc = Service::new(name, program, args, vec![]);
+    svc.cwd = Some(dir);
+    (svc, format!("{}:9092", ns.ns_ip))
+}
+
+/// What the clients saw during a scenario.
+#[derive(Default, Debug)]
+struct Seen {
+    /// Vote ids acknowledged (HTTP 2xx, gRPC OK).
+    acked: Vec<String>,
+    /// Refusals that said "try again" (HTTP 503 with Retry-After, gRPC UNAVAILABLE / RESOURCE_EXHAUSTED).
+    retry_later: u64,
+    /// Any other answer (a bug here).
+    other: Vec<String>,
+    /// The longest time any one reply took.
+    longest: Duration,
+}
+
+/// Broker blackholed from everyone for 20 s (issue 31, scenario 1): every
+/// HTTP and gRPC reply comes within the request's deadline (503 +
+/// Retry-After / UNAVAILABLE, never a hang), the host's readiness turns 503
+/// and back, and every acknowledged vote is counted and stored once.
+#[tokio::test]
+async fn a_broker_blackhole_answers_every_client_within_its_deadline_and_loses_nothing() {
+    use bandvote_grpc::proto::bandvote::vote_service_client::VoteServiceClient;
+    use bandvote_testkit::process::{bin, free_addr};
+    use bandvote_vote::pb;
+
+    let cut_for = Duration::from_secs(std::env::var("BANDVOTE_NET_BROKER_CUT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20));
+    let mut ns = Netns::create(3);
+    let (mut broker, brokers) = broker_in(&ns, "net-broker");
+    broker.start();
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(&brokers).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "nisshi in {} did not start", ns.name);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let topic = kit::unique("net-broker");
+    bandvote_kafka::ensure_topic(&brokers, &topic, 2).await.unwrap();
+    bandvote_kafka::ensure_topic(&brokers, &format!("{topic}-dlq"), 1).await.unwrap();
+    let redis = common::redis_db(8);
+    common::flush(&redis).await;
+    let collection = kit::unique("net_broker");
+    let on_broker = |envs: &mut Vec<(String, String)>| {
+        envs.retain(|(k, _)| k != "BANDVOTE_KAFKA_BROKERS");
+        envs.push(("BANDVOTE_KAFKA_BROKERS".into(), brokers.clone()));
+    };
+    let (mut consumer, consumer_admin) = consumer_process("net-broker-consumer", &topic, &redis, &collection);
+    on_broker(&mut consumer.envs);
+    consumer.start();
+    wait_ready(consumer_admin, Duration::from_secs(60)).await;
+    let (mut host, http, host_admin) = common::host("net-broker-host", &topic, &redis, &[]);
+    on_broker(&mut host.envs);
+    host.start();
+    let (grpc, grpc_admin) = (free_addr(), free_addr());
+    let mut grpc_svc = Service::new(
+        "net-broker-grpc",
+        bin("bandvote-grpc"),
+        vec!["--listen".into(), grpc.to_string(), "--rest-listen".into(), free_addr().to_string(), "--admin-listen".into(), grpc_admin.to_string()],
+        vec![("BANDVOTE_TOPIC".into(), topic.clone()), ("BANDVOTE_IDEMPOTENCY_REDIS_URL".into(), redis.clone())],
+    );
+    on_broker(&mut grpc_svc.envs);
+    grpc_svc.start();
+    wait_ready(host_admin, Duration::from_secs(60)).await;
+    wait_ready(grpc_admin, Duration::from_secs(60)).await;
+
+    // Clients: each vote retried with the same key until acknowledged.
+    let stop = Arc::new(AtomicBool::new(false));
+    let http_clients = (0..4).map(|w| {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+            let mut seen = Seen::default();
+            for i in 0.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let key = format!("net-h{w}-{i}");
+                loop {
+                    let asked = Instant::now();
+                    let r = client.post(format!("http://{http}/")).header("idempotency-key", &key).body(common::vote(BANDS[i % 3])).send().await;
+                    seen.longest = seen.longest.max(asked.elapsed());
+                    match r {
+                        Ok(r) if r.status().is_success() => {
+                            seen.acked.push(key.clone());
+                            break;
+                        }
+                        Ok(r) if r.status() == 503 && r.headers().contains_key("retry-after") => seen.retry_later += 1,
+                        Ok(r) => seen.other.push(format!("{key}: {}", r.status())),
+                        Err(e) => seen.other.push(format!("{key}: {e}")),
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        })
+    });
+    let http_clients: Vec<_> = http_clients.collect();
+    let grpc_clients: Vec<_> = (0..4)
+        .map(|w| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut client = VoteServiceClient::connect(format!("http://{grpc}")).await.unwrap();
+                let mut seen = Seen::default();
+                for i in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let id = format!("net-g{w}-{i}");
+                    loop {
+                        let vote = pb::Vote { band: BANDS[i % 3].into(), album: "x".into(), year: "1990".into(), rank: "1".into(), vote_id: id.clone(), voter: String::new() };
+                        let asked = Instant::now();
+                        let r = tokio::time::timeout(Duration::from_secs(30), client.cast(vote)).await;
+                        seen.longest = seen.longest.max(asked.elapsed());
+                        match r {
+                            Ok(Ok(_)) => {
+                                seen.acked.push(id.clone());
+                                break;
+                            }
+                            Ok(Err(s)) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::ResourceExhausted) => seen.retry_later += 1,
+                            Ok(Err(s)) => seen.other.push(format!("{id}: {s}")),
+                            Err(_) => seen.other.push(format!("{id}: no answer in 30 s")),
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                seen
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before_cut = total(&redis).await.expect("redis answers");
+    ns.cut();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let ready_during = (http_status(host_admin, "/readyz").await, http_status(grpc_admin, "/readyz").await);
+    tokio::time::sleep(cut_for.saturating_sub(Duration::from_secs(8))).await;
+    // Counted during the cut: what the consumer had fetched before it.
+    let during_cut = total(&redis).await.expect("redis answers");
+    ns.heal();
+    let healed = Instant::now();
+    let (ready_after, first) = tokio::join!(wait_ready_within(host_admin, Duration::from_secs(30)), wait_total(&redis, during_cut + 1, Duration::from_secs(60)));
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(healed.elapsed())).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut all = Seen::default();
+    for c in http_clients.into_iter().chain(grpc_clients) {
+        let s = tokio::time::timeout(Duration::from_secs(120), c).await.expect("every vote acknowledged in the end").unwrap();
+        all.acked.extend(s.acked);
+        all.retry_later += s.retry_later;
+        all.other.extend(s.other);
+        all.longest = all.longest.max(s.longest);
+    }
+    let n = all.acked.len() as u64;
+    wait_total(&redis, n, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let total = total(&redis).await.unwrap_or(0);
+    let log = VoteLog::connect(&kit::mongo_url(), "bandvote_test", &collection).await.unwrap();
+    let stored = log.collection().count_documents(mongodb::bson::doc! {}).await.unwrap();
+    println!(
+        "broker blackholed {cut_for:?}: {n} acknowledged, {total} counted, {stored} stored, {} answered 'retry later', longest reply {:?}; \
+         counted before the cut {before_cut}, at its end {during_cut}; /readyz during the cut (host, grpc): {ready_during:?}; \
+         after the heal the host was ready again in {ready_after:?}, the first vote counted in {first:?}",
+        all.retry_later,
+        all.longest,
+    );
+    assert!(all.other.is_empty(), "answers other than success or retry-later: {:?}", &all.other[..all.other.len().min(10)]);
+    assert_eq!((total, stored), (n, n), "lost or doubled");
+    assert!(all.retry_later > 0, "the cut was felt");
+    assert!(all.longest < Duration::from_secs(10), "a reply took {:?} (the request deadline is 10 s)", all.longest);
+    assert_eq!(ready_during, (Some(503), Some(503)), "not ready while the broker is cut off");
+    assert!(ready_after.is_some(), "ready again after the heal");
+    assert!(first.is_some_and(|f| f <= Duration::from_secs(2)), "counting resumed {first:?} after the heal");
+    drop((host, grpc_svc, consumer, broker, ns));
+}
+
+/// How long until `/readyz` at `admin` says 200 (`None`: not within `within`).
+async fn wait_ready_within(admin: std::net::SocketAddr, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if http_status(admin, "/readyz").await == Some(200) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
