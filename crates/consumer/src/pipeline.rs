@@ -497,7 +497,10 @@ impl Pipeline {
             // under load: the broker answers heartbeats behind produce requests.
             .set("session.timeout.ms", "15000")
             .set("heartbeat.interval.ms", "3000")
-            .set("max.poll.interval.ms", "60000");
+            .set("max.poll.interval.ms", "60000")
+            // A broker back after a cut is reconnected to within a second
+            // (librdkafka backs off up to 10 s by default).
+            .set("reconnect.backoff.max.ms", "1000");
         let resume = ResumeFromSinks {
             redis: ::redis::Client::open(config.redis_url.as_str()).map_err(SinkError::from)?,
             offsets_key: applier.counters().offsets_key(&config.topic),

@@ -133,6 +133,9 @@ impl VotePublisher {
             .set("message.timeout.ms", config.delivery_timeout.as_millis().to_string())
             .set("queue.buffering.max.messages", (config.max_in_flight.max(1) * 2).to_string())
             .set("socket.keepalive.enable", "true")
+            // A broker back after a cut is reconnected to within a second
+            // (librdkafka backs off up to 10 s by default).
+            .set("reconnect.backoff.max.ms", "1000")
             .create()
             .map_err(|e| ProduceError::Config(e.to_string()))?;
         Ok(Self {

@@ -354,3 +354,95 @@ async fn wait_ready_within(admin: std::net::SocketAddr, within: Duration) -> Opt
     }
     None
 }
+
+/// Zombie consumer (issue 31, scenario 2): two consumers in one group; A is
+/// cut from the broker only (it still reaches Redis and MongoDB, each in a
+/// namespace of its own) for longer than the group's session timeout (15 s),
+/// so B takes A's partitions while A may still hold a fetched batch and
+/// write it; then healed. Counts exact: whatever A writes late, of a batch
+/// B applied too, changes nothing (the apply script's offsets), and both
+/// consumers are still running.
+#[tokio::test]
+async fn a_zombie_consumer_cut_from_the_broker_doubles_nothing() {
+    let cut_for = Duration::from_secs(std::env::var("BANDVOTE_NET_ZOMBIE_CUT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(25));
+    let broker_ns = Netns::create(4);
+    let redis_ns = Netns::create(5);
+    let mongo_ns = Netns::create(6);
+    let mut a_ns = Netns::create(7);
+    let (mut broker, brokers) = broker_in(&broker_ns, "net-zombie-broker");
+    let (mut redis, url) = redis_in(&redis_ns, "net-zombie-redis");
+    let (mut mongo, mongo_url) = mongo_in(&mongo_ns, "net-zombie-mongo");
+    broker.start();
+    redis.start();
+    mongo.start();
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(&brokers).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "nisshi did not start");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(wait_total(&url, 0, Duration::from_secs(10)).await.is_some(), "redis did not start");
+    let topic = kit::unique("net-zombie");
+    bandvote_kafka::ensure_topic(&brokers, &topic, 4).await.unwrap();
+    bandvote_kafka::ensure_topic(&brokers, &format!("{topic}-dlq"), 1).await.unwrap();
+    let collection = kit::unique("net_zombie");
+    let group = kit::unique("grp");
+    let consumer = |name: &str, admin: std::net::SocketAddr| {
+        let (mut svc, _) = consumer_process(name, &topic, &url, &collection);
+        for (k, v) in [("BANDVOTE_KAFKA_BROKERS", brokers.clone()), ("BANDVOTE_MONGO_URL", mongo_url.clone()), ("BANDVOTE_CONSUMER_GROUP", group.clone()), ("BANDVOTE_CONSUMER_ADMIN_LISTEN", admin.to_string())] {
+            svc.envs.retain(|(key, _)| key != k);
+            svc.envs.push((k.to_owned(), v));
+        }
+        svc
+    };
+    let a_admin = std::net::SocketAddr::from((a_ns.ns_ip, 9181));
+    let b_admin = bandvote_testkit::process::free_addr();
+    let mut a = consumer("net-zombie-a", a_admin);
+    a_ns.wrap(&mut a);
+    let mut b = consumer("net-zombie-b", b_admin);
+    a.start();
+    b.start();
+    wait_ready(a_admin, Duration::from_secs(60)).await;
+    wait_ready(b_admin, Duration::from_secs(60)).await;
+
+    let publisher = VotePublisher::new(PublisherConfig { brokers: brokers.clone(), topic: topic.clone(), ..Default::default() }).unwrap();
+    let (sent, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+    let producer = tokio::spawn({
+        let (sent, stop) = (sent.clone(), stop.clone());
+        async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                publisher.publish(&kit::vote(BANDS[(i % 3) as usize], Some(&format!("zombie-{i}")))).await.expect("kafka acknowledges");
+                i += 1;
+                sent.store(i, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            i
+        }
+    });
+    assert!(wait_total(&url, 50, Duration::from_secs(30)).await.is_some(), "counting before the cut");
+    a_ns.cut_from(broker_ns.ns_ip);
+    let cut_at = Instant::now();
+    tokio::time::sleep(cut_for).await;
+    let counted_during = total(&url).await.unwrap_or(0);
+    a_ns.heal();
+    let healed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Ordering::SeqCst);
+    let n = producer.await.unwrap();
+    let all_counted = wait_total(&url, n, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counted = total(&url).await.unwrap_or(0);
+    let log = VoteLog::connect(&mongo_url, "bandvote_test", &collection).await.unwrap();
+    let stored = log.collection().count_documents(mongodb::bson::doc! {}).await.unwrap();
+    let alive = (a.running(), b.running());
+    println!(
+        "consumer A cut from the broker for {:?}: {n} acknowledged, {counted} counted, {stored} stored ({counted_during} counted by the end of the cut, \
+         all {:?} after the heal); consumers alive (A, B): {alive:?}",
+        healed.duration_since(cut_at),
+        all_counted.map(|d| d + Duration::from_secs(5)),
+    );
+    assert_eq!((counted, stored), (n, n), "lost or doubled");
+    assert!(counted_during > 50, "B kept counting while A was cut off");
+    assert_eq!(alive, (true, true), "every consumer still runs");
+    drop((a, b, broker, redis, mongo, a_ns, broker_ns, redis_ns, mongo_ns));
+}

@@ -1,30 +1,39 @@
-//! Network namespaces for network-fault tests (issue 31): a server runs in a
-//! namespace of its own, reached from the test's namespace over a veth pair
-//! (`10.231.<index>.1` here, `.2` there). [`Netns::cut`] makes every packet
-//! between the two vanish, both ways (no reset, no error: a blackhole);
+//! Network namespaces for network-fault tests (issue 31): each server runs
+//! in a namespace of its own, attached by a veth pair to one bridge
+//! (`bvfault0`, `10.231.0.1/24` in the test's namespace; namespace `i` is
+//! `10.231.0.<10+i>`), so namespaces reach each other and the test's
+//! processes reach them all. [`Netns::cut`] makes every packet between a
+//! namespace and everyone vanish, both ways (no reset, no error: a
+//! blackhole), [`Netns::cut_from`] only those between it and one address;
 //! [`Netns::heal`] lets them through again. This kernel has no `netem`,
 //! `prio`, `gact` or `police`, and no iptables/nft, so the blackhole is an
 //! `htb` root on each end of the pair whose class leads to a `pfifo limit 0`
-//! queue (it drops everything), with a `u32` filter steering the peer's
-//! address into it. Everything is removed on drop, also when a test fails,
-//! and a namespace left by a killed run is removed before one is made.
-//! Needs root and iproute2 (CI runs as root).
+//! queue (it drops everything), with a `u32` filter steering the cut
+//! packets into it. Everything is removed on drop (the bridge with the last
+//! namespace), also when a test fails, and what a killed run left is
+//! removed before it is made again. Needs root and iproute2 (CI runs as root).
 
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-/// A network namespace with a veth pair to the test's namespace.
+/// A network namespace on the tests' bridge.
 pub struct Netns {
     /// The namespace's name (`bvfault<index>`).
     pub name: String,
     host_if: String,
     ns_if: String,
-    /// This end's address (the test's namespace).
+    /// The test's namespace on the bridge (`10.231.0.1`): where its
+    /// processes' packets come from.
     pub host_ip: Ipv4Addr,
     /// The namespace's address.
     pub ns_ip: Ipv4Addr,
     cut: bool,
 }
+
+const BRIDGE: &str = "bvfault0";
+
+/// Namespaces alive in this process: the bridge goes with the last one.
+static ALIVE: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
 
 fn ip(args: &[&str]) {
     run("ip", args);
@@ -40,20 +49,31 @@ fn quiet(program: &str, args: &[&str]) {
 }
 
 impl Netns {
-    /// Namespace `bvfault<index>` (index 1–250), up and reachable.
+    /// Namespace `bvfault<index>` (index 1–200) on the bridge, up and reachable.
     pub fn create(index: u8) -> Self {
         let name = format!("bvfault{index}");
         let (host_if, ns_if) = (format!("bvf{index}h"), format!("bvf{index}n"));
+        let host_ip = Ipv4Addr::new(10, 231, 0, 1);
+        let ns_ip = Ipv4Addr::new(10, 231, 0, 10 + index);
+        {
+            let mut alive = ALIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *alive == 0 {
+                quiet("ip", &["link", "del", BRIDGE]);
+                ip(&["link", "add", BRIDGE, "type", "bridge"]);
+                ip(&["addr", "add", &format!("{host_ip}/24"), "dev", BRIDGE]);
+                ip(&["link", "set", BRIDGE, "up"]);
+            }
+            *alive += 1;
+        }
         quiet("ip", &["netns", "del", &name]);
         quiet("ip", &["link", "del", &host_if]);
-        let (host_ip, ns_ip) = (Ipv4Addr::new(10, 231, index, 1), Ipv4Addr::new(10, 231, index, 2));
         ip(&["netns", "add", &name]);
         let ns = Self { name, host_if, ns_if, host_ip, ns_ip, cut: false };
         ip(&["link", "add", &ns.host_if, "type", "veth", "peer", "name", &ns.ns_if]);
         ip(&["link", "set", &ns.ns_if, "netns", &ns.name]);
-        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &ns.host_if]);
+        ip(&["link", "set", &ns.host_if, "master", BRIDGE]);
         ip(&["link", "set", &ns.host_if, "up"]);
-        ns.inside(&["ip", "addr", "add", &format!("{ns_ip}/30"), "dev", &ns.ns_if]);
+        ns.inside(&["ip", "addr", "add", &format!("{ns_ip}/24"), "dev", &ns.ns_if]);
         ns.inside(&["ip", "link", "set", &ns.ns_if, "up"]);
         ns.inside(&["ip", "link", "set", "lo", "up"]);
         ns
@@ -74,21 +94,39 @@ impl Netns {
         ("ip".into(), all)
     }
 
-    /// Drop every packet between the namespace and the test's, both ways.
+    /// Make `svc` start inside the namespace.
+    pub fn wrap(&self, svc: &mut crate::process::Service) {
+        let mut args = vec!["netns".to_owned(), "exec".to_owned(), self.name.clone(), svc.program.to_string_lossy().into_owned()];
+        args.append(&mut svc.args);
+        svc.args = args;
+        svc.program = "ip".into();
+    }
+
+    /// Drop every packet between the namespace and anyone, both ways.
     pub fn cut(&mut self) {
-        if self.cut {
-            return;
-        }
-        for (dev, peer, inside) in [(self.host_if.clone(), self.ns_ip, false), (self.ns_if.clone(), self.host_ip, true)] {
-            let peer = format!("{peer}/32");
-            let steps: [&[&str]; 4] = [
+        self.install(None);
+    }
+
+    /// Drop every packet between the namespace and `peer`, both ways (the
+    /// rest goes through).
+    pub fn cut_from(&mut self, peer: Ipv4Addr) {
+        self.install(Some(peer));
+    }
+
+    fn install(&mut self, peer: Option<Ipv4Addr>) {
+        assert!(!self.cut, "{} is cut already: heal it first", self.name);
+        let peer = peer.map_or("0.0.0.0/0".to_owned(), |p| format!("{p}/32"));
+        // Toward the namespace (its bridge port's egress) the peer is the
+        // source; out of it (its own end's egress) the destination.
+        for (dev, field, inside) in [(self.host_if.clone(), "src", false), (self.ns_if.clone(), "dst", true)] {
+            let steps: [&[&str]; 5] = [
                 &["tc", "qdisc", "add", "dev", &dev, "root", "handle", "1:", "htb", "default", "10"],
                 &["tc", "class", "add", "dev", &dev, "parent", "1:", "classid", "1:10", "htb", "rate", "1gbit"],
                 &["tc", "class", "add", "dev", &dev, "parent", "1:", "classid", "1:20", "htb", "rate", "1gbit"],
                 &["tc", "qdisc", "add", "dev", &dev, "parent", "1:20", "handle", "20:", "pfifo", "limit", "0"],
+                &["tc", "filter", "add", "dev", &dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match", "ip", field, &peer, "flowid", "1:20"],
             ];
-            let filter: &[&str] = &["tc", "filter", "add", "dev", &dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match", "ip", "dst", &peer, "flowid", "1:20"];
-            for step in steps.iter().copied().chain([filter]) {
+            for step in steps {
                 if inside {
                     self.inside(step);
                 } else {
@@ -114,5 +152,10 @@ impl Drop for Netns {
     fn drop(&mut self) {
         quiet("ip", &["netns", "del", &self.name]);
         quiet("ip", &["link", "del", &self.host_if]);
+        let mut alive = ALIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *alive = alive.saturating_sub(1);
+        if *alive == 0 {
+            quiet("ip", &["link", "del", BRIDGE]);
+        }
     }
 }

@@ -55,6 +55,11 @@ impl Service {
         self.child = Some(cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", self.program.display())));
     }
 
+    /// Started and not exited since.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// SIGKILL, and reap.
     pub fn kill_9(&mut self) {
         if let Some(mut c) = self.child.take() {
