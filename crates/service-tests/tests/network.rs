@@ -446,3 +446,132 @@ async fn a_zombie_consumer_cut_from_the_broker_doubles_nothing() {
     assert_eq!(alive, (true, true), "every consumer still runs");
     drop((a, b, broker, redis, mongo, a_ns, broker_ns, redis_ns, mongo_ns));
 }
+
+/// Intake ↔ broker cut for the host only (issue 31, scenario 4): the host
+/// (in a namespace of its own) answers 503 + Retry-After within the delivery
+/// timeout, while the gRPC producer (outside) keeps acknowledging; after the
+/// heal the host acknowledges again, and every acknowledged vote is counted once.
+#[tokio::test]
+async fn a_host_cut_from_the_broker_answers_503_while_grpc_keeps_flowing() {
+    use bandvote_grpc::proto::bandvote::vote_service_client::VoteServiceClient;
+    use bandvote_testkit::process::{bin, free_addr};
+    use bandvote_vote::pb;
+
+    let broker_ns = Netns::create(8);
+    let mut host_ns = Netns::create(9);
+    let (mut broker, brokers) = broker_in(&broker_ns, "net-host-broker");
+    broker.start();
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(&brokers).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "nisshi did not start");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let topic = kit::unique("net-host");
+    bandvote_kafka::ensure_topic(&brokers, &topic, 2).await.unwrap();
+    bandvote_kafka::ensure_topic(&brokers, &format!("{topic}-dlq"), 1).await.unwrap();
+    let redis = common::redis_db(7);
+    common::flush(&redis).await;
+    let collection = kit::unique("net_host");
+    let (mut consumer, consumer_admin) = consumer_process("net-host-consumer", &topic, &redis, &collection);
+    consumer.envs.retain(|(k, _)| k != "BANDVOTE_KAFKA_BROKERS");
+    consumer.envs.push(("BANDVOTE_KAFKA_BROKERS".into(), brokers.clone()));
+    consumer.start();
+    // The host in its namespace (no Redis there: no admission rules), the gRPC producer outside.
+    let wasm = std::env::var("BANDVOTE_INTAKE_WASM").expect("BANDVOTE_INTAKE_WASM: run through scripts/test.sh");
+    let (http, host_admin) = (std::net::SocketAddr::from((host_ns.ns_ip, 8080)), std::net::SocketAddr::from((host_ns.ns_ip, 9180)));
+    let mut host = Service::new(
+        "net-host-host",
+        bin("bandvote-host"),
+        vec!["--component".into(), wasm, "--listen".into(), http.to_string(), "--admin-listen".into(), host_admin.to_string()],
+        vec![("BANDVOTE_KAFKA_BROKERS".into(), brokers.clone()), ("BANDVOTE_TOPIC".into(), topic.clone())],
+    );
+    host_ns.wrap(&mut host);
+    host.start();
+    let (grpc, grpc_admin) = (free_addr(), free_addr());
+    let mut grpc_svc = Service::new(
+        "net-host-grpc",
+        bin("bandvote-grpc"),
+        vec!["--listen".into(), grpc.to_string(), "--rest-listen".into(), free_addr().to_string(), "--admin-listen".into(), grpc_admin.to_string()],
+        vec![("BANDVOTE_KAFKA_BROKERS".into(), brokers.clone()), ("BANDVOTE_TOPIC".into(), topic.clone())],
+    );
+    grpc_svc.start();
+    wait_ready(consumer_admin, Duration::from_secs(60)).await;
+    wait_ready(host_admin, Duration::from_secs(60)).await;
+    wait_ready(grpc_admin, Duration::from_secs(60)).await;
+
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let mut grpc_client = VoteServiceClient::connect(format!("http://{grpc}")).await.unwrap();
+    let mut acked: Vec<String> = Vec::new();
+    let post = |key: String| {
+        let client = client.clone();
+        async move {
+            let asked = Instant::now();
+            let r = client.post(format!("http://{http}/")).header("idempotency-key", &key).body(common::vote(BANDS[0])).send().await.unwrap();
+            (r.status().as_u16(), r.headers().contains_key("retry-after"), asked.elapsed())
+        }
+    };
+    let (s, _, _) = post("net-host-before".into()).await;
+    assert_eq!(s, 201, "the host acknowledges before the cut");
+    acked.push("net-host-before".into());
+
+    host_ns.cut_from(broker_ns.ns_ip);
+    // The host: 503 + Retry-After within the delivery timeout (+ 1 s); gRPC: acknowledged meanwhile.
+    let mut host_answers = Vec::new();
+    let mut grpc_acked = 0;
+    for i in 0..3 {
+        let key = format!("net-host-cut-{i}");
+        let (answer, grpc_ok) = tokio::join!(post(key.clone()), async {
+            let mut ok = 0;
+            for j in 0..20 {
+                let id = format!("net-host-grpc-{i}-{j}");
+                let vote = pb::Vote { band: BANDS[1].into(), album: "x".into(), year: "1990".into(), rank: "1".into(), vote_id: id.clone(), voter: String::new() };
+                if tokio::time::timeout(Duration::from_secs(10), grpc_client.clone().cast(vote)).await.is_ok_and(|r| r.is_ok()) {
+                    ok += 1;
+                    acked.push(id);
+                }
+            }
+            ok
+        });
+        host_answers.push(answer);
+        grpc_acked += grpc_ok;
+        if answer.0 == 201 {
+            acked.push(key);
+        }
+    }
+    let ready_during = http_status(host_admin, "/readyz").await;
+    host_ns.heal();
+    let healed = Instant::now();
+    // After the heal the host acknowledges again (its retries of the same keys included).
+    let mut back = None;
+    while healed.elapsed() < Duration::from_secs(30) {
+        if post("net-host-cut-0".into()).await.0 == 201 {
+            back = Some(healed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for i in 0..3 {
+        let key = format!("net-host-cut-{i}");
+        if !acked.contains(&key) {
+            assert_eq!(post(key.clone()).await.0, 201, "{key} after the heal");
+            acked.push(key);
+        }
+    }
+    let n = acked.len() as u64;
+    assert!(wait_total(&redis, n, Duration::from_secs(60)).await.is_some(), "every acknowledged vote counted");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let counted = total(&redis).await.unwrap_or(0);
+    println!(
+        "host cut from the broker: host answers {host_answers:?} (status, Retry-After, took), gRPC acknowledged {grpc_acked} of 60 meanwhile, \
+         host /readyz {ready_during:?}; the host acknowledged again {back:?} after the heal; {n} acknowledged, {counted} counted"
+    );
+    for (status, retry_after, took) in &host_answers {
+        assert!(*status == 503 && *retry_after, "the cut host answers 503 + Retry-After: {host_answers:?}");
+        assert!(*took <= Duration::from_secs(7), "within the delivery timeout + 1 s (+ slack): {took:?}");
+    }
+    assert_eq!(grpc_acked, 60, "gRPC keeps flowing while the host is cut");
+    assert_eq!(ready_during, Some(503));
+    assert!(back.is_some_and(|b| b <= Duration::from_secs(5)), "the host acknowledges again after the heal: {back:?}");
+    assert_eq!(counted, n, "lost or doubled");
+    drop((host, grpc_svc, consumer, broker, host_ns, broker_ns));
+}
