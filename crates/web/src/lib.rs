@@ -186,18 +186,35 @@ impl AppState {
 
 /// The app's routes.
 pub fn router(state: Arc<AppState>) -> Router {
+    // The routes that read a store answer within STORE_DEADLINE, whatever
+    // the network does (the stream and the vote forward have their own bounds).
+    let reads = Router::new()
+        .route("/api/results", get(results))
+        .route("/api/log", get(log_page))
+        .route("/api/contest", get(contest))
+        .route("/api/receipt/{vote_id}", get(receipt))
+        .route_layer(axum::middleware::from_fn(within_store_deadline));
     Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
         .route("/vote", get(ballot))
         .route("/api/vote", axum::routing::post(forward_vote))
-        .route("/api/results", get(results))
         .route("/api/stream", get(stream))
-        .route("/api/log", get(log_page))
-        .route("/api/contest", get(contest))
-        .route("/api/receipt/{vote_id}", get(receipt))
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
+        .merge(reads)
         .with_state(state)
+}
+
+/// Longest a request that reads Redis or MongoDB waits: a store cut off
+/// without a reset (a blackhole, a partition) gets a 503 the page shows as
+/// its banner, never a request that hangs.
+pub const STORE_DEADLINE: Duration = Duration::from_secs(3);
+
+async fn within_store_deadline(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(STORE_DEADLINE, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => unavailable(format!("a store did not answer within {} ms", STORE_DEADLINE.as_millis())),
+    }
 }
 
 fn unavailable(message: String) -> Response {
@@ -435,14 +452,24 @@ async fn receipt(State(s): State<Arc<AppState>>, axum::extract::Path(vote_id): a
 /// a load balancer. The stores' state is in the body, as `ok` / `unavailable`
 /// (details in the log, not on a public endpoint).
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
-    let redis = match s.counters().await {
-        Ok(c) => c.ping().await.map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    };
-    let mongo = match s.log().await {
-        Ok(l) => l.ping().await.map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    };
+    // Each store answers within 400 ms or is reported unavailable (a probe waits 1 s).
+    let within = Duration::from_millis(400);
+    let redis = tokio::time::timeout(within, async {
+        match s.counters().await {
+            Ok(c) => c.ping().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        }
+    });
+    let mongo = tokio::time::timeout(within, async {
+        match s.log().await {
+            Ok(l) => l.ping().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        }
+    });
+    let (redis, mongo) = tokio::join!(redis, mongo);
+    let late = |what: &str| format!("{what}: no answer within {} ms", within.as_millis());
+    let redis = redis.unwrap_or_else(|_| Err(late("redis")));
+    let mongo = mongo.unwrap_or_else(|_| Err(late("mongodb")));
     let state = |r: &Result<(), String>, store: &str| match r {
         Ok(()) => "ok",
         Err(e) => {
