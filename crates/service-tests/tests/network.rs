@@ -1,11 +1,18 @@
 //! Network faults (issue 31), with real processes and the kernel's network
-//! stack ([`Netns`]): a store (Redis, then MongoDB, each in a namespace of
-//! its own) is cut off by a blackhole (packets vanish, no
-//! reset, no error) while the consumer counts a steady stream of votes, then
-//! healed. Every vote acknowledged by Kafka is counted once and stored once,
-//! the consumer's `/readyz` answers within a second during the cut, and
-//! counting resumes within 2 s of the heal. `BANDVOTE_NET_CUT_SECS` makes
-//! the cut longer by hand (15 s by default).
+//! stack ([`Netns`]: each server in a namespace of its own on one bridge,
+//! cut by a blackhole: packets vanish, no reset, no error), each scenario
+//! under load, healed, and checked per vote:
+//!
+//! * Redis, then MongoDB, cut while the consumer counts a steady stream of
+//!   contest votes (2 counted per voter, 3 cast): every vote acknowledged by
+//!   Kafka is stored once and counted once or refused by the cap, each
+//!   voter's cap holds, the consumer's `/readyz` answers within a second
+//!   during the cut, counting resumes within 2 s of the heal;
+//! * the broker cut from everyone, the host alone cut from the broker, a
+//!   zombie consumer cut from the broker, the web app cut from its stores.
+//!
+//! `BANDVOTE_NET_CUT_SECS` (15), `BANDVOTE_NET_BROKER_CUT_SECS` (20) and
+//! `BANDVOTE_NET_ZOMBIE_CUT_SECS` (25) make the cuts longer by hand.
 
 mod common;
 
@@ -107,6 +114,13 @@ async fn blackhole(cut: Cut, index: u8) {
     consumer.start();
     wait_ready(consumer_admin, Duration::from_secs(60)).await;
 
+    // A contest open during the cut (scenario 7): 2 counted votes per voter.
+    let contests = bandvote_consumer::contest_admin::ContestAdmin {
+        store: bandvote_store::ContestStore::new(&url, "").unwrap(),
+        log: VoteLog::connect(&mongo, "bandvote_test", &collection).await.unwrap(),
+    };
+    contests.create(common::contest("net-cap", 2, bandvote_contest::Voters::Id), None).await.unwrap();
+
     // A steady stream of votes, each acknowledged by Kafka (40 per second).
     let publisher = VotePublisher::new(PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() }).unwrap();
     let (sent, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
@@ -115,7 +129,12 @@ async fn blackhole(cut: Cut, index: u8) {
         async move {
             let mut i = 0u64;
             while !stop.load(Ordering::SeqCst) {
-                publisher.publish(&kit::vote(BANDS[(i % 3) as usize], Some(&format!("net-{i}")))).await.expect("kafka acknowledges");
+                // Contest votes as the intakes stamp them: voter i/3 casts 3, its cap is 2.
+                let mut vote = kit::vote(BANDS[(i % 3) as usize], Some(&format!("net-{i}")));
+                vote.contest = Some("net-cap".into());
+                vote.voter = Some(format!("v{}", i / 3));
+                vote.received_at_ms = bandvote_consumer::contest_admin::now_ms();
+                publisher.publish(&vote).await.expect("kafka acknowledges");
                 i += 1;
                 sent.store(i, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(25)).await;
@@ -136,25 +155,41 @@ async fn blackhole(cut: Cut, index: u8) {
     ns.heal();
     let healed = Instant::now();
     let first = wait_total(&url, before_cut + 1, Duration::from_secs(120)).await.expect("counting resumes after the heal");
-    wait_total(&url, sent_before_heal, Duration::from_secs(120)).await.expect("the backlog is counted after the heal");
+    wait_total(&url, capped(sent_before_heal), Duration::from_secs(120)).await.expect("the backlog is counted after the heal");
     let caught_up = healed.elapsed();
 
     stop.store(true, Ordering::SeqCst);
     let n = producer.await.unwrap();
-    assert!(wait_total(&url, n, Duration::from_secs(30)).await.is_some(), "every acknowledged vote counted");
+    assert!(wait_total(&url, capped(n), Duration::from_secs(30)).await.is_some(), "every acknowledged vote counted");
+    let log = VoteLog::connect(&mongo, "bandvote_test", &collection).await.unwrap();
+    let started = Instant::now();
+    while log.collection().count_documents(mongodb::bson::doc! {}).await.unwrap() < n && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let counted = total(&url).await.unwrap();
-    let log = VoteLog::connect(&mongo, "bandvote_test", &collection).await.unwrap();
     let stored = log.collection().count_documents(mongodb::bson::doc! {}).await.unwrap();
+    let tally = contests.store.tally("net-cap").await.unwrap();
+    let mut con = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let per_voter: std::collections::HashMap<String, u64> = redis::cmd("HGETALL").arg("contest:net-cap:voters").query_async(&mut con).await.unwrap();
     println!(
-        "{cut:?} blackholed {cut_for:?}: {n} acknowledged, {counted} counted, {stored} stored; /readyz during the cut: {ready:?} in {readyz_took:?}; \
-         the first vote counted {first:?} after the heal, the backlog by {caught_up:?}"
+        "{cut:?} blackholed {cut_for:?}: {n} acknowledged, {counted} counted, {stored} stored, contest by status {:?}; /readyz during the cut: {ready:?} in {readyz_took:?}; \
+         the first vote counted {first:?} after the heal, the backlog by {caught_up:?}",
+        tally.by_status
     );
-    assert_eq!((counted, stored), (n, n), "lost or doubled");
+    assert_eq!((counted, stored), (capped(n), n), "lost or doubled");
+    assert_eq!(tally.by_status.get("counted").copied(), Some(capped(n)), "{tally:?}");
+    assert_eq!(tally.by_status.get("over_limit").copied().unwrap_or(0), n - capped(n), "{tally:?}");
+    assert!(per_voter.values().all(|c| *c <= 2) && per_voter.len() as u64 == n.div_ceil(3), "each voter's cap holds: {per_voter:?}");
     assert_eq!(ready, Some(503), "not ready while {cut:?} is cut off");
     assert!(readyz_took < Duration::from_secs(1), "/readyz took {readyz_took:?}");
     assert!(first <= Duration::from_secs(2), "counting resumed {first:?} after the heal");
     drop((consumer, server, ns));
+}
+
+/// Counted votes of the first `m` (voter i/3 casts 3 votes, 2 count).
+fn capped(m: u64) -> u64 {
+    2 * (m / 3) + (m % 3).min(2)
 }
 
 /// A broker of its own (nisshi, sqlite) inside `ns`, and its address.
