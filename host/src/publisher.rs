@@ -84,7 +84,16 @@ fn to_wit_error(e: PublishError) -> wit::PublishError {
         e @ PublishError::NotSent(_) => wit::PublishError::Unavailable(e.to_string()),
         PublishError::Unavailable(m) | PublishError::Config(m) => wit::PublishError::Unavailable(m),
         PublishError::Conflict { vote_id } => wit::PublishError::Conflict(vote_id),
-        e @ (PublishError::TooManyBands { .. } | PublishError::TooManyAlbums { .. }) => wit::PublishError::Invalid(e.to_string()),
+        e @ (PublishError::TooManyBands { .. } | PublishError::TooManyAlbums { .. }) => {
+            let r = e.name_refusal().expect("a name cap's error");
+            wit::PublishError::Refused(wit::Refusal {
+                status: bandvote_admission::NameRefusal::STATUS,
+                code: r.code.into(),
+                field: r.field.into(),
+                message: r.message,
+                details: serde_json::json!({ "cap": r.cap }).to_string(),
+            })
+        }
         PublishError::Refused(r) => wit::PublishError::Refused(wit::Refusal {
             status: r.http_status(),
             code: r.code().into(),
@@ -103,6 +112,8 @@ impl PublisherHost {
             Err(wit::PublishError::Unavailable(_)) => "unavailable",
             Err(wit::PublishError::Invalid(_)) => "invalid",
             Err(wit::PublishError::Conflict(_)) => "conflict",
+            // A name past its cap is bad input, as before it was answered as a refusal.
+            Err(wit::PublishError::Refused(r)) if r.code.starts_with("too_many_") => "invalid",
             Err(wit::PublishError::Refused(_)) => "refused",
         };
         self.metrics.votes.with_label_values(&[outcome]).inc();

@@ -540,6 +540,7 @@ async fn a_new_band_past_the_cap_is_422_naming_it() {
     let (status, _, json) = post(addr, "/", None, vote("Made Up Band")).await;
     assert_eq!(status, 422, "{json}");
     assert!(json["error"]["message"].as_str().unwrap().contains("Made Up Band"), "{json}");
+    assert_eq!((json["error"]["code"].as_str(), json["error"]["field"].as_str(), json["error"]["cap"].as_u64()), (Some("too_many_bands"), Some("band"), Some(2)), "{json}");
     assert_eq!(post(addr, "/", None, vote("Caifanes")).await.0, 201, "known names keep passing");
     assert_eq!(kit::read_topic(&topic, 3, Duration::from_secs(20)).await.len(), 3, "the refused vote never reached Kafka");
     assert_eq!(runtime.host().metrics.votes.with_label_values(&["invalid"]).get(), 1);

@@ -23,6 +23,10 @@ def test_openapi_matches_the_code():
     rules = set(re.findall(r'Self::\w+(?: \{ \.\. \}|\(_\))? => "([a-z_]+)"', refusal.split("pub fn code(&self)")[1].split("pub fn http_status")[0]))
     assert rules == {"unknown_band", "voting_not_open", "voting_closed", "voter_required", "vote_limit_reached", "invalid_voter_token", "invalid_voter_id"}, rules
     codes |= rules
+    admission = (ROOT / "crates/admission/src/error.rs").read_text()
+    names = set(re.findall(r'=> \("(too_many_[a-z]+)", "', admission))
+    assert names == {"too_many_bands", "too_many_albums"}, names
+    codes |= names
     assert codes <= set(error["code"]["enum"]), codes - set(error["code"]["enum"])
     for path in ["/", "/api/results", "/api/stream", "/api/log", "/healthz", "/readyz"]:
         assert path in spec["paths"]

@@ -93,3 +93,36 @@ impl Publish for VotePublisher {
         })
     }
 }
+
+/// A name cap's refusal as every intake answers it: HTTP 422 naming the
+/// field (`band` / `album`), code `too_many_bands` / `too_many_albums`,
+/// the cap in the details.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameRefusal {
+    pub code: &'static str,
+    pub field: &'static str,
+    pub message: String,
+    pub cap: usize,
+}
+
+impl NameRefusal {
+    /// HTTP status: 422.
+    pub const STATUS: u16 = 422;
+
+    /// `{"error": {status, code, field, message, cap}}`, the shape of a contest refusal.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "error": { "status": Self::STATUS, "code": self.code, "field": self.field, "message": self.message, "cap": self.cap } })
+    }
+}
+
+impl PublishError {
+    /// The refusal of a name past its cap (`None` for any other error).
+    pub fn name_refusal(&self) -> Option<NameRefusal> {
+        let (code, field, cap) = match self {
+            PublishError::TooManyBands { cap, .. } => ("too_many_bands", "band", *cap),
+            PublishError::TooManyAlbums { cap, .. } => ("too_many_albums", "album", *cap),
+            _ => return None,
+        };
+        Some(NameRefusal { code, field, message: self.to_string(), cap })
+    }
+}

@@ -41,7 +41,7 @@ use bandvote_vote::Vote;
 
 pub use args::AdmissionArgs;
 pub use bandvote_kafka::Ack;
-pub use error::{Publish, PublishError};
+pub use error::{NameRefusal, Publish, PublishError};
 pub use in_flight::InFlight;
 
 /// The admission pipeline in front of a publisher `P`. Cheap to clone.

@@ -134,8 +134,12 @@ async fn produce_inner(b: &RestBridge, topic: &str, headers: &HeaderMap, body: &
                 json!({ "partition": null, "offset": null, "error_code": 40901, "error": e.to_string() })
             }
             Err(e @ (PublishError::TooManyBands { .. } | PublishError::TooManyAlbums { .. })) => {
+                // Answered like a contest refusal (status × 100 + 10, the
+                // error as JSON): the Spin adapter passes it to the guest,
+                // which answers 422 naming the field.
                 b.metrics.votes.with_label_values(&["invalid"]).inc();
-                json!({ "partition": null, "offset": null, "error_code": 42204, "error": e.to_string() })
+                let r = e.name_refusal().expect("a name cap's error");
+                json!({ "partition": null, "offset": null, "error_code": u32::from(bandvote_admission::NameRefusal::STATUS) * 100 + 10, "error": r.to_json().to_string() })
             }
             Err(e) => {
                 b.metrics.votes.with_label_values(&["unavailable"]).inc();

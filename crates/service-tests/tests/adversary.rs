@@ -133,7 +133,7 @@ async fn the_contest_holds_against_an_attacker_and_a_bad_day() {
     let mut acked: HashMap<String, Vec<String>> = HashMap::new(); // contest → acknowledged vote ids
 
     // Item 4: an empty Redis (a flush, a new deployment) is "not known", never "no contest".
-    let (mut h, http, host_admin) = host("adv-host", &topic, &redis, &[("BANDVOTE_CONTEST_SECRET", SECRET), ("BANDVOTE_MAX_ALBUMS", "50")]);
+    let (mut h, http, host_admin) = host("adv-host", &topic, &redis, &[("BANDVOTE_CONTEST_SECRET", SECRET), ("BANDVOTE_MAX_ALBUMS", "50"), ("BANDVOTE_MAX_BANDS", "60")]);
     let (mut weak, weak_http, weak_admin) = host("adv-host-nosecret", &topic, &redis, &[]);
     h.start();
     weak.start();
@@ -303,6 +303,29 @@ async fn the_contest_holds_against_an_attacker_and_a_bad_day() {
         assert_eq!(t.total, 1, "contest {id} counted: {t:?}");
     }
 
+    // Item 10: voter ids at volume in a `voters = id` contest: made-up ids
+    // that are too long or carry other characters are refused (422
+    // invalid_voter_id) and cost nothing; valid ones cost one field each.
+    contests.create(contest("adv-ids", 0, Voters::Id), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut refused_ids = 0;
+    for i in 0..60 {
+        let junk = match i % 4 {
+            0 => format!("{}{i}", "x".repeat(64)),
+            1 => format!("fan:{i}"),
+            2 => format!("fan {i}"),
+            _ => format!("fañ-{i}"),
+        };
+        let (s, b) = post(&client, http, &vote(BANDS[0]), &[("x-voter", &junk)]).await.unwrap();
+        let named = b["error"]["code"].as_str() == Some("invalid_voter_id") || b["error"]["field"].as_str() == Some("voter");
+        assert!(s == 422 && named, "{junk:?}: {s} {b}");
+        refused_ids += 1;
+        let valid = kit::unique("fan").replace('-', "_");
+        assert_eq!(post(&client, http, &vote(BANDS[0]), &[("x-voter", &valid)]).await.unwrap().0, 201, "{valid}");
+    }
+    let t = wait_applied(&store, "adv-ids", 60, Duration::from_secs(30)).await;
+    assert_eq!((refused_ids, t.voters), (60, 60), "one counter per valid voter, none for the refused: {t:?}");
+
     // Item 12: a look-alike name with a blank-rendering character.
     contests.archive().await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -327,14 +350,26 @@ async fn the_contest_holds_against_an_attacker_and_a_bad_day() {
     let mut con = redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let albums: i64 = redis::cmd("SCARD").arg("albums:known").query_async(&mut con).await.unwrap();
     assert!(refused >= 40 && albums <= 50, "{refused} refused, {albums} albums known");
+    // ... and band names (this host's cap: 60) the same way, with no roster.
+    let mut refused_bands = 0;
+    for i in 0..100 {
+        let body = format!(r#"{{"name":"{}-{i}","album":"Dos Veces","year":"1990","rank":"1"}}"#, kit::unique("junk"));
+        match post(&client, http, &body, &[]).await.unwrap() {
+            (201, _) => {}
+            (422, b) if b["error"]["field"].as_str() == Some("band") => refused_bands += 1,
+            (s, b) => panic!("band {i}: {s} {b}"),
+        }
+    }
+    let bands: i64 = redis::cmd("SCARD").arg("bands:known").query_async(&mut con).await.unwrap();
+    assert!(refused_bands >= 40 && bands <= 60, "{refused_bands} refused, {bands} bands known");
     // Item 11: the cap is not a lockout: the operator forgets the names with
     // at most one counted vote (the junk); a new album is admitted again, the
     // album voted many times stays known.
     let new_album = format!(r#"{{"name":"{}","album":"Otra Cosa","year":"1990","rank":"1"}}"#, BANDS[0]);
     assert_eq!(post(&client, http, &new_album, &[]).await.unwrap().0, 422, "the cap is full");
     let started = Instant::now();
-    while redis::cmd("HGET").arg("votos_album").arg("Dos Veces").query_async::<Option<u64>>(&mut con).await.unwrap() != Some(2) {
-        assert!(started.elapsed() < Duration::from_secs(20), "the two votes for album Dos Veces were not counted");
+    while redis::cmd("HGET").arg("votos_album").arg("Dos Veces").query_async::<Option<u64>>(&mut con).await.unwrap().unwrap_or(0) < 2 {
+        assert!(started.elapsed() < Duration::from_secs(20), "the votes for album Dos Veces were not counted");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let out = std::process::Command::new(bin("bandvote-consumer"))
