@@ -535,7 +535,7 @@ async fn a_host_cut_from_the_broker_answers_503_while_grpc_keeps_flowing() {
     wait_ready(grpc_admin, Duration::from_secs(60)).await;
 
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    let mut grpc_client = VoteServiceClient::connect(format!("http://{grpc}")).await.unwrap();
+    let grpc_client = VoteServiceClient::connect(format!("http://{grpc}")).await.unwrap();
     let mut acked: Vec<String> = Vec::new();
     let post = |key: String| {
         let client = client.clone();
