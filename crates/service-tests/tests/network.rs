@@ -374,7 +374,9 @@ async fn a_broker_blackhole_answers_every_client_within_its_deadline_and_loses_n
     assert!(all.longest < Duration::from_secs(10), "a reply took {:?} (the request deadline is 10 s)", all.longest);
     assert_eq!(ready_during, (Some(503), Some(503)), "not ready while the broker is cut off");
     assert!(ready_after.is_some(), "ready again after the heal");
-    assert!(first.is_some_and(|f| f <= Duration::from_secs(2)), "counting resumed {first:?} after the heal");
+    // Not the stores' 2 s: the consumer, evicted from its group by the cut
+    // (15 s session timeout), must rejoin first; measured 0.6 to 7.4 s.
+    assert!(first.is_some_and(|f| f <= Duration::from_secs(10)), "counting resumed {first:?} after the heal");
     drop((host, grpc_svc, consumer, broker, ns));
 }
 

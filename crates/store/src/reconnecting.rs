@@ -8,9 +8,15 @@
 //! the consumer before this (issue 31): counting resumed 16 s after a 15 s
 //! cut healed, 54.5 s after a 60 s one. [`Reconnecting`] wraps the manager:
 //! a command that times out replaces it with a fresh one (connected on first
-//! use), so the next command goes over a new socket.
+//! use), so the next command goes over a new socket. Only a connection that
+//! has answered nothing for [`STALLED_AFTER`] is replaced: a command that
+//! timed out because its own process was too busy to read the reply (the
+//! others still get theirs) keeps the connection, so a loaded process does
+//! not churn connections.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
@@ -24,8 +30,15 @@ pub struct Reconnecting {
     /// The connection and its generation (bumped at each replacement, so
     /// several commands timing out at once replace it once).
     current: Arc<Mutex<(u64, ConnectionManager)>>,
+    /// When a command last got an answer (ms since `epoch`).
+    last_answer_ms: Arc<AtomicU64>,
+    epoch: Instant,
     db: i64,
 }
+
+/// A connection that has answered nothing for this long while a command
+/// timed out is taken as stalled and replaced.
+pub const STALLED_AFTER: Duration = Duration::from_secs(1);
 
 impl Reconnecting {
     /// Connected now (an error if Redis cannot be reached).
@@ -42,7 +55,7 @@ impl Reconnecting {
 
     fn with(client: redis::Client, config: ConnectionManagerConfig, con: ConnectionManager) -> Self {
         let db = client.get_connection_info().redis_settings().db();
-        Self { client, config, current: Arc::new(Mutex::new((0, con))), db }
+        Self { client, config, current: Arc::new(Mutex::new((0, con))), last_answer_ms: Arc::default(), epoch: Instant::now(), db }
     }
 
     fn current(&self) -> (u64, ConnectionManager) {
@@ -56,8 +69,20 @@ impl Reconnecting {
 
     /// After a command on generation `generation` failed with `e`: a timeout
     /// replaces that connection (unless another command already did).
+    fn answered(&self) {
+        self.last_answer_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
     fn after_error(&self, generation: u64, e: &RedisError) {
+        // A server error (NOSCRIPT, WRONGTYPE…) is an answer too.
         if !e.is_timeout() {
+            if e.kind() != redis::ErrorKind::Io {
+                self.answered();
+            }
+            return;
+        }
+        let silent_ms = (self.epoch.elapsed().as_millis() as u64).saturating_sub(self.last_answer_ms.load(Ordering::Relaxed));
+        if silent_ms < STALLED_AFTER.as_millis() as u64 {
             return;
         }
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
@@ -79,8 +104,9 @@ impl ConnectionLike for Reconnecting {
         let (generation, mut con) = self.current();
         Box::pin(async move {
             let r = con.req_packed_command(cmd).await;
-            if let Err(e) = &r {
-                self.after_error(generation, e);
+            match &r {
+                Ok(_) => self.answered(),
+                Err(e) => self.after_error(generation, e),
             }
             r
         })
@@ -90,8 +116,9 @@ impl ConnectionLike for Reconnecting {
         let (generation, mut con) = self.current();
         Box::pin(async move {
             let r = con.req_packed_commands(pipeline, offset, count).await;
-            if let Err(e) = &r {
-                self.after_error(generation, e);
+            match &r {
+                Ok(_) => self.answered(),
+                Err(e) => self.after_error(generation, e),
             }
             r
         })
