@@ -158,6 +158,23 @@ enum ContestCommand {
         #[arg(long, env = "BANDVOTE_IDEMPOTENCY_WINDOW_SECS", default_value_t = 300)]
         idempotency_window_secs: u64,
     },
+    /// Check a downloaded bulletin (docs/bulletin.md) against the root its
+    /// certificate states: recount it line by line, print the tally; with
+    /// --receipt, that vote's line. Needs nothing of this deployment. Exit 1
+    /// on any difference, naming the line.
+    Verify {
+        #[arg(long)]
+        bulletin: std::path::PathBuf,
+        /// The root the certificate states (64 hex digits).
+        #[arg(long)]
+        root: String,
+        /// The contest's id (with --receipt).
+        #[arg(long)]
+        contest: Option<String>,
+        /// A vote id from a receipt.
+        #[arg(long, requires = "contest")]
+        receipt: Option<String>,
+    },
     /// Print voter tokens for a `voters = token` contest, one per line.
     Tokens {
         #[arg(long)]
@@ -180,6 +197,20 @@ async fn main() -> anyhow::Result<()> {
     let config = cli.config;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(config).await,
+        Command::Contest { command: ContestCommand::Verify { bulletin, root, contest, receipt } } => {
+            let receipt = contest.as_deref().zip(receipt.as_deref());
+            let (s, found) = bandvote_contest::bulletin::verify_file(&bulletin, &root, receipt)?;
+            println!("bulletin {}: {} lines, root {} (as the certificate states)", bulletin.display(), s.lines, s.root);
+            println!("counted by band: {:?}", s.by_band);
+            println!("by status: {:?}", s.by_status);
+            if let Some((_, vote_id)) = receipt {
+                match found {
+                    Some(line) => println!("vote {vote_id}: in the bulletin, band {:?}, status {}", line.band, line.status),
+                    None => anyhow::bail!("vote {vote_id} is not in the bulletin"),
+                }
+            }
+            Ok(())
+        }
         Command::Contest { command } => contest_command(&config, command).await,
         Command::Dlq { command: DlqCommand::Replay } => {
             let log = VoteLog::open(&config.mongo_url, &config.mongo_db, &config.mongo_collection).await.context("connecting to MongoDB")?;
@@ -315,6 +346,8 @@ async fn contest_subcommand(config: &ConsumerConfig, admin: &ContestAdmin, comma
                 println!("final, certified at {} ms, digest {}", cert.certified_at_ms, cert.digest);
             }
         }
+        // Needs nothing of the deployment: run in `main` before connecting.
+        ContestCommand::Verify { .. } => anyhow::bail!("contest verify runs without the stores"),
         ContestCommand::Tokens { id, count, prefix, valid_secs, contest_secret } => {
             let c = admin.find(id.as_deref()).await?;
             for t in tokens(&c, contest_secret.as_deref(), &prefix, count, valid_secs)? {

@@ -14,6 +14,7 @@
 //! No I/O: the definition is stored by `bandvote-store`.
 
 mod refusal;
+pub mod bulletin;
 pub mod token;
 
 use serde::{Deserialize, Serialize};
