@@ -232,6 +232,19 @@ sys.exit(0 if ok else 1)
 PY
 [ "$certify_ok" = yes ] || echo "$certify" | sed 's/^/[certify] /'
 [ "$contest_rc" = 0 ] || summary_rc=$contest_rc
+if [ "$certify_ok" = yes ]; then
+  # The public bulletin (docs/bulletin.md): downloaded as anyone would, then
+  # recounted offline against the root the certificate states.
+  root=$(printf '%s' "$certify" | python3 -c 'import json,sys; t=sys.stdin.read(); print(json.loads(t[t.index("{"):t.rindex("}")+1])["bulletin_root"])')
+  python3 -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())' \
+    "http://127.0.0.1:$WEB_PORT/api/contest/$contest_id/bulletin" >"$RUN/bulletin.ndjson"
+  echo "bulletin              : http://127.0.0.1:$WEB_PORT/api/contest/$contest_id/bulletin (root $root)"
+  if "$BIN/bandvote-consumer" contest verify --bulletin "$RUN/bulletin.ndjson" --root "$root" | sed 's/^/[verify] /'; then
+    echo "RESULT: the downloaded bulletin recounts to the certificate's root and tally (bandvote-consumer contest verify)"
+  else
+    echo "RESULT: MISMATCH: the bulletin does not verify against the certificate"; summary_rc=1
+  fi
+fi
 echo "results page: http://127.0.0.1:$WEB_PORT/   (the contest's final result is on it)"
 echo "ballot:       http://127.0.0.1:$WEB_PORT/vote   (for a fan's phone: the current contest's roster, a receipt that turns \"counted\")"
 echo "(Grafana provisioning: k8s/base/grafana; metrics: :9180 :9181 :9182 :9183 /metrics)"

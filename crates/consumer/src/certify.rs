@@ -198,6 +198,19 @@ pub async fn certify(
     if !diffs.is_empty() {
         return Err(CertifyError::Differences(diffs));
     }
+    // The public bulletin: every vote of the contest, by its leaf id (never
+    // the vote id), with its band and status; its root goes into the
+    // certificate (`docs/bulletin.md`).
+    let mut lines: Vec<bandvote_contest::bulletin::Line> = votes
+        .iter()
+        .map(|(vote_id, band, status)| bandvote_contest::bulletin::Line { leaf: bandvote_contest::bulletin::leaf_id(id, vote_id), band: band.clone(), status: status.clone() })
+        .collect();
+    lines.sort_unstable_by(|a, b| a.leaf.cmp(&b.leaf));
+    let mut root = bandvote_contest::bulletin::RootBuilder::default();
+    for l in &lines {
+        root.push(bandvote_contest::bulletin::leaf_hash(l.text().as_bytes()));
+    }
+    log.save_bulletin(id, &lines).await.map_err(store_err)?;
     let certificate = Certificate {
         contest: id.to_owned(),
         title: contest.title.clone(),
@@ -208,6 +221,8 @@ pub async fn certify(
         end_offsets: ends.iter().map(|(p, o)| (p.to_string(), *o)).collect(),
         votes_in_kafka: in_kafka.len() as i64,
         digest: bandvote_contest::result_digest(counted),
+        bulletin_root: bandvote_contest::bulletin::hex(&root.root()),
+        bulletin_lines: root.size() as i64,
     };
     let written = log.save_certificate(&certificate).await.map_err(store_err)?;
     if !written {

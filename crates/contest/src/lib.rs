@@ -266,6 +266,13 @@ pub struct Certificate {
     pub votes_in_kafka: i64,
     /// SHA-256 (hex) over the sorted `vote_id \t band \n` lines of the counted votes.
     pub digest: String,
+    /// The root of the contest's public bulletin ([`bulletin`], `docs/bulletin.md`;
+    /// empty for a certificate from before bulletins).
+    #[serde(default)]
+    pub bulletin_root: String,
+    /// Its lines: every vote of the contest that reached Kafka.
+    #[serde(default)]
+    pub bulletin_lines: i64,
 }
 
 /// The certificate's digest: SHA-256 over the counted votes' sorted

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use mongodb::bson::{doc, DateTime, Document};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
@@ -13,6 +13,12 @@ use crate::{Located, Totals};
 
 /// MongoDB's duplicate-key error code.
 const DUPLICATE_KEY: i32 = 11000;
+
+/// An `insert_many` that failed only because some documents were there already.
+fn is_only_duplicates(e: &mongodb::error::Error) -> bool {
+    matches!(*e.kind, mongodb::error::ErrorKind::InsertMany(ref ime)
+        if ime.write_concern_error.is_none() && ime.write_errors.as_ref().is_some_and(|w| w.iter().all(|w| w.code == DUPLICATE_KEY)))
+}
 
 /// An integer field, whichever BSON width the server chose (int32 or int64).
 fn int(d: &Document, key: &str) -> Option<i64> {
@@ -39,6 +45,7 @@ pub struct VoteLog {
     dead_letters: Collection<Document>,
     certificates: Collection<Document>,
     contests: Collection<Document>,
+    bulletins: Collection<Document>,
 }
 
 /// Where a page of the log starts: strictly older than this vote in the
@@ -213,6 +220,7 @@ impl VoteLog {
         Ok(Self { votes: db.collection::<Document>(collection), dead_letters: db.collection(&format!("{collection}_dead_letters")),
             certificates: db.collection(&format!("{collection}_contest_results")),
             contests: db.collection(&format!("{collection}_contests")),
+            bulletins: db.collection(&format!("{collection}_bulletins")),
         })
     }
 
@@ -400,6 +408,34 @@ impl VoteLog {
             out.push((text("_id"), text("band"), text("status")));
         }
         Ok(out)
+    }
+
+    /// Store contest `contest`'s bulletin lines (`<collection>_bulletins`, `_id`
+    /// = `<contest>:<leaf>`, so the `_id` index serves them in the
+    /// bulletin's order); written again after a crash, nothing doubles.
+    pub async fn save_bulletin(&self, contest: &str, lines: &[bandvote_contest::bulletin::Line]) -> Result<(), mongodb::error::Error> {
+        for chunk in lines.chunks(1_000) {
+            let docs = chunk.iter().map(|l| doc! { "_id": format!("{contest}:{}", l.leaf), "contest": contest, "band": &l.band, "status": &l.status });
+            match self.bulletins.insert_many(docs).ordered(false).await {
+                Ok(_) => {}
+                Err(e) if is_only_duplicates(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Contest `contest`'s bulletin lines in order (`docs/bulletin.md`), as a
+    /// stream: the download never holds the whole bulletin.
+    pub async fn bulletin(&self, contest: &str) -> Result<impl futures::Stream<Item = Result<bandvote_contest::bulletin::Line, mongodb::error::Error>> + use<>, mongodb::error::Error> {
+        // Contest ids hold no ':' and ';' follows ':': the range is exactly this contest's.
+        let cur = self.bulletins.find(doc! { "_id": { "$gt": format!("{contest}:"), "$lt": format!("{contest};") } }).sort(doc! { "_id": 1 }).await?;
+        let prefix = contest.len() + 1;
+        Ok(cur.map(move |d| {
+            let d = d?;
+            let text = |k| d.get_str(k).unwrap_or_default().to_owned();
+            Ok(bandvote_contest::bulletin::Line { leaf: text("_id").get(prefix..).unwrap_or_default().to_owned(), band: text("band"), status: text("status") })
+        }))
     }
 
     /// The certified results (`<collection>_contest_results`, `_id` = contest id).

@@ -193,6 +193,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/log", get(log_page))
         .route("/api/contest", get(contest))
         .route("/api/receipt/{vote_id}", get(receipt))
+        .route("/api/contest/{id}/bulletin", get(bulletin))
         .route_layer(axum::middleware::from_fn(within_store_deadline));
     Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
@@ -407,6 +408,30 @@ async fn contest(State(s): State<Arc<AppState>>) -> Response {
         "certificate": certificate,
     }))
     .into_response()
+}
+
+/// A certified contest's bulletin (`docs/bulletin.md`), streamed as NDJSON
+/// from MongoDB, its root (the certificate's) in `X-Bulletin-Root`.
+async fn bulletin(State(s): State<Arc<AppState>>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    use futures::StreamExt as _;
+    let log = match s.log().await {
+        Ok(l) => l,
+        Err(e) => return unavailable(e),
+    };
+    let cert = match log.certificate(&id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            let body = json!({ "error": { "status": 404, "code": "not_found", "field": "id", "message": format!("contest {id:?} is not certified: no bulletin") } });
+            return (StatusCode::NOT_FOUND, Json(body)).into_response();
+        }
+        Err(e) => return unavailable(format!("mongodb: {e}")),
+    };
+    let lines = match log.bulletin(&id).await {
+        Ok(l) => l,
+        Err(e) => return unavailable(format!("mongodb: {e}")),
+    };
+    let body = axum::body::Body::from_stream(lines.map(|r| r.map(|l| l.text() + "\n").map_err(std::io::Error::other)));
+    ([(header::CONTENT_TYPE, "application/x-ndjson; charset=utf-8".to_owned()), (header::HeaderName::from_static("x-bulletin-root"), cert.bulletin_root)], body).into_response()
 }
 
 async fn receipt(State(s): State<Arc<AppState>>, axum::extract::Path(vote_id): axum::extract::Path<String>) -> Response {

@@ -163,3 +163,45 @@ async fn the_ballot_forwards_votes_to_the_intake_and_its_answer_back() {
     let page = http.get(format!("{base}/vote")).header("accept-language", "en-US").send().await.unwrap().text().await.unwrap();
     assert!(page.contains(r#"<html lang="en">"#) && page.contains(r#"data-post="api/vote""#));
 }
+
+/// A certified contest's bulletin downloads as NDJSON with the certificate's
+/// root, and recounts to it; another contest's lines (even one whose id
+/// starts the same) are not in it; an uncertified contest has none (issue 33).
+#[tokio::test]
+async fn a_certified_contests_bulletin_downloads_with_its_root() {
+    use bandvote_contest::bulletin::{leaf_id, recount, Line};
+    let coll = kit::unique("webbulletin");
+    let log = VoteLog::connect(&kit::mongo_url(), "bandvote_test", &coll).await.unwrap();
+    let bulletin = |contest: &str, n: usize| {
+        let mut lines: Vec<Line> =
+            (0..n).map(|i| Line { leaf: leaf_id(contest, &format!("v{i}")), band: ["Maná", "Caifanes"][i % 2].into(), status: ["counted", "over_limit"][i % 3 / 2].into() }).collect();
+        lines.sort_by(|a, b| a.leaf.cmp(&b.leaf));
+        lines
+    };
+    let lines = bulletin("b-1", 2_500);
+    log.save_bulletin("b-1", &lines).await.unwrap();
+    log.save_bulletin("b-1", &lines[..10]).await.unwrap();
+    log.save_bulletin("b-10", &bulletin("b-10", 7)).await.unwrap();
+    let expected = recount(lines.iter().map(|l| Ok(l.text()))).unwrap();
+    let cert = bandvote_contest::Certificate {
+        contest: "b-1".into(),
+        title: "t".into(),
+        certified_at_ms: 1,
+        total: expected.by_band.values().sum(),
+        by_band: expected.by_band.clone(),
+        by_status: expected.by_status.clone(),
+        end_offsets: Default::default(),
+        votes_in_kafka: 2_500,
+        digest: String::new(),
+        bulletin_root: expected.root.clone(),
+        bulletin_lines: 2_500,
+    };
+    log.save_certificate(&cert).await.unwrap();
+    let base = serve(sources("bulletin:", &coll)).await;
+    let r = reqwest::get(format!("{base}/api/contest/b-1/bulletin")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers().get("x-bulletin-root").and_then(|v| v.to_str().ok()), Some(expected.root.as_str()));
+    let text = r.text().await.unwrap();
+    assert_eq!(recount(text.lines().map(|l| Ok(l.to_owned()))).unwrap(), expected);
+    assert_eq!(reqwest::get(format!("{base}/api/contest/b-10/bulletin")).await.unwrap().status().as_u16(), 404, "not certified");
+}
