@@ -465,11 +465,45 @@ async fn receipt(State(s): State<Arc<AppState>>, axum::extract::Path(vote_id): a
         Some(s) => s,
         None => "counted",
     };
+    // In a certified contest: the vote's line in the bulletin and the audit
+    // path to the certificate's root, which the ballot checks itself.
+    let bulletin = match d.get_str("contest").ok() {
+        Some(contest) => inclusion(&log, contest, &vote_id).await,
+        None => None,
+    };
     Json(json!({
         "vote_id": vote_id, "status": status, "band": entry.as_ref().map(|e| e.band.clone()), "contest": d.get_str("contest").ok(),
-        "received_at_ms": entry.as_ref().map(|e| e.at.received_at_ms),
+        "received_at_ms": entry.as_ref().map(|e| e.at.received_at_ms), "bulletin": bulletin,
     }))
     .into_response()
+}
+
+/// Vote `vote_id`'s inclusion proof in certified contest `contest`'s
+/// bulletin (`docs/bulletin.md`): its line, its index, the tree's size, the
+/// audit path (RFC 9162 §2.1.3) and the certificate's root. `None` before
+/// certification or when the vote is not in it. Reads the bulletin once,
+/// keeping 32 bytes per line.
+async fn inclusion(log: &VoteLog, contest: &str, vote_id: &str) -> Option<Value> {
+    use bandvote_contest::bulletin::{hex, inclusion_proof, leaf_hash, leaf_id};
+    use futures::StreamExt as _;
+    let cert = log.certificate(contest).await.ok()??;
+    if cert.bulletin_root.is_empty() {
+        return None;
+    }
+    let leaf = leaf_id(contest, vote_id);
+    let mut lines = std::pin::pin!(log.bulletin(contest).await.ok()?);
+    let (mut hashes, mut found) = (Vec::new(), None);
+    while let Some(line) = lines.next().await {
+        let line = line.ok()?;
+        let text = line.text();
+        hashes.push(leaf_hash(text.as_bytes()));
+        if line.leaf == leaf {
+            found = Some((hashes.len() - 1, text));
+        }
+    }
+    let (index, line) = found?;
+    let path: Vec<String> = inclusion_proof(&hashes, index).iter().map(hex).collect();
+    Some(json!({ "root": cert.bulletin_root, "size": hashes.len(), "index": index, "line": line, "path": path }))
 }
 
 /// Ready = the process serves (its page, and the page's banner when a store

@@ -204,4 +204,21 @@ async fn a_certified_contests_bulletin_downloads_with_its_root() {
     let text = r.text().await.unwrap();
     assert_eq!(recount(text.lines().map(|l| Ok(l.to_owned()))).unwrap(), expected);
     assert_eq!(reqwest::get(format!("{base}/api/contest/b-10/bulletin")).await.unwrap().status().as_u16(), 404, "not certified");
+
+    // A receipt of the certified contest carries its inclusion proof, which
+    // verifies against the certificate's root and not against another root.
+    log.collection().insert_one(mongodb::bson::doc! { "_id": "v5", "contest": "b-1", "band": "Caifanes", "status": "over_limit" }).await.unwrap();
+    let receipt: Value = reqwest::get(format!("{base}/api/receipt/v5")).await.unwrap().json().await.unwrap();
+    let b = &receipt["bulletin"];
+    let line: Line = serde_json::from_str(b["line"].as_str().unwrap()).unwrap();
+    assert_eq!((line.leaf.as_str(), line.band.as_str(), line.status.as_str()), (leaf_id("b-1", "v5").as_str(), "Caifanes", "over_limit"), "{receipt}");
+    let path: Vec<[u8; 32]> = b["path"].as_array().unwrap().iter().map(|h| bandvote_contest::bulletin::unhex(h.as_str().unwrap()).unwrap()).collect();
+    let (index, size) = (b["index"].as_u64().unwrap(), b["size"].as_u64().unwrap());
+    let leaf = bandvote_contest::bulletin::leaf_hash(b["line"].as_str().unwrap().as_bytes());
+    let root = bandvote_contest::bulletin::unhex(b["root"].as_str().unwrap()).unwrap();
+    assert_eq!((b["root"].as_str(), size), (Some(expected.root.as_str()), 2_500));
+    assert!(path.len() <= 12, "O(log n): {} hashes", path.len());
+    assert!(bandvote_contest::bulletin::verify_inclusion(&leaf, index, size, &path, &root), "{receipt}");
+    let other = bandvote_contest::bulletin::root(&bulletin("b-10", 7).iter().map(|l| bandvote_contest::bulletin::leaf_hash(l.text().as_bytes())).collect::<Vec<_>>());
+    assert!(!bandvote_contest::bulletin::verify_inclusion(&leaf, index, size, &path, &other), "a proof against another contest's root");
 }
