@@ -160,6 +160,12 @@ test('a fan votes on /vote and the receipt turns counted', { timeout: 240_000 },
     await desk.locator('#result', { hasText: 'is not in this contest' }).waitFor({ timeout: 30_000 });
     await desk.unroute('**/api/contest');
 
+    // A vote in this contest, whose receipt the ballot will prove itself once it is certified.
+    const voter = await browser.newPage();
+    await voter.goto(`${ballotUrl}?lang=en`);
+    await voter.getByRole('button', { name: 'Vote for Viernes Verde' }).click();
+    await voter.locator('#receipt-status[data-status="counted"]').waitFor({ timeout: 60_000 });
+
     // Closed: the intake's 403 in words (a ballot that has not yet heard of the close).
     await desk.route('**/api/contest', (route) => route.abort());
     admin('close', '--in-ms', '0');
@@ -179,6 +185,19 @@ test('a fan votes on /vote and the receipt turns counted', { timeout: 240_000 },
     await final.goto(`http://127.0.0.1:${web}/`);
     await final.locator('#contest-digest', { hasText: digest }).waitFor({ timeout: 30_000 });
     await final.screenshot({ path: join(artifacts, 'results-contest.png'), fullPage: true });
+    // The receipt proves its vote is in the certified bulletin, checked in the
+    // browser (Web Crypto) against the root; the same proof fails against
+    // another root or as another contest's vote.
+    await voter.locator('#receipt-proof[data-proof="ok"]').waitFor({ timeout: 30_000 });
+    assert.match(await voter.locator('#receipt-proof').innerText(), /In the certified result ✓/);
+    const checks = await voter.evaluate(async () => {
+      const voteId = document.getElementById('receipt-id').textContent;
+      const r = await (await fetch('api/receipt/' + encodeURIComponent(voteId))).json();
+      const otherRoot = { ...r.bulletin, root: '00'.repeat(32) };
+      return [await proofHolds(voteId, r.contest, r.bulletin), await proofHolds(voteId, r.contest, otherRoot), await proofHolds(voteId, 'another-contest', r.bulletin)];
+    });
+    assert.deepEqual(checks, [true, false, false], 'the proof holds only against its own root and contest');
+    await voter.screenshot({ path: join(artifacts, 'ballot-proof.png'), fullPage: true });
     console.log(`screenshots: ${['ballot-360.png', 'ballot-receipt.png', 'ballot-desktop.png', 'results-contest.png'].map((f) => join(artifacts, f)).join(' ')}`);
   } finally {
     await browser.close();
