@@ -223,7 +223,10 @@ impl Counters {
         let client = redis::Client::open(url)?;
         // A command that times out (the default response timeout, 500 ms)
         // drops the connection: the next one reconnects ([`Reconnecting`]).
-        let con = Reconnecting::connect(client, redis::aio::ConnectionManagerConfig::new()).await?;
+        // Reconnection attempts back off to 500 ms at most (redis-rs's default
+        // doubles up to 6.4 s: a command after a cut healed could wait that long).
+        let config = redis::aio::ConnectionManagerConfig::new().set_max_delay(std::time::Duration::from_millis(500));
+        let con = Reconnecting::connect(client, config).await?;
         Ok(Self {
             con,
             prefix: prefix.to_owned(),

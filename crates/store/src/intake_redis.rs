@@ -14,7 +14,8 @@ pub(crate) fn fail_fast_connection(url: &str) -> Result<Reconnecting, redis::Red
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(500)))
         .set_response_timeout(Some(Duration::from_millis(500)))
-        .set_number_of_retries(1);
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
     Reconnecting::lazy(redis::Client::open(url)?, config)
 }
 
