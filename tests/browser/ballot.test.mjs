@@ -184,6 +184,13 @@ test('a fan votes on /vote and the receipt turns counted', { timeout: 240_000 },
     const final = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     await final.goto(`http://127.0.0.1:${web}/`);
     await final.locator('#contest-digest', { hasText: digest }).waitFor({ timeout: 30_000 });
+    // ... and the bulletin's root, with the link that downloads it.
+    const root = JSON.parse(certified.slice(certified.indexOf('{'), certified.lastIndexOf('}') + 1)).bulletin_root;
+    await final.locator('#contest-root', { hasText: root }).waitFor({ timeout: 30_000 });
+    const href = await final.locator('#contest-bulletin-link').getAttribute('href');
+    const download = await fetch(new URL(href, `http://127.0.0.1:${web}/`));
+    assert.equal(download.headers.get('x-bulletin-root'), root);
+    assert.ok((await download.text()).split('\n').filter(Boolean).length >= 1, 'the bulletin has the certified vote');
     await final.screenshot({ path: join(artifacts, 'results-contest.png'), fullPage: true });
     // The receipt proves its vote is in the certified bulletin, checked in the
     // browser (Web Crypto) against the root; the same proof fails against
