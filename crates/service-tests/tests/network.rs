@@ -109,8 +109,7 @@ async fn blackhole(cut: Cut, index: u8) {
     bandvote_kafka::ensure_topic(&kit::kafka_brokers(), &format!("{topic}-dlq"), 1).await.unwrap();
     let collection = kit::unique("net");
     let (mut consumer, consumer_admin) = consumer_process(&format!("{name}-consumer"), &topic, &url, &collection);
-    consumer.envs.retain(|(k, _)| k != "BANDVOTE_MONGO_URL");
-    consumer.envs.push(("BANDVOTE_MONGO_URL".into(), mongo.clone()));
+    consumer.set_env("BANDVOTE_MONGO_URL", mongo.clone());
     consumer.start();
     wait_ready(consumer_admin, Duration::from_secs(60)).await;
 
@@ -206,6 +205,22 @@ fn broker_in(ns: &Netns, name: &str) -> (Service, String) {
     (svc, format!("{}:9092", ns.ns_ip))
 }
 
+/// A broker of its own in `ns`, up, with a fresh topic of `partitions`
+/// partitions and its dead-letter topic: (broker, its address, the topic).
+async fn running_broker(ns: &Netns, name: &str, partitions: i32) -> (Service, String, String) {
+    let (mut broker, brokers) = broker_in(ns, name);
+    broker.start();
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(&brokers).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "nisshi in {} did not start", ns.name);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let topic = kit::unique(name);
+    bandvote_kafka::ensure_topic(&brokers, &topic, partitions).await.unwrap();
+    bandvote_kafka::ensure_topic(&brokers, &format!("{topic}-dlq"), 1).await.unwrap();
+    (broker, brokers, topic)
+}
+
 /// What the clients saw during a scenario.
 #[derive(Default, Debug)]
 struct Seen {
@@ -231,29 +246,16 @@ async fn a_broker_blackhole_answers_every_client_within_its_deadline_and_loses_n
 
     let cut_for = Duration::from_secs(std::env::var("BANDVOTE_NET_BROKER_CUT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20));
     let mut ns = Netns::create(3);
-    let (mut broker, brokers) = broker_in(&ns, "net-broker");
-    broker.start();
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(&brokers).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "nisshi in {} did not start", ns.name);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let topic = kit::unique("net-broker");
-    bandvote_kafka::ensure_topic(&brokers, &topic, 2).await.unwrap();
-    bandvote_kafka::ensure_topic(&brokers, &format!("{topic}-dlq"), 1).await.unwrap();
+    let (broker, brokers, topic) = running_broker(&ns, "net-broker", 2).await;
     let redis = common::redis_db(8);
     common::flush(&redis).await;
     let collection = kit::unique("net_broker");
-    let on_broker = |envs: &mut Vec<(String, String)>| {
-        envs.retain(|(k, _)| k != "BANDVOTE_KAFKA_BROKERS");
-        envs.push(("BANDVOTE_KAFKA_BROKERS".into(), brokers.clone()));
-    };
     let (mut consumer, consumer_admin) = consumer_process("net-broker-consumer", &topic, &redis, &collection);
-    on_broker(&mut consumer.envs);
+    consumer.set_env("BANDVOTE_KAFKA_BROKERS", brokers.clone());
     consumer.start();
     wait_ready(consumer_admin, Duration::from_secs(60)).await;
     let (mut host, http, host_admin) = common::host("net-broker-host", &topic, &redis, &[]);
-    on_broker(&mut host.envs);
+    host.set_env("BANDVOTE_KAFKA_BROKERS", brokers.clone());
     host.start();
     let (grpc, grpc_admin) = (free_addr(), free_addr());
     let mut grpc_svc = Service::new(
@@ -262,7 +264,7 @@ async fn a_broker_blackhole_answers_every_client_within_its_deadline_and_loses_n
         vec!["--listen".into(), grpc.to_string(), "--rest-listen".into(), free_addr().to_string(), "--admin-listen".into(), grpc_admin.to_string()],
         vec![("BANDVOTE_TOPIC".into(), topic.clone()), ("BANDVOTE_IDEMPOTENCY_REDIS_URL".into(), redis.clone())],
     );
-    on_broker(&mut grpc_svc.envs);
+    grpc_svc.set_env("BANDVOTE_KAFKA_BROKERS", brokers.clone());
     grpc_svc.start();
     wait_ready(host_admin, Duration::from_secs(60)).await;
     wait_ready(grpc_admin, Duration::from_secs(60)).await;
@@ -406,28 +408,18 @@ async fn a_zombie_consumer_cut_from_the_broker_doubles_nothing() {
     let redis_ns = Netns::create(5);
     let mongo_ns = Netns::create(6);
     let mut a_ns = Netns::create(7);
-    let (mut broker, brokers) = broker_in(&broker_ns, "net-zombie-broker");
     let (mut redis, url) = redis_in(&redis_ns, "net-zombie-redis");
     let (mut mongo, mongo_url) = mongo_in(&mongo_ns, "net-zombie-mongo");
-    broker.start();
     redis.start();
     mongo.start();
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(&brokers).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "nisshi did not start");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (broker, brokers, topic) = running_broker(&broker_ns, "net-zombie", 4).await;
     assert!(wait_total(&url, 0, Duration::from_secs(10)).await.is_some(), "redis did not start");
-    let topic = kit::unique("net-zombie");
-    bandvote_kafka::ensure_topic(&brokers, &topic, 4).await.unwrap();
-    bandvote_kafka::ensure_topic(&brokers, &format!("{topic}-dlq"), 1).await.unwrap();
     let collection = kit::unique("net_zombie");
     let group = kit::unique("grp");
     let consumer = |name: &str, admin: std::net::SocketAddr| {
         let (mut svc, _) = consumer_process(name, &topic, &url, &collection);
         for (k, v) in [("BANDVOTE_KAFKA_BROKERS", brokers.clone()), ("BANDVOTE_MONGO_URL", mongo_url.clone()), ("BANDVOTE_CONSUMER_GROUP", group.clone()), ("BANDVOTE_CONSUMER_ADMIN_LISTEN", admin.to_string())] {
-            svc.envs.retain(|(key, _)| key != k);
-            svc.envs.push((k.to_owned(), v));
+            svc.set_env(k, v);
         }
         svc
     };
@@ -496,22 +488,12 @@ async fn a_host_cut_from_the_broker_answers_503_while_grpc_keeps_flowing() {
 
     let broker_ns = Netns::create(8);
     let mut host_ns = Netns::create(9);
-    let (mut broker, brokers) = broker_in(&broker_ns, "net-host-broker");
-    broker.start();
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(&brokers).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "nisshi did not start");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let topic = kit::unique("net-host");
-    bandvote_kafka::ensure_topic(&brokers, &topic, 2).await.unwrap();
-    bandvote_kafka::ensure_topic(&brokers, &format!("{topic}-dlq"), 1).await.unwrap();
+    let (broker, brokers, topic) = running_broker(&broker_ns, "net-host", 2).await;
     let redis = common::redis_db(7);
     common::flush(&redis).await;
     let collection = kit::unique("net_host");
     let (mut consumer, consumer_admin) = consumer_process("net-host-consumer", &topic, &redis, &collection);
-    consumer.envs.retain(|(k, _)| k != "BANDVOTE_KAFKA_BROKERS");
-    consumer.envs.push(("BANDVOTE_KAFKA_BROKERS".into(), brokers.clone()));
+    consumer.set_env("BANDVOTE_KAFKA_BROKERS", brokers.clone());
     consumer.start();
     // The host in its namespace (no Redis there: no admission rules), the gRPC producer outside.
     let wasm = std::env::var("BANDVOTE_INTAKE_WASM").expect("BANDVOTE_INTAKE_WASM: run through scripts/test.sh");

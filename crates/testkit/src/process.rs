@@ -55,6 +55,12 @@ impl Service {
         self.child = Some(cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", self.program.display())));
     }
 
+    /// Set environment variable `key` for the next start (replacing it if set).
+    pub fn set_env(&mut self, key: &str, value: impl Into<String>) {
+        self.envs.retain(|(k, _)| k != key);
+        self.envs.push((key.to_owned(), value.into()));
+    }
+
     /// Started and not exited since.
     pub fn running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))

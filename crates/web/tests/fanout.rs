@@ -4,25 +4,10 @@
 //! binaries one after another, and no other test's commands land in its
 //! window (in web.rs they did, whenever another test applied votes meanwhile).
 
+mod common;
+
 use bandvote_testkit as kit;
-use bandvote_web::{router, AppState, Sources};
-
-async fn serve(sources: Sources) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(AppState::new(sources))).await });
-    format!("http://{addr}")
-}
-
-fn sources(prefix: &str, collection: &str) -> Sources {
-    Sources {
-        redis_url: kit::redis_url(),
-        redis_prefix: prefix.into(),
-        mongo_url: kit::mongo_url(),
-        mongo_db: "bandvote_test".into(),
-        mongo_collection: collection.into(),
-    }
-}
+use common::{serve, sources};
 
 /// Redis commands the server has processed so far.
 async fn redis_commands() -> u64 {

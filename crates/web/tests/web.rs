@@ -5,24 +5,10 @@ use bandvote_store::VoteLog;
 use bandvote_store::Counters;
 use bandvote_testkit as kit;
 use bandvote_web::{router, AppState, Sources};
+use common::{serve, sources};
 use serde_json::Value;
 
-async fn serve(sources: Sources) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(AppState::new(sources))).await });
-    format!("http://{addr}")
-}
-
-fn sources(prefix: &str, collection: &str) -> Sources {
-    Sources {
-        redis_url: kit::redis_url(),
-        redis_prefix: prefix.into(),
-        mongo_url: kit::mongo_url(),
-        mongo_db: "bandvote_test".into(),
-        mongo_collection: collection.into(),
-    }
-}
+mod common;
 
 #[tokio::test]
 async fn results_and_log_pages() {
