@@ -25,12 +25,20 @@ GRPC_PORT="${BANDVOTE_DEMO_GRPC_PORT:-50051}"
 WEB_PORT="${BANDVOTE_DEMO_WEB_PORT:-8090}"
 HOP_PORT="${BANDVOTE_DEMO_HOP_PORT:-8083}"
 
+# Each step's time, for the summary (README, "First run": what a cold run spends where).
+steps=()
+step() { steps+=("$1 $((SECONDS - step_start))s"); step_start=$SECONDS; }
+step_start=$SECONDS
 bash scripts/setup.sh demo
+step setup
 WASM=$(bash scripts/build-wasm.sh)
+step "wasm build"
 bash scripts/services.sh start
+step services
 
-log "building the pipeline (release)"
-cargo build --release --quiet -p bandvote-host -p bandvote-grpc -p bandvote-consumer -p bandvote-load -p bandvote-web
+log "building the pipeline (release; cold about 10 min on 2 cores, warm seconds; per-crate timings: $CARGO_TARGET_DIR/cargo-timings/)"
+cargo build --release --quiet --timings -p bandvote-host -p bandvote-grpc -p bandvote-consumer -p bandvote-load -p bandvote-web
+step "release build"
 [ -x "$CARGO_TARGET_DIR/release/bandvote-grpc-client" ] || die "bandvote-grpc-client was not built"
 BIN="$CARGO_TARGET_DIR/release"
 RUN="$STATE/demo"
@@ -117,6 +125,7 @@ while [ "$(total)" -lt "$want" ] && [ $((SECONDS - started)) -lt "$wait_s" ]; do
   sleep 0.5
 done
 echo >&2
+step "traffic and catch-up"
 recount=$("$BIN/bandvote-consumer" recount 2>&1) && recount_ok=yes || recount_ok=no
 lag=$(curl -fsS --max-time 3 http://127.0.0.1:9181/metrics 2>/dev/null | grep '^bandvote_consumer_lag{' || true)
 
@@ -174,6 +183,7 @@ else:
 sys.exit(0 if ok else 1)
 PY
 echo "$recount" | sed 's/^/[recount] /'
+echo "time to this summary  : $((SECONDS / 60)) min $((SECONDS % 60)) s ($(IFS=,; echo "${steps[*]}" | sed 's/,/, /g'))"
 
 # A contest: roster, window, one vote per voter, certified result.
 contest_id="festival-$(date +%s)"

@@ -87,7 +87,9 @@ if [ -x "$TOOLS/bin/nisshi" ] && [ -f "$TOOLS/.installed-nisshi-$NISSHI_VERSION"
 else
   NISSHI_TOOLCHAIN=$(pick_toolchain "$NISSHI_MIN_RUSTC") || die "nisshi $NISSHI_VERSION needs rustc >= $NISSHI_MIN_RUSTC and no installed toolchain has it ($(rustup toolchain list | awk '{print $1}' | tr '\n' ' ')). Install one: rustup toolchain install nightly --profile minimal   (or: rustup update stable, once stable is >= $NISSHI_MIN_RUSTC)"
   log "nisshi needs rustc >= $NISSHI_MIN_RUSTC: building it with toolchain $NISSHI_TOOLCHAIN ($(rustc "+$NISSHI_TOOLCHAIN" --version)); about 25-35 min cold on 2 cores"
-  INSTALL_TOOLCHAIN=$NISSHI_TOOLCHAIN install_crate nisshi "$NISSHI_VERSION" nisshi
+  # Only the storage engines we use: sqlite (libsql) and PostgreSQL. The default
+  # features add dynostore (S3-style object stores), which nothing here runs.
+  INSTALL_TOOLCHAIN=$NISSHI_TOOLCHAIN install_crate nisshi "$NISSHI_VERSION" nisshi --no-default-features --features libsql,postgres
 fi
 install_crate secantus-mdb "$SECANTUS_VERSION" secantusd-rs --ignore-rust-version
 if [ "$MODE" = demo ]; then
