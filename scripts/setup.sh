@@ -48,7 +48,7 @@ fi
 
 mkdir -p "$TOOLS"
 # cargo install with a fixed version into our cache; a no-op when already there.
-install_crate() { # crate version bin [extra args...]   (toolchain: $INSTALL_TOOLCHAIN, default the active one; root: $INSTALL_ROOT, default $TOOLS)
+install_crate() { # crate version bin [extra args...]   (toolchain: $INSTALL_TOOLCHAIN, default the active one; root: $INSTALL_ROOT, default $TOOLS; how long a cold build took here: $TAKES)
   local crate=$1 version=$2 bin=$3; shift 3
   local root=${INSTALL_ROOT:-$TOOLS}
   local toolchain=()
@@ -58,7 +58,7 @@ install_crate() { # crate version bin [extra args...]   (toolchain: $INSTALL_TOO
     log "$crate $version: cached at $root/bin/$bin"
     return
   fi
-  log "building $crate $version (cold builds take minutes; log: $CACHE/logs/install-$crate.log)"
+  log "building $crate $version (cold on 2 cores: ${TAKES:-minutes}; log: $CACHE/logs/install-$crate.log)"
   mkdir -p "$CACHE/logs"
   local start=$SECONDS
   CARGO_TARGET_DIR="$CACHE/tool-target/$crate" \
@@ -86,25 +86,25 @@ if [ -x "$TOOLS/bin/nisshi" ] && [ -f "$TOOLS/.installed-nisshi-$NISSHI_VERSION"
   log "nisshi $NISSHI_VERSION: cached at $TOOLS/bin/nisshi"
 else
   NISSHI_TOOLCHAIN=$(pick_toolchain "$NISSHI_MIN_RUSTC") || die "nisshi $NISSHI_VERSION needs rustc >= $NISSHI_MIN_RUSTC and no installed toolchain has it ($(rustup toolchain list | awk '{print $1}' | tr '\n' ' ')). Install one: rustup toolchain install nightly --profile minimal   (or: rustup update stable, once stable is >= $NISSHI_MIN_RUSTC)"
-  log "nisshi needs rustc >= $NISSHI_MIN_RUSTC: building it with toolchain $NISSHI_TOOLCHAIN ($(rustc "+$NISSHI_TOOLCHAIN" --version)); about 25-35 min cold on 2 cores"
+  log "nisshi needs rustc >= $NISSHI_MIN_RUSTC: building it with toolchain $NISSHI_TOOLCHAIN ($(rustc "+$NISSHI_TOOLCHAIN" --version))"
   # Only the storage engines we use: sqlite (libsql) and PostgreSQL. The default
   # features add dynostore (S3-style object stores), which nothing here runs.
-  INSTALL_TOOLCHAIN=$NISSHI_TOOLCHAIN install_crate nisshi "$NISSHI_VERSION" nisshi --no-default-features --features libsql,postgres
+  TAKES="about 15 min" INSTALL_TOOLCHAIN=$NISSHI_TOOLCHAIN install_crate nisshi "$NISSHI_VERSION" nisshi --no-default-features --features libsql,postgres
 fi
-install_crate secantus-mdb "$SECANTUS_VERSION" secantusd-rs --ignore-rust-version
+TAKES="about 6 min" install_crate secantus-mdb "$SECANTUS_VERSION" secantusd-rs --ignore-rust-version
 if [ "$MODE" = demo ]; then
   log "setup done (demo: the test tools — wac, the wasmtime CLIs, cargo-machete, the Python venv, npm — come with scripts/setup.sh)"
   exit 0
 fi
 # Composing the Spin artifact and proving it runs on plain wasmtime (serve + wasi-config only).
-install_crate wac-cli "$WAC_VERSION" wac --no-default-features
-install_crate wasmtime-cli "$WASMTIME_VERSION" wasmtime --no-default-features \
+TAKES="about 3 min" install_crate wac-cli "$WAC_VERSION" wac --no-default-features
+TAKES="about 9 min" install_crate wasmtime-cli "$WASMTIME_VERSION" wasmtime --no-default-features \
   --features run,serve,wasi-config,cranelift,component-model,component-model-async,cache,parallel-compilation
 # The same CLI at the version SpinKube's shim embeds, in its own root (its own
 # `wasmtime` binary). Default features: with --no-default-features 42.0.2 does not compile.
-INSTALL_ROOT="$TOOLS/wasmtime-$WASMTIME_SPIN_VERSION" install_crate wasmtime-cli "$WASMTIME_SPIN_VERSION" wasmtime
+TAKES="about 8 min" INSTALL_ROOT="$TOOLS/wasmtime-$WASMTIME_SPIN_VERSION" install_crate wasmtime-cli "$WASMTIME_SPIN_VERSION" wasmtime
 # Unused dependencies fail scripts/test.sh (cargo machete).
-install_crate cargo-machete "$MACHETE_VERSION" cargo-machete
+TAKES="about 1 min" install_crate cargo-machete "$MACHETE_VERSION" cargo-machete
 # Python test tools, pinned, in a venv of our own.
 VENV="$CACHE/venv"
 REQS="$(dirname "$0")/../tests/requirements.txt"
