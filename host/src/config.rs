@@ -45,8 +45,11 @@ pub struct HostConfig {
     /// Linear memory limit per instance, in MiB.
     #[arg(long, env = "BANDVOTE_INSTANCE_MEMORY_MIB", default_value_t = 32)]
     pub instance_memory_mib: usize,
-    /// Write /tmp/perf-<pid>.map so `perf report` names the component's functions (profiling).
-    #[arg(long, env = "BANDVOTE_GUEST_PERF_MAP", default_value_t = false)]
+    /// Write /tmp/perf-<pid>.map so `perf report` names the component's
+    /// functions (profiling; names need a component built with them:
+    /// `BANDVOTE_WASM_PROFILE=wasm-profiling scripts/build-wasm.sh`).
+    /// The variable takes 1/0, true/false, yes/no, on/off.
+    #[arg(long, env = "BANDVOTE_GUEST_PERF_MAP", default_value_t = false, value_parser = clap::builder::BoolishValueParser::new())]
     pub guest_perf_map: bool,
     /// Directory that keeps the compiled component across restarts (unset:
     /// compile at every start, ~0.6 s here).
