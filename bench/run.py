@@ -19,6 +19,9 @@ Everything runs on loopback and stops by itself. Measured:
   * Instance reuse (issue 24): the sandbox and the wasm host with
     --instance-reuse N for each N in BANDVOTE_BENCH_REUSE, alternated, at 256.
   * Host RSS under load; per-request instantiation time (host metrics).
+  * A certified contest's bulletin at 1,000,000 votes (BANDVOTE_BENCH_BULLETIN_VOTES):
+    certify's pass that writes and indexes it, the download's read, receipts'
+    proofs, peak memory (bench/src/bin/bulletin.rs).
   * Optionally a bounded cargo-fuzz run on the vote parser (BANDVOTE_BENCH_FUZZ_SECONDS).
 """
 
@@ -49,6 +52,8 @@ REPEATS = int(os.environ.get("BANDVOTE_BENCH_REPEATS", "3"))
 RATE_FRACTIONS = [float(x) for x in os.environ.get("BANDVOTE_BENCH_RATE_FRACTIONS", "0.25,0.5,1.0,1.5").split(",")]
 # --instance-reuse values compared in the reuse phase (1: a fresh instance per request).
 REUSE = [int(x) for x in os.environ.get("BANDVOTE_BENCH_REUSE", "1,8,64,1024").split(",")]
+# Votes in the certified contest whose bulletin is built, downloaded and proven (issue 33); 0 skips it.
+BULLETIN_VOTES = int(os.environ.get("BANDVOTE_BENCH_BULLETIN_VOTES", "1000000"))
 FUZZ_SECONDS = int(os.environ.get("BANDVOTE_BENCH_FUZZ_SECONDS", "30"))
 BROKERS = os.environ.get("BANDVOTE_KAFKA_BROKERS", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("BANDVOTE_REDIS_URL", "redis://127.0.0.1:6379/")
@@ -435,6 +440,23 @@ def scale_memory():
     return res
 
 
+def bulletin_scale():
+    """A certified contest of BULLETIN_VOTES votes: certify's pass that writes
+    its bulletin and index, the download's read, receipts' proofs (the same
+    code, bench/src/bin/bulletin.rs), with the process's peak memory."""
+    if BULLETIN_VOTES <= 0:
+        return None
+    log(f"bulletin: a contest of {BULLETIN_VOTES} votes (stores them, then builds, downloads and proves; minutes)")
+    out = subprocess.run([str(BIN / "bandvote-bulletin-bench"), "--votes", str(BULLETIN_VOTES), "--collection", f"bulletin_{STAMP}"],
+                         capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        log(f"bulletin: failed: {out.stderr[-800:]}")
+        return {"votes": BULLETIN_VOTES, "error": out.stderr[-800:]}
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    log(f"bulletin: {res}")
+    return res
+
+
 def fuzz():
     if FUZZ_SECONDS <= 0:
         return None
@@ -640,6 +662,8 @@ def main():
     save(results)
     results["scale"] = scale_memory()
     save(results)
+    results["bulletin"] = bulletin_scale()
+    save(results)
     results["fuzz"] = fuzz()
     results["targets"] = check_targets(results)
     results["targets_issue_24"] = check_issue_24(results)
@@ -778,6 +802,13 @@ def markdown(r):
                    f"(cost {100 * ct['cap_cost']:.1f}%; statuses {ct['cap_2_by_status']}); "
                    f"**{ct['redis_bytes_per_voter']} Redis bytes per voter** (the per-voter hash)" if ct.get("cap_cost") is not None else
                    f"- contest (issue 22): replays incomplete: {ct}")
+    if r.get("bulletin"):
+        bu = r["bulletin"]
+        out.append(f"- bulletin (issue 33) of a certified contest of {bu['votes']} votes: certify's pass writes and indexes it in {bu['build_seconds']} s "
+                   f"({bu['build_lines_per_sec']:.0f} lines/s); the download reads {bu['download_bytes']} bytes in {bu['download_seconds']} s; "
+                   f"a receipt's proof takes p50 {bu['proof_ms_p50']} ms, p99 {bu['proof_ms_p99']} ms ({bu['proofs']} proofs, ≤ {bu['proof_path_hashes_max']} hashes each, all verified); "
+                   f"peak memory of the process {bu['peak_rss_kb_after_store'] // 1024} MB before the pass (the Kafka fingerprints included), "
+                   f"{bu['peak_rss_kb_after_build'] // 1024} MB after it" if "error" not in bu else f"- bulletin (issue 33): failed: {bu['error'][-200:]}")
     if r.get("fuzz"):
         out.append(f"- fuzz (parse_body, {r['fuzz']['seconds']} s): {r['fuzz']['executions']} executions, exit {r['fuzz']['exit_code']}")
     if r.get("targets"):

@@ -243,14 +243,17 @@ PY
 [ "$certify_ok" = yes ] || echo "$certify" | sed 's/^/[certify] /'
 [ "$contest_rc" = 0 ] || summary_rc=$contest_rc
 if [ "$certify_ok" = yes ]; then
-  # The public bulletin (docs/bulletin.md): downloaded as anyone would, then
-  # recounted offline against the root the certificate states.
-  root=$(printf '%s' "$certify" | python3 -c 'import json,sys; t=sys.stdin.read(); print(json.loads(t[t.index("{"):t.rindex("}")+1])["bulletin_root"])')
-  python3 -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())' \
-    "http://127.0.0.1:$WEB_PORT/api/contest/$contest_id/bulletin" >"$RUN/bulletin.ndjson"
-  echo "bulletin              : http://127.0.0.1:$WEB_PORT/api/contest/$contest_id/bulletin (root $root)"
-  if "$BIN/bandvote-consumer" contest verify --bulletin "$RUN/bulletin.ndjson" --root "$root" | sed 's/^/[verify] /'; then
-    echo "RESULT: the downloaded bulletin recounts to the certificate's root and tally (bandvote-consumer contest verify)"
+  # The public bulletin (docs/bulletin.md), its index and the certificate,
+  # downloaded as anyone would, then recounted offline against the certificate.
+  get() { python3 -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())' "http://127.0.0.1:$WEB_PORT$1"; }
+  get "/api/contest/$contest_id/bulletin" >"$RUN/bulletin.ndjson"
+  get "/api/contest/$contest_id/bulletin/index" >"$RUN/bulletin-index.ndjson"
+  get "/api/contest" >"$RUN/certificate.json"
+  root=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["certificate"]["bulletin_root"])' "$RUN/certificate.json")
+  echo "bulletin              : http://127.0.0.1:$WEB_PORT/api/contest/$contest_id/bulletin (root $root; index: .../bulletin/index)"
+  if "$BIN/bandvote-consumer" contest verify --bulletin "$RUN/bulletin.ndjson" --certificate "$RUN/certificate.json" \
+    --index "$RUN/bulletin-index.ndjson" | sed 's/^/[verify] /'; then
+    echo "RESULT: the downloaded bulletin recounts to the certificate's root, index and tally (bandvote-consumer contest verify)"
   else
     echo "RESULT: MISMATCH: the bulletin does not verify against the certificate"; summary_rc=1
   fi

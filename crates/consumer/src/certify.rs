@@ -8,10 +8,12 @@
 //! writes the [`Certificate`] (counts per band, refusals by status, end
 //! offsets, a SHA-256 over the counted `(vote_id, band)` pairs).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use bandvote_contest::{Certificate, Contest, Phase, VoteStatus};
+use bandvote_contest::bulletin::{leaf_id, Line, Summary};
+use bandvote_contest::{Certificate, Contest, Phase, ResultDigest, VoteStatus};
+use futures::TryStreamExt as _;
 use bandvote_store::published_through::still_publishing;
 use bandvote_store::{ContestStore, Counters, PublishedThrough, VoteLog};
 use bandvote_vote::record;
@@ -139,14 +141,15 @@ pub async fn certify(
     let (b, t, cid) = (brokers.to_owned(), topic.to_owned(), id.to_owned());
     let ends = tokio::task::spawn_blocking(move || end_offsets(&b, &t)).await.map_err(store_err)??;
     let (b, t) = (brokers.to_owned(), topic.to_owned());
-    let (in_kafka, needed) = tokio::task::spawn_blocking(move || {
-        let mut ids: HashSet<String> = HashSet::new();
+    let (mut in_kafka, needed) = tokio::task::spawn_blocking(move || {
+        let mut ids = KafkaVotes::new();
         let mut needed: BTreeMap<i32, i64> = BTreeMap::new();
         bandvote_kafka::scan_topic(&b, &t, Duration::from_secs(10), Duration::from_secs(600), |m| {
             if let Ok(v) = record::decode(m.payload().unwrap_or_default())
                 && v.contest.as_deref() == Some(cid.as_str())
-                && ids.insert(v.vote_id)
+                && let std::collections::hash_map::Entry::Vacant(e) = ids.entry(fingerprint(&leaf_id(&cid, &v.vote_id)))
             {
+                e.insert((m.partition(), m.offset()));
                 let last = needed.entry(m.partition()).or_insert(-1);
                 *last = (*last).max(m.offset());
             }
@@ -169,27 +172,23 @@ pub async fn certify(
         eprintln!("certify: waiting for the consumer: partition {p} applied up to {} of {last}", applied.get(p).copied().unwrap_or(-1));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // 3. MongoDB: each vote's status and band.
-    let votes = log.contest_votes(id).await.map_err(store_err)?;
+    // 3. MongoDB, read once, the bulletin written as it goes.
+    let votes_in_kafka = in_kafka.len();
+    let pass = write_bulletin(log, id, &mut in_kafka).await?;
     let mut diffs = Vec::new();
-    let in_log: HashSet<&str> = votes.iter().map(|(v, _, _)| v.as_str()).collect();
-    let missing: Vec<&String> = in_kafka.iter().filter(|v| !in_log.contains(v.as_str())).take(5).collect();
-    if in_kafka.len() != in_log.len() || !missing.is_empty() {
-        diffs.push(format!("votes: {} in Kafka, {} in MongoDB (in Kafka only, first few: {missing:?})", in_kafka.len(), in_log.len()));
+    if !in_kafka.is_empty() || !pass.not_in_kafka.is_empty() {
+        let kafka_only: Vec<String> = in_kafka.values().take(5).map(|(p, o)| format!("partition {p} offset {o}")).collect();
+        diffs.push(format!(
+            "votes: {votes_in_kafka} in Kafka, {} in MongoDB (in Kafka only: {}, first few: {kafka_only:?}; in MongoDB only, first few: {:?})",
+            pass.bulletin.lines,
+            in_kafka.len(),
+            pass.not_in_kafka
+        ));
     }
-    let mut by_band: BTreeMap<String, i64> = BTreeMap::new();
-    let mut by_status: BTreeMap<String, i64> = BTreeMap::new();
-    let mut counted = Vec::new();
-    for (vote_id, band, status) in &votes {
-        *by_status.entry(status.clone()).or_default() += 1;
-        if status == VoteStatus::Counted.as_str() {
-            *by_band.entry(band.clone()).or_default() += 1;
-            counted.push((vote_id.clone(), band.clone()));
-        }
-    }
+    let LogPass { bulletin: Summary { lines, root, by_band, by_status }, digest, .. } = pass;
     // 4. Redis's live tally against the log.
     let tally = contests.tally(id).await.map_err(store_err)?;
-    let total = counted.len() as i64;
+    let total: i64 = by_band.values().sum();
     if tally.total as i64 != total {
         diffs.push(format!("counted: MongoDB {total}, Redis {}", tally.total));
     }
@@ -198,19 +197,6 @@ pub async fn certify(
     if !diffs.is_empty() {
         return Err(CertifyError::Differences(diffs));
     }
-    // The public bulletin: every vote of the contest, by its leaf id (never
-    // the vote id), with its band and status; its root goes into the
-    // certificate (`docs/bulletin.md`).
-    let mut lines: Vec<bandvote_contest::bulletin::Line> = votes
-        .iter()
-        .map(|(vote_id, band, status)| bandvote_contest::bulletin::Line { leaf: bandvote_contest::bulletin::leaf_id(id, vote_id), band: band.clone(), status: status.clone() })
-        .collect();
-    lines.sort_unstable_by(|a, b| a.leaf.cmp(&b.leaf));
-    let mut root = bandvote_contest::bulletin::RootBuilder::default();
-    for l in &lines {
-        root.push(bandvote_contest::bulletin::leaf_hash(l.text().as_bytes()));
-    }
-    log.save_bulletin(id, &lines).await.map_err(store_err)?;
     let certificate = Certificate {
         contest: id.to_owned(),
         title: contest.title.clone(),
@@ -219,10 +205,10 @@ pub async fn certify(
         by_band,
         by_status,
         end_offsets: ends.iter().map(|(p, o)| (p.to_string(), *o)).collect(),
-        votes_in_kafka: in_kafka.len() as i64,
-        digest: bandvote_contest::result_digest(counted),
-        bulletin_root: bandvote_contest::bulletin::hex(&root.root()),
-        bulletin_lines: root.size() as i64,
+        votes_in_kafka: votes_in_kafka as i64,
+        digest,
+        bulletin_root: root,
+        bulletin_lines: lines as i64,
     };
     let written = log.save_certificate(&certificate).await.map_err(store_err)?;
     if !written {
@@ -230,6 +216,73 @@ pub async fn certify(
         return log.certificate(id).await.map_err(store_err)?.map(|c| (c, false)).ok_or_else(|| store_err("certificate vanished"));
     }
     Ok((certificate, true))
+}
+
+/// A vote's leaf id (hex) cut to 16 bytes: what certify keeps per vote of
+/// Kafka to find it in MongoDB (a collision would need 2^64 votes).
+pub fn fingerprint(leaf: &str) -> u128 {
+    leaf.get(..32).and_then(|h| u128::from_str_radix(h, 16).ok()).unwrap_or_default()
+}
+
+/// A contest's votes in Kafka: each one's [`fingerprint`] (16 bytes, not
+/// its id) and the record that first held it (partition, offset): a contest
+/// of millions of votes fits in memory.
+pub type KafkaVotes = HashMap<u128, (i32, i64)>;
+
+/// What one pass over a contest's votes in MongoDB found.
+#[derive(Debug)]
+pub struct LogPass {
+    /// The bulletin as written and read back: its lines, root and tally
+    /// (which are MongoDB's: one line per vote).
+    pub bulletin: Summary,
+    /// The certificate's digest over the counted votes.
+    pub digest: String,
+    /// Up to 5 vote ids MongoDB holds and `in_kafka` did not.
+    pub not_in_kafka: Vec<String>,
+}
+
+/// Read contest `id`'s votes from MongoDB once, in vote-id order, and write
+/// its public bulletin (`docs/bulletin.md`: each vote's line by its leaf id,
+/// never the vote id) as it goes: the tally and the digest, and which votes
+/// `in_kafka` holds (removed from it: what is left is in Kafka only). Then
+/// the stored bulletin is read back in its order for its root and index,
+/// and must be what was written. Memory: one batch of lines, whatever the
+/// contest's size (certify's `in_kafka` aside).
+pub async fn write_bulletin(log: &VoteLog, id: &str, in_kafka: &mut KafkaVotes) -> Result<LogPass, CertifyError> {
+    log.clear_bulletin(id).await.map_err(store_err)?;
+    let (mut written, mut digest, mut not_in_kafka) = (Summary::default(), ResultDigest::default(), Vec::new());
+    let mut lines = Vec::with_capacity(1_000);
+    let mut votes = std::pin::pin!(log.contest_votes(id).await.map_err(store_err)?);
+    while let Some((vote_id, band, status)) = votes.try_next().await.map_err(store_err)? {
+        if status == VoteStatus::Counted.as_str() {
+            digest.push(&vote_id, &band);
+        }
+        let leaf = leaf_id(id, &vote_id);
+        if in_kafka.remove(&fingerprint(&leaf)).is_none() && not_in_kafka.len() < 5 {
+            not_in_kafka.push(vote_id);
+        }
+        let line = Line { leaf, band, status };
+        written.add(&line);
+        lines.push(line);
+        if lines.len() == 1_000 {
+            log.save_bulletin(id, &std::mem::take(&mut lines)).await.map_err(store_err)?;
+        }
+    }
+    log.save_bulletin(id, &lines).await.map_err(store_err)?;
+    let Some(digest) = digest.finish() else {
+        return Err(CertifyError::Store("MongoDB did not return the contest's votes in vote-id order: no digest".into()));
+    };
+    // Another certify of the same contest running at once (which clears
+    // the bulletin) shows here.
+    let bulletin = log.index_bulletin(id).await.map_err(store_err)?;
+    written.root.clone_from(&bulletin.root);
+    if bulletin != written {
+        return Err(CertifyError::Store(format!(
+            "the bulletin read back ({} lines) is not the {} lines written: another certify of {id:?} running at once? Run it again",
+            bulletin.lines, written.lines
+        )));
+    }
+    Ok(LogPass { bulletin, digest, not_in_kafka })
 }
 
 fn compare(what: &str, log: &BTreeMap<String, i64>, redis: &HashMap<String, u64>, diffs: &mut Vec<String>) {

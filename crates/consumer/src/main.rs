@@ -158,16 +158,25 @@ enum ContestCommand {
         #[arg(long, env = "BANDVOTE_IDEMPOTENCY_WINDOW_SECS", default_value_t = 300)]
         idempotency_window_secs: u64,
     },
-    /// Check a downloaded bulletin (docs/bulletin.md) against the root its
-    /// certificate states: recount it line by line, print the tally; with
-    /// --receipt, that vote's line. Needs nothing of this deployment. Exit 1
-    /// on any difference, naming the line.
+    /// Check a downloaded bulletin (docs/bulletin.md) against what its
+    /// certificate states (--root, or --certificate for the tallies too):
+    /// recount it line by line, print the tally; with --index, name the run
+    /// of lines that departs from the certified one; with --receipt, that
+    /// vote's line. Needs nothing of this deployment. Exit 1 on any
+    /// difference, naming it.
     Verify {
         #[arg(long)]
         bulletin: std::path::PathBuf,
         /// The root the certificate states (64 hex digits).
+        #[arg(long, required_unless_present = "certificate", conflicts_with = "certificate")]
+        root: Option<String>,
+        /// The certificate (JSON, as `contest certify` prints it or the web
+        /// app's `/api/contest` serves it for the current contest): root, line count and tallies.
         #[arg(long)]
-        root: String,
+        certificate: Option<std::path::PathBuf>,
+        /// The bulletin's index (`/api/contest/{id}/bulletin/index`, NDJSON).
+        #[arg(long)]
+        index: Option<std::path::PathBuf>,
         /// The contest's id (with --receipt).
         #[arg(long)]
         contest: Option<String>,
@@ -197,10 +206,21 @@ async fn main() -> anyhow::Result<()> {
     let config = cli.config;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(config).await,
-        Command::Contest { command: ContestCommand::Verify { bulletin, root, contest, receipt } } => {
+        Command::Contest { command: ContestCommand::Verify { bulletin, root, certificate, index, contest, receipt } } => {
+            use bandvote_contest::bulletin::{verify_file, Expected};
+            let read = |p: &std::path::Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+            let mut expected = match (&root, &certificate) {
+                (Some(root), _) => Expected { root: root.clone(), ..Default::default() },
+                (None, Some(c)) => Expected::from_certificate_json(&read(c)?)?,
+                (None, None) => anyhow::bail!("--root or --certificate"),
+            };
+            if let Some(index) = &index {
+                expected = expected.with_index_ndjson(&read(index)?)?;
+            }
             let receipt = contest.as_deref().zip(receipt.as_deref());
-            let (s, found) = bandvote_contest::bulletin::verify_file(&bulletin, &root, receipt)?;
-            println!("bulletin {}: {} lines, root {} (as the certificate states)", bulletin.display(), s.lines, s.root);
+            let (s, found) = verify_file(&bulletin, &expected, receipt)?;
+            let what = [Some("root"), certificate.as_ref().map(|_| "line count and tallies"), index.as_ref().map(|_| "index")].into_iter().flatten().collect::<Vec<_>>().join(", ");
+            println!("bulletin {}: {} lines, root {} (the certificate's {what} agree)", bulletin.display(), s.lines, s.root);
             println!("counted by band: {:?}", s.by_band);
             println!("by status: {:?}", s.by_status);
             if let Some((_, vote_id)) = receipt {

@@ -34,7 +34,13 @@ pub fn leaf_id(contest: &str, vote_id: &str) -> String {
 
 /// Lowercase hex.
 pub fn hex(h: &Hash) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in h {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// Parse 64 hex digits.
@@ -194,6 +200,114 @@ pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, path: &[Hash], root:
     sn == 0 && r == *root
 }
 
+/// Lines per chunk of a stored bulletin: the store keeps each run of this
+/// many consecutive lines' subtree root ([`chunked_proof`]), so a receipt's
+/// proof reads one chunk and the chunks' roots, never the whole bulletin.
+pub const CHUNK_LINES: usize = 256;
+
+/// The inclusion proof of leaf `index_in_chunk` of chunk `chunk`, from that
+/// chunk's leaf hashes and every chunk's root in order (every chunk but the
+/// last holds exactly `chunk_len` leaves, a power of two). It is
+/// [`inclusion_proof`] over all the leaves: RFC 9162 splits a range that
+/// starts at a multiple of `chunk_len` and is longer than it at a multiple
+/// of it, so the tree over the chunks' roots is the top of the tree over the
+/// leaves, and [`root`] of the chunks' roots is the bulletin's root.
+pub fn chunked_proof(chunk_leaves: &[Hash], index_in_chunk: usize, chunk_roots: &[Hash], chunk: usize) -> Vec<Hash> {
+    let mut path = inclusion_proof(chunk_leaves, index_in_chunk);
+    path.extend(inclusion_proof(chunk_roots, chunk));
+    path
+}
+
+/// A vote's place in a certified bulletin: what a receipt carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inclusion {
+    /// Its line's index (from 0) in the bulletin.
+    pub index: u64,
+    /// The bulletin's lines.
+    pub size: u64,
+    /// Its line as published.
+    pub line: String,
+    /// The audit path to the root (RFC 9162 §2.1.3), deepest first.
+    pub path: Vec<Hash>,
+}
+
+/// One entry of a bulletin's index (`GET /api/contest/{id}/bulletin/index`,
+/// one JSON object per line): lines `first_line ..= first_line + lines - 1`
+/// (numbered from 1) and the root of their subtree. Every entry but the
+/// last covers [`CHUNK_LINES`] lines; the root over the entries' roots is
+/// the bulletin's root, so the index is certified by it. A verifier with the
+/// index names the lines where a bulletin departs from what was certified.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexEntry {
+    pub first_line: u64,
+    pub lines: u64,
+    pub root: String,
+}
+
+/// A bulletin's root and index, built one leaf at a time in O(log n) memory.
+#[derive(Debug, Default, Clone)]
+pub struct IndexBuilder {
+    all: RootBuilder,
+    chunk: RootBuilder,
+}
+
+impl IndexBuilder {
+    /// Add the next line's leaf hash; the index entry it completes, if any.
+    pub fn push(&mut self, leaf: Hash) -> Option<IndexEntry> {
+        self.all.push(leaf);
+        self.chunk.push(leaf);
+        (self.chunk.size() as usize == CHUNK_LINES).then(|| self.take_chunk())
+    }
+
+    fn take_chunk(&mut self) -> IndexEntry {
+        let chunk = std::mem::take(&mut self.chunk);
+        IndexEntry { first_line: self.all.size() - chunk.size() + 1, lines: chunk.size(), root: hex(&chunk.root()) }
+    }
+
+    /// The last, shorter entry (if the lines did not end a run) and the root.
+    pub fn finish(mut self) -> (Option<IndexEntry>, Hash) {
+        let last = (self.chunk.size() > 0).then(|| self.take_chunk());
+        (last, self.all.root())
+    }
+}
+
+/// What a bulletin is checked against: the certificate's root, and what
+/// else the verifier was given.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// The root (hex) the certificate states.
+    pub root: String,
+    /// The certificate's line count and tallies (`bulletin_lines`, `by_band`, `by_status`).
+    pub tally: Option<Summary>,
+    /// The bulletin's index ([`IndexEntry`]).
+    pub index: Option<Vec<IndexEntry>>,
+}
+
+impl Expected {
+    /// Read a certificate: the [`crate::Certificate`] object, or a document
+    /// holding one under `certificate` (the web app's `GET /api/contest` for the current contest).
+    pub fn from_certificate_json(text: &str) -> Result<Self, BulletinError> {
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| BulletinError::Io(format!("certificate: {e}")))?;
+        let c = v.get("certificate").filter(|c| c.is_object()).unwrap_or(&v);
+        let c: crate::Certificate = serde_json::from_value(c.clone()).map_err(|e| BulletinError::Io(format!("certificate: {e}")))?;
+        let tally = Summary { lines: c.bulletin_lines.max(0) as u64, root: c.bulletin_root.clone(), by_band: c.by_band, by_status: c.by_status };
+        Ok(Self { root: c.bulletin_root, tally: Some(tally), index: None })
+    }
+
+    /// Read an index: one [`IndexEntry`] per line.
+    pub fn with_index_ndjson(mut self, text: &str) -> Result<Self, BulletinError> {
+        let entries = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(i, l)| serde_json::from_str(l).map_err(|e| BulletinError::Io(format!("index line {}: {e}", i + 1))))
+            .collect::<Result<Vec<IndexEntry>, _>>()?;
+        self.index = Some(entries);
+        Ok(self)
+    }
+}
+
 /// What a bulletin adds up to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -205,6 +319,17 @@ pub struct Summary {
     pub by_status: BTreeMap<String, i64>,
 }
 
+impl Summary {
+    /// Count one more line (in order): its status, and its band when counted.
+    pub fn add(&mut self, line: &Line) {
+        *self.by_status.entry(line.status.clone()).or_default() += 1;
+        if line.status == "counted" {
+            *self.by_band.entry(line.band.clone()).or_default() += 1;
+        }
+        self.lines += 1;
+    }
+}
+
 /// Why a bulletin does not check.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BulletinError {
@@ -212,6 +337,12 @@ pub enum BulletinError {
     Line { line: u64, problem: String },
     #[error("root: the bulletin's is {computed}, the certificate says {expected}")]
     Root { computed: String, expected: String },
+    #[error("lines {first}-{last}: their root is {computed}, the certified index says {expected}: a line among them was changed, added or removed")]
+    Chunk { first: u64, last: u64, computed: String, expected: String },
+    #[error("the index is not the certified one: {0}")]
+    Index(String),
+    #[error("the bulletin's tally differs from the certificate's: {}", .0.join("; "))]
+    Tally(Vec<String>),
     #[error("{0}")]
     Io(String),
 }
@@ -220,9 +351,26 @@ pub enum BulletinError {
 /// is in its canonical form and in strictly increasing `leaf` order; the
 /// root and the tallies are computed as it goes.
 pub fn recount(lines: impl IntoIterator<Item = std::io::Result<String>>) -> Result<Summary, BulletinError> {
-    let mut builder = RootBuilder::default();
+    recount_with_index(lines, None)
+}
+
+/// [`recount`], and with a certified `index` ([`check_index`] first), each
+/// run of lines' root against it: the first run that differs is named.
+pub fn recount_with_index(lines: impl IntoIterator<Item = std::io::Result<String>>, index: Option<&[IndexEntry]>) -> Result<Summary, BulletinError> {
+    let mut builder = IndexBuilder::default();
     let mut s = Summary::default();
     let mut last: Option<String> = None;
+    let mut entries = 0;
+    // Each run of lines as it completes, against the certified index.
+    let mut check = |mine: Option<IndexEntry>| -> Result<(), BulletinError> {
+        let (Some(index), Some(mine)) = (index, mine) else { return Ok(()) };
+        entries += 1;
+        match index.get(entries - 1) {
+            Some(e) if *e == mine => Ok(()),
+            Some(e) => Err(BulletinError::Chunk { first: e.first_line, last: e.first_line + e.lines.max(mine.lines) - 1, computed: mine.root, expected: e.root.clone() }),
+            None => Err(BulletinError::Chunk { first: mine.first_line, last: mine.first_line + mine.lines - 1, computed: mine.root, expected: "nothing: the certified bulletin ends before".into() }),
+        }
+    };
     for (i, text) in lines.into_iter().enumerate() {
         let n = i as u64 + 1;
         let bad = |problem: String| BulletinError::Line { line: n, problem };
@@ -237,28 +385,80 @@ pub fn recount(lines: impl IntoIterator<Item = std::io::Result<String>>) -> Resu
         if last.as_ref().is_some_and(|l| *l >= line.leaf) {
             return Err(bad("leaves out of order or repeated".into()));
         }
-        builder.push(leaf_hash(text.as_bytes()));
-        *s.by_status.entry(line.status.clone()).or_default() += 1;
-        if line.status == "counted" {
-            *s.by_band.entry(line.band.clone()).or_default() += 1;
-        }
+        check(builder.push(leaf_hash(text.as_bytes())))?;
+        s.add(&line);
         last = Some(line.leaf);
-        s.lines = n;
     }
-    s.root = hex(&builder.root());
+    let (tail, root) = builder.finish();
+    check(tail)?;
+    if let Some(e) = index.and_then(|index| index.get(entries)) {
+        return Err(BulletinError::Chunk { first: e.first_line, last: e.first_line + e.lines - 1, computed: format!("nothing: the bulletin ends at line {}", s.lines), expected: e.root.clone() });
+    }
+    s.root = hex(&root);
     Ok(s)
 }
 
-/// Check the bulletin at `path` against the `root` (hex) a certificate
-/// states; with `receipt` (contest id, vote id), also find that vote's line
-/// (`None`: not in the bulletin). Reads the file line by line (twice with a
-/// receipt): bounded memory whatever its size.
-pub fn verify_file(path: &std::path::Path, root: &str, receipt: Option<(&str, &str)>) -> Result<(Summary, Option<Line>), BulletinError> {
+/// Is `index` the bulletin index certified by `root`: runs of
+/// [`CHUNK_LINES`] lines (the last possibly shorter), numbered from line 1
+/// without gaps, whose roots' root is `root`?
+pub fn check_index(index: &[IndexEntry], root: &str) -> Result<(), BulletinError> {
+    let mut next = 1;
+    let mut roots = Vec::with_capacity(index.len());
+    for (i, e) in index.iter().enumerate() {
+        let full = e.lines == CHUNK_LINES as u64;
+        if e.first_line != next || e.lines == 0 || (!full && i + 1 != index.len()) || e.lines > CHUNK_LINES as u64 {
+            return Err(BulletinError::Index(format!("entry {}: lines {}+{} where lines {next}.. of at most {CHUNK_LINES} were due", i + 1, e.first_line, e.lines)));
+        }
+        roots.push(unhex(&e.root).ok_or_else(|| BulletinError::Index(format!("entry {}: root is not 64 hex digits", i + 1)))?);
+        next += e.lines;
+    }
+    let computed = hex(&self::root(&roots));
+    if computed != root.to_ascii_lowercase() {
+        return Err(BulletinError::Index(format!("its entries' roots give {computed}, the certificate says {root}")));
+    }
+    Ok(())
+}
+
+/// The differences between a bulletin's tally and a certificate's, named.
+fn tally_differences(got: &Summary, want: &Summary) -> Vec<String> {
+    let mut out = Vec::new();
+    if got.lines != want.lines {
+        out.push(format!("{} lines, the certificate says {}", got.lines, want.lines));
+    }
+    for (what, a, b) in [("band", &got.by_band, &want.by_band), ("status", &got.by_status, &want.by_status)] {
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        for k in keys {
+            let (x, y) = (a.get(k).copied().unwrap_or(0), b.get(k).copied().unwrap_or(0));
+            if x != y {
+                out.push(format!("{what} {k:?}: {x} in the bulletin, {y} in the certificate"));
+            }
+        }
+    }
+    out
+}
+
+/// Check the bulletin at `path` against what its certificate states
+/// (`expected`: the root; the tallies and the index when given); with
+/// `receipt` (contest id, vote id), also find that vote's line (`None`: not
+/// in the bulletin). Reads the file line by line (twice with a receipt):
+/// bounded memory whatever its size. The first difference is named: a line
+/// that breaks the format, the run of lines whose root the index does not
+/// certify, the root, each band and status whose count differs.
+pub fn verify_file(path: &std::path::Path, expected: &Expected, receipt: Option<(&str, &str)>) -> Result<(Summary, Option<Line>), BulletinError> {
     use std::io::BufRead as _;
     let open = || std::fs::File::open(path).map(std::io::BufReader::new).map_err(|e| BulletinError::Io(format!("{}: {e}", path.display())));
-    let summary = recount(open()?.lines())?;
-    if summary.root != root.to_ascii_lowercase() {
-        return Err(BulletinError::Root { computed: summary.root, expected: root.to_owned() });
+    if let Some(index) = &expected.index {
+        check_index(index, &expected.root)?;
+    }
+    let summary = recount_with_index(open()?.lines(), expected.index.as_deref())?;
+    if summary.root != expected.root.to_ascii_lowercase() {
+        return Err(BulletinError::Root { computed: summary.root, expected: expected.root.clone() });
+    }
+    if let Some(want) = &expected.tally {
+        let diffs = tally_differences(&summary, want);
+        if !diffs.is_empty() {
+            return Err(BulletinError::Tally(diffs));
+        }
     }
     let found = match receipt {
         None => None,
@@ -306,6 +506,26 @@ mod tests {
         }
     }
 
+    /// A proof from one chunk and the chunks' roots is the proof over all
+    /// the leaves, and the chunks' roots give the bulletin's root, for every
+    /// size around the chunk boundaries (chunks of 4 and 8 here, 256 stored).
+    #[test]
+    fn a_chunked_proof_is_the_proof_over_all_the_leaves() {
+        for chunk_len in [1usize, 4, 8] {
+            for n in 1..70 {
+                let l = leaves(n);
+                let chunks: Vec<&[Hash]> = l.chunks(chunk_len).collect();
+                let roots: Vec<Hash> = chunks.iter().map(|c| root(c)).collect();
+                assert_eq!(root(&roots), root(&l), "root, size {n}, chunks of {chunk_len}");
+                for i in 0..n {
+                    let (c, j) = (i / chunk_len, i % chunk_len);
+                    assert_eq!(chunked_proof(chunks[c], j, &roots, c), inclusion_proof(&l, i), "leaf {i} of {n}, chunks of {chunk_len}");
+                }
+            }
+        }
+        assert!(CHUNK_LINES.is_power_of_two());
+    }
+
     #[test]
     fn a_leaf_cannot_pass_for_a_node() {
         let l = leaves(2);
@@ -345,6 +565,49 @@ mod tests {
         assert_ne!(leaf_id("c", "ab"), leaf_id("ca", "b"), "the separator keeps contest and vote id apart");
     }
 
+    /// A bulletin of 700 lines and its index: each kind of tampering is
+    /// caught, and named (the run of lines, the band), by the same checks
+    /// `contest verify` runs.
+    #[test]
+    fn tampering_is_named_by_the_index_and_the_certificate() {
+        let mut lines: Vec<Line> = (0..700).map(|i| line("c", &format!("v{i}"), ["Maná", "Caifanes"][i % 2], ["counted", "over_limit"][usize::from(i % 7 == 0)])).collect();
+        lines.sort_by(|a, b| a.leaf.cmp(&b.leaf));
+        let texts: Vec<String> = lines.iter().map(Line::text).collect();
+        let mut b = IndexBuilder::default();
+        let mut index: Vec<IndexEntry> = texts.iter().filter_map(|t| b.push(leaf_hash(t.as_bytes()))).collect();
+        let (tail, root) = b.finish();
+        index.extend(tail);
+        assert_eq!(index.iter().map(|e| (e.first_line, e.lines)).collect::<Vec<_>>(), [(1, 256), (257, 256), (513, 188)]);
+        let root = hex(&root);
+        check_index(&index, &root).unwrap();
+        let run = |t: &[String]| recount_with_index(t.iter().cloned().map(Ok), Some(&index));
+        let good = run(&texts).unwrap();
+        assert_eq!(good.root, root);
+
+        let mut swapped = texts.clone();
+        swapped[299] = Line { band: "Molotov".into(), ..lines[299].clone() }.text();
+        assert!(matches!(run(&swapped), Err(BulletinError::Chunk { first: 257, last: 512, .. })), "{:?}", run(&swapped));
+        let mut dropped = texts.clone();
+        dropped.remove(9);
+        assert!(matches!(run(&dropped), Err(BulletinError::Chunk { first: 1, last: 256, .. })));
+        let mut added = texts.clone();
+        added.push(line("c", "zz", "Maná", "counted").text().replace(&line("c", "zz", "Maná", "counted").leaf, &"f".repeat(64)));
+        assert!(matches!(run(&added), Err(BulletinError::Chunk { first: 513, last: 701, .. })), "{:?}", run(&added));
+        let cut = &texts[..512];
+        assert!(matches!(run(cut), Err(BulletinError::Chunk { first: 513, last: 700, .. })));
+        let mut other = index.clone();
+        other[1].root = other[0].root.clone();
+        assert!(matches!(check_index(&other, &root), Err(BulletinError::Index(_))), "an index the root does not certify");
+        assert!(matches!(check_index(&index, &hex(&empty_root())), Err(BulletinError::Index(_))), "a changed root");
+
+        // Against a certificate: the tallies, by band and status.
+        let mut tally = good.clone();
+        *tally.by_band.get_mut("Maná").unwrap() += 1;
+        let diffs = tally_differences(&good, &tally);
+        assert_eq!(diffs.len(), 1);
+        assert!(diffs[0].contains("band \"Maná\"") && diffs[0].contains("certificate"), "{diffs:?}");
+    }
+
     /// `tests/fixtures/bulletin-sample.*` (what `tests/python/test_bulletin.py`,
     /// a verifier written from `docs/bulletin.md` alone, checks) is exactly
     /// what this code writes. `BANDVOTE_WRITE_FIXTURES=1` writes it again.
@@ -364,7 +627,10 @@ mod tests {
         lines.sort_by(|a, b| a.leaf.cmp(&b.leaf));
         let text: String = lines.iter().map(|l| l.text() + "\n").collect();
         let s = recount(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
-        let meta = serde_json::json!({ "contest": contest, "root": s.root, "by_band": s.by_band, "by_status": s.by_status, "receipts": votes });
+        let mut b = IndexBuilder::default();
+        let mut index: Vec<IndexEntry> = text.lines().filter_map(|t| b.push(leaf_hash(t.as_bytes()))).collect();
+        index.extend(b.finish().0);
+        let meta = serde_json::json!({ "contest": contest, "root": s.root, "by_band": s.by_band, "by_status": s.by_status, "receipts": votes, "index": index });
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
         if std::env::var_os("BANDVOTE_WRITE_FIXTURES").is_some() {
             std::fs::create_dir_all(&dir).unwrap();

@@ -224,7 +224,7 @@ async fn a_capped_contest_counts_n_per_voter_across_kill_9_and_certifies() {
     let summary = bandvote_contest::bulletin::recount(lines.iter().map(|l| Ok(l.text()))).unwrap();
     assert_eq!((summary.root.as_str(), summary.lines as i64), (cert.bulletin_root.as_str(), cert.votes_in_kafka), "{cert:?}");
     assert_eq!((&summary.by_band, &summary.by_status), (&cert.by_band, &cert.by_status));
-    let some_vote = log.contest_votes("cap").await.unwrap().remove(0);
+    let some_vote = std::pin::pin!(log.contest_votes("cap").await.unwrap()).try_next().await.unwrap().unwrap();
     let leaf = bandvote_contest::bulletin::leaf_id("cap", &some_vote.0);
     assert!(lines.iter().any(|l| l.leaf == leaf && l.status == some_vote.2), "a receipt's vote is in the bulletin");
     assert!(lines.iter().all(|l| !l.leaf.contains(&some_vote.0)), "no vote id published");

@@ -20,6 +20,13 @@ fn is_only_duplicates(e: &mongodb::error::Error) -> bool {
         if ime.write_concern_error.is_none() && ime.write_errors.as_ref().is_some_and(|w| w.iter().all(|w| w.code == DUPLICATE_KEY)))
 }
 
+/// A bulletin index document as its public entry (`docs/bulletin.md`).
+fn index_entry(d: &Document) -> bandvote_contest::bulletin::IndexEntry {
+    use bandvote_contest::bulletin::CHUNK_LINES;
+    let index = int(d, "index").unwrap_or(0).max(0) as u64;
+    bandvote_contest::bulletin::IndexEntry { first_line: index * CHUNK_LINES as u64 + 1, lines: int(d, "lines").unwrap_or(0).max(0) as u64, root: d.get_str("root").unwrap_or_default().to_owned() }
+}
+
 /// An integer field, whichever BSON width the server chose (int32 or int64).
 fn int(d: &Document, key: &str) -> Option<i64> {
     d.get_i64(key).ok().or_else(|| d.get_i32(key).ok().map(i64::from))
@@ -46,6 +53,7 @@ pub struct VoteLog {
     certificates: Collection<Document>,
     contests: Collection<Document>,
     bulletins: Collection<Document>,
+    bulletin_chunks: Collection<Document>,
 }
 
 /// Where a page of the log starts: strictly older than this vote in the
@@ -221,6 +229,7 @@ impl VoteLog {
             certificates: db.collection(&format!("{collection}_contest_results")),
             contests: db.collection(&format!("{collection}_contests")),
             bulletins: db.collection(&format!("{collection}_bulletins")),
+            bulletin_chunks: db.collection(&format!("{collection}_bulletin_chunks")),
         })
     }
 
@@ -399,15 +408,29 @@ impl VoteLog {
         Ok(out)
     }
 
-    /// Contest `id`'s votes: `(vote_id, band, status)` of each (an audit: every id in memory).
-    pub async fn contest_votes(&self, id: &str) -> Result<Vec<(String, String, String)>, mongodb::error::Error> {
-        let mut cur = self.votes.find(doc! { "contest": id }).projection(doc! { "band": 1, "status": 1 }).await?;
-        let mut out = Vec::new();
-        while let Some(d) = cur.try_next().await? {
+    /// Contest `id`'s votes, `(vote_id, band, status)` of each, in vote-id
+    /// order, as a stream (certify reads a contest of any size in bounded memory).
+    pub async fn contest_votes(&self, id: &str) -> Result<impl futures::Stream<Item = Result<(String, String, String), mongodb::error::Error>> + use<>, mongodb::error::Error> {
+        let cur = self.votes.find(doc! { "contest": id }).projection(doc! { "band": 1, "status": 1 }).sort(doc! { "_id": 1 }).await?;
+        Ok(cur.map(|d| {
+            let d = d?;
             let text = |k| d.get_str(k).unwrap_or_default().to_owned();
-            out.push((text("_id"), text("band"), text("status")));
-        }
-        Ok(out)
+            Ok((text("_id"), text("band"), text("status")))
+        }))
+    }
+
+    /// `_id` range of contest `contest`'s bulletin lines and chunks: contest
+    /// ids hold no ':' and ';' follows ':', so the range is exactly this contest's.
+    fn bulletin_range(contest: &str) -> Document {
+        doc! { "$gt": format!("{contest}:"), "$lt": format!("{contest};") }
+    }
+
+    /// Remove contest `contest`'s bulletin (lines and chunks): what an
+    /// interrupted certify left is written again from the votes, never kept.
+    pub async fn clear_bulletin(&self, contest: &str) -> Result<(), mongodb::error::Error> {
+        let range = doc! { "_id": Self::bulletin_range(contest) };
+        self.bulletin_chunks.delete_many(range.clone()).await?;
+        self.bulletins.delete_many(range).await.map(drop)
     }
 
     /// Store contest `contest`'s bulletin lines (`<collection>_bulletins`, `_id`
@@ -425,17 +448,107 @@ impl VoteLog {
         Ok(())
     }
 
+    /// Read contest `contest`'s stored bulletin back in order, once: its
+    /// root and tally, and its index (`<collection>_bulletin_chunks`: per
+    /// run of [`CHUNK_LINES`](bandvote_contest::bulletin::CHUNK_LINES)
+    /// lines, `_id` = `<contest>:<first leaf>`, its position, line count and
+    /// subtree root), which [`Self::bulletin_inclusion`] proves from.
+    /// Memory: one chunk.
+    pub async fn index_bulletin(&self, contest: &str) -> Result<bandvote_contest::bulletin::Summary, mongodb::error::Error> {
+        use bandvote_contest::bulletin::{hex, leaf_hash, IndexBuilder, IndexEntry, Summary, CHUNK_LINES};
+        let mut lines = std::pin::pin!(self.bulletin(contest).await?);
+        let (mut builder, mut summary, mut first, mut last, mut docs) = (IndexBuilder::default(), Summary::default(), None, String::new(), Vec::new());
+        // A run's entry, `_id` by its first leaf; its last leaf bounds the read of its lines.
+        let entry = |first: &str, last: &str, e: IndexEntry| {
+            let index = (e.first_line - 1) / CHUNK_LINES as u64;
+            doc! { "_id": format!("{contest}:{first}"), "contest": contest, "index": index as i64, "lines": e.lines as i64, "root": e.root, "last": last }
+        };
+        while let Some(line) = lines.try_next().await? {
+            if summary.lines % CHUNK_LINES as u64 == 0 {
+                first = Some(line.leaf.clone());
+            }
+            summary.add(&line);
+            if let Some(e) = builder.push(leaf_hash(line.text().as_bytes())) {
+                docs.push(entry(&first.take().unwrap_or_default(), &line.leaf, e));
+            }
+            last = line.leaf;
+            if docs.len() == 1_000 {
+                self.save_bulletin_index(std::mem::take(&mut docs)).await?;
+            }
+        }
+        let (tail, root) = builder.finish();
+        docs.extend(tail.map(|e| entry(&first.take().unwrap_or_default(), &last, e)));
+        self.save_bulletin_index(docs).await?;
+        summary.root = hex(&root);
+        Ok(summary)
+    }
+
+    async fn save_bulletin_index(&self, docs: Vec<Document>) -> Result<(), mongodb::error::Error> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        match self.bulletin_chunks.insert_many(docs).ordered(false).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_only_duplicates(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Contest `contest`'s bulletin lines in order (`docs/bulletin.md`), as a
     /// stream: the download never holds the whole bulletin.
     pub async fn bulletin(&self, contest: &str) -> Result<impl futures::Stream<Item = Result<bandvote_contest::bulletin::Line, mongodb::error::Error>> + use<>, mongodb::error::Error> {
-        // Contest ids hold no ':' and ';' follows ':': the range is exactly this contest's.
-        let cur = self.bulletins.find(doc! { "_id": { "$gt": format!("{contest}:"), "$lt": format!("{contest};") } }).sort(doc! { "_id": 1 }).await?;
+        self.bulletin_lines(contest, Self::bulletin_range(contest)).await
+    }
+
+    /// Contest `contest`'s bulletin lines whose `_id` is in `range`, in order.
+    async fn bulletin_lines(
+        &self,
+        contest: &str,
+        range: Document,
+    ) -> Result<impl futures::Stream<Item = Result<bandvote_contest::bulletin::Line, mongodb::error::Error>> + use<>, mongodb::error::Error> {
+        let cur = self.bulletins.find(doc! { "_id": range }).sort(doc! { "_id": 1 }).await?;
         let prefix = contest.len() + 1;
         Ok(cur.map(move |d| {
             let d = d?;
             let text = |k| d.get_str(k).unwrap_or_default().to_owned();
             Ok(bandvote_contest::bulletin::Line { leaf: text("_id").get(prefix..).unwrap_or_default().to_owned(), band: text("band"), status: text("status") })
         }))
+    }
+
+    /// Contest `contest`'s bulletin index ([`Self::index_bulletin`];
+    /// `docs/bulletin.md`), in order, as a stream.
+    pub async fn bulletin_index(&self, contest: &str) -> Result<impl futures::Stream<Item = Result<bandvote_contest::bulletin::IndexEntry, mongodb::error::Error>> + use<>, mongodb::error::Error> {
+        let cur = self.bulletin_chunks.find(doc! { "_id": Self::bulletin_range(contest) }).sort(doc! { "_id": 1 }).await?;
+        Ok(cur.map(|d| d.map(|d| index_entry(&d))))
+    }
+
+    /// Vote `vote_id`'s place in contest `contest`'s indexed bulletin
+    /// ([`Self::index_bulletin`]): its line and the audit path, from the
+    /// index (n / 256 entries) and the one run of at most 256 lines that
+    /// holds it, never the whole bulletin. `None` when it is not in it, or
+    /// the bulletin has no index.
+    pub async fn bulletin_inclusion(&self, contest: &str, vote_id: &str) -> Result<Option<bandvote_contest::bulletin::Inclusion>, mongodb::error::Error> {
+        use bandvote_contest::bulletin::{chunked_proof, leaf_hash, leaf_id, unhex, Inclusion, CHUNK_LINES};
+        let leaf = leaf_id(contest, vote_id);
+        let prefix = contest.len() + 1;
+        // The index, with each run's first and last leaf.
+        let (mut roots, mut runs, mut size) = (Vec::new(), Vec::new(), 0u64);
+        let mut cur = self.bulletin_chunks.find(doc! { "_id": Self::bulletin_range(contest) }).sort(doc! { "_id": 1 }).await?;
+        while let Some(d) = cur.try_next().await? {
+            let e = index_entry(&d);
+            let Some(root) = unhex(&e.root) else { return Ok(None) };
+            roots.push(root);
+            size += e.lines;
+            runs.push((d.get_str("_id").unwrap_or_default().get(prefix..).unwrap_or_default().to_owned(), d.get_str("last").unwrap_or_default().to_owned()));
+        }
+        // The run that would hold it: the last whose first leaf is not after it.
+        let Some(run) = runs.partition_point(|(first, _)| *first <= leaf).checked_sub(1) else { return Ok(None) };
+        let (first, last) = &runs[run];
+        let range = doc! { "$gte": format!("{contest}:{first}"), "$lte": format!("{contest}:{last}") };
+        let lines: Vec<bandvote_contest::bulletin::Line> = self.bulletin_lines(contest, range).await?.try_collect().await?;
+        let Some(at) = lines.iter().position(|l| l.leaf == leaf) else { return Ok(None) };
+        let leaves: Vec<_> = lines.iter().map(|l| leaf_hash(l.text().as_bytes())).collect();
+        Ok(Some(Inclusion { index: (run * CHUNK_LINES + at) as u64, size, line: lines[at].text(), path: chunked_proof(&leaves, at, &roots, run) }))
     }
 
     /// The certified results (`<collection>_contest_results`, `_id` = contest id).

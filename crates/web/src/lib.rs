@@ -34,7 +34,7 @@ use axum::{Json, Router};
 use bandvote_store::VoteLog;
 use bandvote_store::keys::Board;
 use bandvote_store::{ContestStore, Counters, LogCursor};
-use futures::Stream;
+use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{watch, Mutex};
@@ -194,6 +194,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/contest", get(contest))
         .route("/api/receipt/{vote_id}", get(receipt))
         .route("/api/contest/{id}/bulletin", get(bulletin))
+        .route("/api/contest/{id}/bulletin/index", get(bulletin_index))
         .route_layer(axum::middleware::from_fn(within_store_deadline));
     Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
@@ -412,8 +413,28 @@ async fn contest(State(s): State<Arc<AppState>>) -> Response {
 
 /// A certified contest's bulletin (`docs/bulletin.md`), streamed as NDJSON
 /// from MongoDB, its root (the certificate's) in `X-Bulletin-Root`.
-async fn bulletin(State(s): State<Arc<AppState>>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
-    use futures::StreamExt as _;
+async fn bulletin(state: State<Arc<AppState>>, id: axum::extract::Path<String>) -> Response {
+    certified_ndjson(state, id, |log, id| async move { Ok(log.bulletin(&id).await?.map_ok(|l| l.text()).map_err(std::io::Error::other).boxed()) }).await
+}
+
+/// A certified contest's bulletin index (`docs/bulletin.md`: each run of
+/// 256 lines' root), NDJSON, with the certificate's root in `X-Bulletin-Root`.
+async fn bulletin_index(state: State<Arc<AppState>>, id: axum::extract::Path<String>) -> Response {
+    certified_ndjson(state, id, |log, id| async move {
+        Ok(log.bulletin_index(&id).await?.map_ok(|e| serde_json::to_string(&e).expect("an index entry serialises")).map_err(std::io::Error::other).boxed())
+    })
+    .await
+}
+
+type Lines = futures::stream::BoxStream<'static, std::io::Result<String>>;
+
+/// Contest `id`'s certified NDJSON from `lines` (404 before certification),
+/// streamed, the certificate's root in `X-Bulletin-Root`.
+async fn certified_ndjson<F, Fut>(State(s): State<Arc<AppState>>, axum::extract::Path(id): axum::extract::Path<String>, lines: F) -> Response
+where
+    F: FnOnce(VoteLog, String) -> Fut,
+    Fut: std::future::Future<Output = Result<Lines, Box<dyn std::error::Error + Send + Sync>>>,
+{
     let log = match s.log().await {
         Ok(l) => l,
         Err(e) => return unavailable(e),
@@ -426,11 +447,11 @@ async fn bulletin(State(s): State<Arc<AppState>>, axum::extract::Path(id): axum:
         }
         Err(e) => return unavailable(format!("mongodb: {e}")),
     };
-    let lines = match log.bulletin(&id).await {
+    let lines = match lines(log, id).await {
         Ok(l) => l,
         Err(e) => return unavailable(format!("mongodb: {e}")),
     };
-    let body = axum::body::Body::from_stream(lines.map(|r| r.map(|l| l.text() + "\n").map_err(std::io::Error::other)));
+    let body = axum::body::Body::from_stream(lines.map_ok(|l| l + "\n"));
     ([(header::CONTENT_TYPE, "application/x-ndjson; charset=utf-8".to_owned()), (header::HeaderName::from_static("x-bulletin-root"), cert.bulletin_root)], body).into_response()
 }
 
@@ -481,29 +502,17 @@ async fn receipt(State(s): State<Arc<AppState>>, axum::extract::Path(vote_id): a
 /// Vote `vote_id`'s inclusion proof in certified contest `contest`'s
 /// bulletin (`docs/bulletin.md`): its line, its index, the tree's size, the
 /// audit path (RFC 9162 §2.1.3) and the certificate's root. `None` before
-/// certification or when the vote is not in it. Reads the bulletin once,
-/// keeping 32 bytes per line.
+/// certification or when the vote is not in it. Reads one chunk of the
+/// bulletin and its index ([`VoteLog::bulletin_inclusion`]).
 async fn inclusion(log: &VoteLog, contest: &str, vote_id: &str) -> Option<Value> {
-    use bandvote_contest::bulletin::{hex, inclusion_proof, leaf_hash, leaf_id};
-    use futures::StreamExt as _;
+    use bandvote_contest::bulletin::hex;
     let cert = log.certificate(contest).await.ok()??;
     if cert.bulletin_root.is_empty() {
         return None;
     }
-    let leaf = leaf_id(contest, vote_id);
-    let mut lines = std::pin::pin!(log.bulletin(contest).await.ok()?);
-    let (mut hashes, mut found) = (Vec::new(), None);
-    while let Some(line) = lines.next().await {
-        let line = line.ok()?;
-        let text = line.text();
-        hashes.push(leaf_hash(text.as_bytes()));
-        if line.leaf == leaf {
-            found = Some((hashes.len() - 1, text));
-        }
-    }
-    let (index, line) = found?;
-    let path: Vec<String> = inclusion_proof(&hashes, index).iter().map(hex).collect();
-    Some(json!({ "root": cert.bulletin_root, "size": hashes.len(), "index": index, "line": line, "path": path }))
+    let p = log.bulletin_inclusion(contest, vote_id).await.ok()??;
+    let path: Vec<String> = p.path.iter().map(hex).collect();
+    Some(json!({ "root": cert.bulletin_root, "size": p.size, "index": p.index, "line": p.line, "path": path }))
 }
 
 /// Ready = the process serves (its page, and the page's banner when a store

@@ -169,6 +169,7 @@ async fn a_certified_contests_bulletin_downloads_with_its_root() {
     log.save_bulletin("b-1", &lines[..10]).await.unwrap();
     log.save_bulletin("b-10", &bulletin("b-10", 7)).await.unwrap();
     let expected = recount(lines.iter().map(|l| Ok(l.text()))).unwrap();
+    assert_eq!(log.index_bulletin("b-1").await.unwrap(), expected, "read back and indexed: the same root and tally");
     let cert = bandvote_contest::Certificate {
         contest: "b-1".into(),
         title: "t".into(),
@@ -207,4 +208,15 @@ async fn a_certified_contests_bulletin_downloads_with_its_root() {
     assert!(bandvote_contest::bulletin::verify_inclusion(&leaf, index, size, &path, &root), "{receipt}");
     let other = bandvote_contest::bulletin::root(&bulletin("b-10", 7).iter().map(|l| bandvote_contest::bulletin::leaf_hash(l.text().as_bytes())).collect::<Vec<_>>());
     assert!(!bandvote_contest::bulletin::verify_inclusion(&leaf, index, size, &path, &other), "a proof against another contest's root");
+
+    // Proofs come from one chunk of 256 lines and the chunks' roots: every
+    // tenth vote's (chunks 0-9, the short last one too) verifies at its place.
+    let position: std::collections::HashMap<&str, u64> = lines.iter().enumerate().map(|(i, l)| (l.leaf.as_str(), i as u64)).collect();
+    for i in (0..2_500).step_by(10) {
+        let p = log.bulletin_inclusion("b-1", &format!("v{i}")).await.unwrap().expect("in the bulletin");
+        let line: Line = serde_json::from_str(&p.line).unwrap();
+        assert_eq!((p.index, p.size), (position[line.leaf.as_str()], 2_500), "vote v{i}");
+        assert!(bandvote_contest::bulletin::verify_inclusion(&bandvote_contest::bulletin::leaf_hash(p.line.as_bytes()), p.index, p.size, &p.path, &root), "vote v{i}");
+    }
+    assert_eq!(log.bulletin_inclusion("b-1", "not-a-vote").await.unwrap(), None);
 }
