@@ -37,7 +37,10 @@ bash scripts/services.sh start
 step services
 
 log "building the pipeline (release; cold about 10 min on 2 cores, warm seconds; per-crate timings: $CARGO_TARGET_DIR/cargo-timings/)"
-cargo build --release --quiet --timings -p bandvote-host -p bandvote-grpc -p bandvote-consumer -p bandvote-load -p bandvote-web
+# The binaries it starts, from the bench's package set (one feature unification:
+# bench/run.sh reuses these builds); not the bench's other binaries.
+cargo build --release --quiet --timings -p bandvote-host -p bandvote-grpc -p bandvote-consumer -p bandvote-load -p bandvote-web \
+  --bin bandvote-host --bin bandvote-grpc --bin bandvote-grpc-client --bin bandvote-consumer --bin bandvote-load --bin bandvote-web
 step "release build"
 [ -x "$CARGO_TARGET_DIR/release/bandvote-grpc-client" ] || die "bandvote-grpc-client was not built"
 BIN="$CARGO_TARGET_DIR/release"
