@@ -19,8 +19,8 @@ use bandvote_contest::Voters;
 use bandvote_kafka::{PublisherConfig, VotePublisher};
 use bandvote_store::{ContestStore, Counters, VoteLog};
 use bandvote_testkit as kit;
-use bandvote_testkit::process::{bin, free_addr, wait_ready, Service};
-use common::{admin_for, consumer_process, contest, flush, redis_db, reports, wait_applied, BANDS};
+use bandvote_testkit::process::{bin, wait_ready};
+use common::{admin_for, consumer_process, contest, flush, redis_db, reports, wait_applied, web_process, BANDS};
 
 const VOTERS: usize = 300;
 const AGAIN: usize = 50;
@@ -95,19 +95,7 @@ async fn a_certified_bulletin_downloads_and_both_verifiers_check_it_and_name_tam
     assert_eq!(cert.bulletin_lines, votes.len() as i64, "{cert:?}");
 
     // Downloaded from the web app as anyone would: bulletin, index, certificate.
-    let listen = free_addr();
-    let mut web = Service::new(
-        "bulletin-web",
-        bin("bandvote-web"),
-        vec![],
-        vec![
-            ("BANDVOTE_WEB_LISTEN".into(), listen.to_string()),
-            ("BANDVOTE_REDIS_URL".into(), redis.clone()),
-            ("BANDVOTE_MONGO_URL".into(), kit::mongo_url()),
-            ("BANDVOTE_MONGO_DB".into(), "bandvote_test".into()),
-            ("BANDVOTE_MONGO_COLLECTION".into(), collection.clone()),
-        ],
-    );
+    let (mut web, listen) = web_process("bulletin-web", &redis, &kit::mongo_url(), &collection);
     web.start();
     wait_ready(listen, Duration::from_secs(30)).await;
     let dir = std::env::temp_dir().join(kit::unique("bulletin"));

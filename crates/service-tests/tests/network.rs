@@ -601,8 +601,6 @@ async fn a_host_cut_from_the_broker_answers_503_while_grpc_keeps_flowing() {
 /// after the heal the app reads both again by itself.
 #[tokio::test]
 async fn the_web_app_answers_within_seconds_while_its_stores_are_cut_and_recovers() {
-    use bandvote_testkit::process::{bin, free_addr};
-
     let mut redis_ns = Netns::create(10);
     let mut mongo_ns = Netns::create(11);
     let (mut redis, url) = redis_in(&redis_ns, "net-web-redis");
@@ -610,19 +608,7 @@ async fn the_web_app_answers_within_seconds_while_its_stores_are_cut_and_recover
     redis.start();
     mongo.start();
     assert!(wait_total(&url, 0, Duration::from_secs(10)).await.is_some(), "redis did not start");
-    let listen = free_addr();
-    let mut web = Service::new(
-        "net-web",
-        bin("bandvote-web"),
-        vec![],
-        vec![
-            ("BANDVOTE_WEB_LISTEN".into(), listen.to_string()),
-            ("BANDVOTE_REDIS_URL".into(), url.clone()),
-            ("BANDVOTE_MONGO_URL".into(), mongo_url.clone()),
-            ("BANDVOTE_MONGO_DB".into(), "bandvote_test".into()),
-            ("BANDVOTE_MONGO_COLLECTION".into(), kit::unique("net_web")),
-        ],
-    );
+    let (mut web, listen) = common::web_process("net-web", &url, &mongo_url, &kit::unique("net_web"));
     web.start();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let get = |path: &'static str| {

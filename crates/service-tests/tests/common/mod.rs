@@ -95,6 +95,19 @@ pub fn consumer_process(name: &str, topic: &str, redis: &str, collection: &str) 
     (Service::new(name, bin("bandvote-consumer"), vec!["run".into()], envs), admin_addr)
 }
 
+/// The web app binary reading `redis` and MongoDB `mongo_url` (collection `collection`), and its address.
+pub fn web_process(name: &str, redis: &str, mongo_url: &str, collection: &str) -> (Service, std::net::SocketAddr) {
+    let listen = free_addr();
+    let envs = vec![
+        ("BANDVOTE_WEB_LISTEN".to_string(), listen.to_string()),
+        ("BANDVOTE_REDIS_URL".to_string(), redis.to_owned()),
+        ("BANDVOTE_MONGO_URL".to_string(), mongo_url.to_owned()),
+        ("BANDVOTE_MONGO_DB".to_string(), "bandvote_test".to_string()),
+        ("BANDVOTE_MONGO_COLLECTION".to_string(), collection.to_owned()),
+    ];
+    (Service::new(name, bin("bandvote-web"), vec![], envs), listen)
+}
+
 pub async fn post(client: &reqwest::Client, http: std::net::SocketAddr, body: &str, headers: &[(&str, &str)]) -> Option<(u16, serde_json::Value)> {
     post_status(client, http, body, headers).await.map(|(status, _, body)| (status, body))
 }
