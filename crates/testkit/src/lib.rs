@@ -5,6 +5,7 @@
 
 pub mod netns;
 pub mod process;
+pub mod relay;
 
 #[cfg(feature = "kafka")]
 mod kafka;

@@ -28,6 +28,9 @@ pub struct Netns {
     /// The namespace's address.
     pub ns_ip: Ipv4Addr,
     cut: bool,
+    /// A flaky namespace's relay and its own veth pair toward the bridge
+    /// (`bvf<index>r`, whose peer `bvf<index>b` is the bridge port).
+    relay: Option<(crate::relay::Relay, String)>,
 }
 
 const BRIDGE: &str = "bvfault0";
@@ -51,6 +54,27 @@ fn quiet(program: &str, args: &[&str]) {
 impl Netns {
     /// Namespace `bvfault<index>` (index 1–200) on the bridge, up and reachable.
     pub fn create(index: u8) -> Self {
+        Self::create_with(index, None)
+    }
+
+    /// Namespace `bvfault<index>` whose every frame to and from the bridge
+    /// crosses a [`crate::relay::Relay`] treating it as `link` says: the
+    /// namespace's end of the veth pair stays as in [`Netns::create`], its
+    /// other end is not a bridge port but one end of the relay, whose other
+    /// end is a second veth pair on the bridge. Both relay interfaces have
+    /// no address and ARP off, so the test's own stack never answers on
+    /// them: every frame goes through the relay. [`Netns::cut`] still
+    /// works (the relay's sends pass the cut's queue).
+    pub fn create_flaky(index: u8, link: crate::relay::Flaky) -> Self {
+        Self::create_with(index, Some(link))
+    }
+
+    /// What the namespace's relay did so far (`None`: not a flaky namespace).
+    pub fn relay_stats(&self) -> Option<crate::relay::RelayStats> {
+        self.relay.as_ref().map(|(r, _)| r.stats())
+    }
+
+    fn create_with(index: u8, link: Option<crate::relay::Flaky>) -> Self {
         let name = format!("bvfault{index}");
         let (host_if, ns_if) = (format!("bvf{index}h"), format!("bvf{index}n"));
         let host_ip = Ipv4Addr::new(10, 231, 0, 1);
@@ -65,14 +89,32 @@ impl Netns {
             }
             *alive += 1;
         }
+        let relay_if = format!("bvf{index}r");
         quiet("ip", &["netns", "del", &name]);
         quiet("ip", &["link", "del", &host_if]);
+        quiet("ip", &["link", "del", &relay_if]);
         ip(&["netns", "add", &name]);
-        let ns = Self { name, host_if, ns_if, host_ip, ns_ip, cut: false };
+        let mut ns = Self { name, host_if, ns_if, host_ip, ns_ip, cut: false, relay: None };
         ip(&["link", "add", &ns.host_if, "type", "veth", "peer", "name", &ns.ns_if]);
         ip(&["link", "set", &ns.ns_if, "netns", &ns.name]);
-        ip(&["link", "set", &ns.host_if, "master", BRIDGE]);
-        ip(&["link", "set", &ns.host_if, "up"]);
+        match link {
+            None => {
+                ip(&["link", "set", &ns.host_if, "master", BRIDGE]);
+                ip(&["link", "set", &ns.host_if, "up"]);
+            }
+            Some(link) => {
+                let port = format!("bvf{index}b");
+                ip(&["link", "add", &relay_if, "type", "veth", "peer", "name", &port]);
+                ip(&["link", "set", &port, "master", BRIDGE]);
+                ip(&["link", "set", &port, "up"]);
+                for dev in [&ns.host_if, &relay_if] {
+                    quiet("sysctl", &["-qw", &format!("net.ipv6.conf.{dev}.disable_ipv6=1")]);
+                    ip(&["link", "set", dev, "arp", "off", "promisc", "on", "up"]);
+                }
+                let relay = crate::relay::Relay::start(&ns.host_if, &relay_if, link).unwrap_or_else(|e| panic!("packet relay {} <-> {relay_if}: {e}", ns.host_if));
+                ns.relay = Some((relay, relay_if));
+            }
+        }
         ns.inside(&["ip", "addr", "add", &format!("{ns_ip}/24"), "dev", &ns.ns_if]);
         ns.inside(&["ip", "link", "set", &ns.ns_if, "up"]);
         ns.inside(&["ip", "link", "set", "lo", "up"]);
@@ -150,6 +192,10 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if let Some((relay, relay_if)) = self.relay.take() {
+            drop(relay);
+            quiet("ip", &["link", "del", &relay_if]);
+        }
         quiet("ip", &["netns", "del", &self.name]);
         quiet("ip", &["link", "del", &self.host_if]);
         let mut alive = ALIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
