@@ -498,9 +498,15 @@ impl Pipeline {
             .set("session.timeout.ms", "15000")
             .set("heartbeat.interval.ms", "3000")
             .set("max.poll.interval.ms", "60000")
-            // A broker back after a cut is reconnected to within a second
-            // (librdkafka backs off up to 10 s by default).
-            .set("reconnect.backoff.max.ms", "1000");
+            // A broker back after a cut is counted from again within 2 s
+            // (issue 31): a connection whose packets vanish (no reset) is
+            // dropped when a request goes unanswered for 5 s, not when TCP's
+            // retransmission backoff (many seconds after a long cut) next
+            // tries; a connection attempt gives up after 1 s and the next
+            // starts within 0.5 s (librdkafka: 60 s, 30 s, up to 10 s).
+            .set("socket.timeout.ms", "5000")
+            .set("socket.connection.setup.timeout.ms", "1000")
+            .set("reconnect.backoff.max.ms", "500");
         let resume = ResumeFromSinks {
             redis: ::redis::Client::open(config.redis_url.as_str()).map_err(SinkError::from)?,
             offsets_key: applier.counters().offsets_key(&config.topic),

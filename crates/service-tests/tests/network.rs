@@ -461,9 +461,11 @@ async fn a_broker_blackhole_answers_every_client_within_its_deadline_and_loses_n
     assert!(all.longest < Duration::from_secs(10), "a reply took {:?} (the request deadline is 10 s)", all.longest);
     assert_eq!(ready_during, (Some(503), Some(503)), "not ready while the broker is cut off");
     assert!(ready_after.is_some(), "ready again after the heal");
-    // Not the stores' 2 s: the consumer, evicted from its group by the cut
-    // (15 s session timeout), must rejoin first; measured 0.6 to 7.4 s.
-    assert!(first.is_some_and(|f| f <= Duration::from_secs(10)), "counting resumed {first:?} after the heal");
+    // The consumer, evicted from its group by the cut (15 s session
+    // timeout), reconnects and rejoins first: 3.2-7.4 s in the full suite
+    // until its dead connections were dropped on a 5 s request timeout and
+    // reconnects tried every 1.5 s at most.
+    assert!(first.is_some_and(|f| f <= Duration::from_secs(2)), "counting resumed {first:?} after the heal");
     drop((intakes, consumer, broker, ns));
 }
 
