@@ -62,11 +62,13 @@ install_crate() { # crate version bin [extra args...]   (toolchain: $INSTALL_TOO
   mkdir -p "$CACHE/logs"
   local start=$SECONDS
   CARGO_TARGET_DIR="$CACHE/tool-target/$crate" \
-    cargo "${toolchain[@]}" install "$crate" --version "$version" --locked --root "$root" "$@" \
+    cargo "${toolchain[@]}" install "$crate" --version "$version" --locked --root "$root" --timings "$@" \
     >"$CACHE/logs/install-$crate.log" 2>&1 || { tail -40 "$CACHE/logs/install-$crate.log"; die "cargo install $crate failed"; }
   touch "$stamp"
+  # Where the build's time went (per crate), kept beside its log.
+  cp "$CACHE/tool-target/$crate/cargo-timings/cargo-timing.html" "$CACHE/logs/install-$crate-$version-timings.html" 2>/dev/null || true
   rm -rf "$CACHE/tool-target/$crate"
-  log "$crate $version built in $((SECONDS - start))s"
+  log "$crate $version built in $((SECONDS - start))s (per-crate timings: $CACHE/logs/install-$crate-$version-timings.html)"
 }
 
 # nisshi (the Kafka broker) needs rustc >= $NISSHI_MIN_RUSTC: pick an installed
