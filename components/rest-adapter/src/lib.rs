@@ -19,7 +19,7 @@ use std::io::{Read as _, Write as _};
 use bandvote_vote::{Source, Vote};
 use serde_json::{json, Value};
 use wasip2::http::outgoing_handler;
-use wasip2::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+use wasip2::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme};
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -134,6 +134,22 @@ fn split_url(url: &str) -> Result<(Scheme, String, String), PublishError> {
     Ok((scheme, authority.to_owned(), format!("/{}", prefix.trim_end_matches('/')).trim_end_matches('/').to_owned()))
 }
 
+/// Nanoseconds in a second (wasi:http's durations).
+const SECOND: u64 = 1_000_000_000;
+
+/// Bounds on one REST request, so a bridge that stops answering (a cut
+/// link, a hung process) costs the vote a 503 within the client's 10 s, not
+/// a hang: connect 2 s, first byte 8 s (the bridge itself answers within
+/// its 5 s delivery timeout), 2 s between bytes. A runtime that does not
+/// take an option keeps its own bound for it.
+fn request_options() -> RequestOptions {
+    let options = RequestOptions::new();
+    let _ = options.set_connect_timeout(Some(2 * SECOND));
+    let _ = options.set_first_byte_timeout(Some(8 * SECOND));
+    let _ = options.set_between_bytes_timeout(Some(2 * SECOND));
+    options
+}
+
 fn post(base: &str, path: &str, body: &[u8]) -> Result<(u16, Option<u32>, Vec<u8>), PublishError> {
     let unavailable = |what: &str| PublishError::Unavailable(format!("REST proxy request: {what}"));
     let (scheme, authority, prefix) = split_url(base)?;
@@ -146,7 +162,7 @@ fn post(base: &str, path: &str, body: &[u8]) -> Result<(u16, Option<u32>, Vec<u8
     request.set_authority(Some(&authority)).map_err(|()| unavailable("authority"))?;
     request.set_path_with_query(Some(&format!("{prefix}{path}"))).map_err(|()| unavailable("path"))?;
     let outgoing = request.body().map_err(|()| unavailable("body"))?;
-    let future = outgoing_handler::handle(request, None).map_err(|e| unavailable(&format!("{e:?}")))?;
+    let future = outgoing_handler::handle(request, Some(request_options())).map_err(|e| unavailable(&format!("{e:?}")))?;
     {
         let mut stream = outgoing.write().map_err(|()| unavailable("body stream"))?;
         for chunk in body.chunks(4096) {

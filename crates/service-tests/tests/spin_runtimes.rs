@@ -3,7 +3,8 @@
 //! shim embeds (42.0.2: containerd-shim-spin v0.24 / Spin 3.6.3) and of ours
 //! (48.0.8). Through the real REST bridge (`bandvote-grpc --rest-listen`) to
 //! nisshi, then the real consumer: every 201 is counted once in Redis and
-//! stored once in MongoDB; bad input gets its 400 / 413 / 422.
+//! stored once in MongoDB; bad input gets its 400 / 413 / 422; a bridge that
+//! stops answering costs a vote a 503 within 10 s.
 //!
 //! Plain wasmtime has no Spin variables, so what runs is the Spin artifact with
 //! the configuration-from-environment component plugged in (the intake and
@@ -259,4 +260,52 @@ async fn the_spin_artifact_answers_a_contests_refusals_on_both_runtimes() {
         assert_eq!((v.contest.as_deref(), v.voter.as_deref(), r.key.as_slice()), (Some("spin-final"), Some("fan-1"), b"fan-1".as_slice()));
     }
     bridge.kill_9();
+}
+
+/// A REST bridge that stops answering (issue 31: the Spin route's one
+/// remote call): a bridge that takes the request and never answers, then
+/// one whose packets vanish (a blackholed namespace: no reset). On both
+/// runtimes each vote gets 503 + Retry-After within the client's 10 s, not
+/// a hang: the adapter bounds its request (first byte 8 s, connect 2 s).
+#[tokio::test]
+async fn a_rest_bridge_that_stops_answering_costs_a_503_within_10_s_on_both_runtimes() {
+    let wasm = std::env::var("BANDVOTE_WASMTIME_SERVE_WASM").expect("BANDVOTE_WASMTIME_SERVE_WASM: run through scripts/test.sh (scripts/build-spin.sh)");
+    // Takes every connection and every byte, answers nothing.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = silent.accept().await {
+            tokio::spawn(async move {
+                let mut sink = tokio::io::sink();
+                let _ = tokio::io::copy(&mut s, &mut sink).await;
+            });
+        }
+    });
+    let mut cut = bandvote_testkit::netns::Netns::create(16);
+    cut.cut();
+    let blackholed = SocketAddr::from((cut.ns_ip, 8082));
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let vote = r#"{"name":"Alux Nahual","album":"x","year":"1990","rank":"1"}"#;
+    for (version, wasmtime) in runtimes() {
+        for (what, rest, within) in [("silent", silent_addr, Duration::from_secs(10)), ("blackholed", blackholed, Duration::from_secs(5))] {
+            let listen = free_addr();
+            let mut server = serve(&wasmtime, &version, &wasm, listen, rest, "spin-unanswered");
+            let url = format!("http://{listen}/");
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !http.get(format!("{url}healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+                assert!(Instant::now() < deadline && server.0.try_wait().unwrap().is_none(), "wasmtime serve {version} did not come up");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let asked = Instant::now();
+            let r = http.post(&url).body(vote).send().await;
+            let took = asked.elapsed();
+            let (status, retry_after) = r.map(|r| (r.status().as_u16(), r.headers().contains_key("retry-after"))).unwrap_or((0, false));
+            println!("wasmtime {version}, a {what} REST bridge: {status} (Retry-After: {retry_after}) in {took:?}");
+            assert_eq!((status, retry_after), (503, true), "wasmtime {version}, {what} bridge: answered in {took:?}");
+            assert!(took <= within, "wasmtime {version}, {what} bridge: took {took:?}");
+            assert!(server.0.try_wait().unwrap().is_none(), "wasmtime serve {version} still runs");
+            drop(server);
+        }
+    }
+    cut.heal();
 }
