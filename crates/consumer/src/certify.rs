@@ -32,6 +32,10 @@ pub enum CertifyError {
     NotApplied { partition: i32, applied: i64, end: i64, waited: Duration },
     #[error("{} difference(s) between Kafka, MongoDB and Redis:\n  {}", .0.len(), .0.join("\n  "))]
     Differences(Vec<String>),
+    #[error("another certify of contest {id:?} still holds its lease after {waited:?} (a crashed one's lease runs out within {ttl:?}): run it again")]
+    Busy { id: String, waited: Duration, ttl: Duration },
+    #[error("this certify of contest {0:?} lost its lease (not renewed in time: MongoDB unreachable?); nothing certified: run it again")]
+    LeaseLost(String),
     #[error("{0}")]
     Store(String),
 }
@@ -128,6 +132,31 @@ pub async fn certify(
     if let Some(c) = log.certificate(id).await.map_err(store_err)? {
         return Ok((c, false));
     }
+    // One certify of a contest at a time: a second waits for the first's
+    // lease, then finds its certificate.
+    let lease = match Lease::take(log, id, wait).await? {
+        Taken::Lease(lease) => lease,
+        Taken::Certified(c) => return Ok((c, false)),
+    };
+    let result = certify_holding(brokers, topic, contest, contests, counters, log, reports, wait, settle, &lease).await;
+    lease.release().await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn certify_holding(
+    brokers: &str,
+    topic: &str,
+    contest: &Contest,
+    contests: &ContestStore,
+    counters: &Counters,
+    log: &VoteLog,
+    reports: &PublishedThrough,
+    wait: Duration,
+    settle: Settle,
+    lease: &Lease,
+) -> Result<(Certificate, bool), CertifyError> {
+    let id = contest.id.as_str();
     let settled_at = contest.closes_at_ms.saturating_add(i64::try_from(settle.after_close().as_millis()).unwrap_or(i64::MAX));
     let left = settled_at - now_ms();
     if left > 0 {
@@ -172,8 +201,15 @@ pub async fn certify(
         eprintln!("certify: waiting for the consumer: partition {p} applied up to {} of {last}", applied.get(p).copied().unwrap_or(-1));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // 3. MongoDB, read once, the bulletin written as it goes.
+    // 3. MongoDB, read once, the bulletin written as it goes (cleared
+    // first: only while this certify still holds the lease).
     let votes_in_kafka = in_kafka.len();
+    lease.still_held().await?;
+    if let Some(c) = log.certificate(id).await.map_err(store_err)? {
+        // Certified by another certify while this one's lease had run out:
+        // its bulletin is the certified one, never cleared.
+        return Ok((c, false));
+    }
     let pass = write_bulletin(log, id, &mut in_kafka).await?;
     let mut diffs = Vec::new();
     if !in_kafka.is_empty() || !pass.not_in_kafka.is_empty() {
@@ -210,12 +246,90 @@ pub async fn certify(
         bulletin_root: root,
         bulletin_lines: lines as i64,
     };
+    lease.still_held().await?;
     let written = log.save_certificate(&certificate).await.map_err(store_err)?;
     if !written {
         // Another certify won the race: show the one stored.
         return log.certificate(id).await.map_err(store_err)?.map(|c| (c, false)).ok_or_else(|| store_err("certificate vanished"));
     }
     Ok((certificate, true))
+}
+
+/// How long a certify's lease on its contest lasts unless renewed (it is,
+/// every [`LEASE_RENEW`], while certify runs): how long a crashed certify
+/// keeps the next one waiting.
+pub const LEASE_TTL: Duration = Duration::from_secs(60);
+/// How often a running certify renews its lease.
+pub const LEASE_RENEW: Duration = Duration::from_secs(10);
+
+/// A certify's hold on its contest (`VoteLog::take_certify_lease`), renewed
+/// in the background until released.
+struct Lease {
+    log: VoteLog,
+    contest: String,
+    holder: String,
+    renewing: tokio::task::JoinHandle<()>,
+}
+
+enum Taken {
+    Lease(Lease),
+    /// Certified by the certify that held the lease.
+    Certified(Certificate),
+}
+
+impl Lease {
+    /// The lease, once free (checked every second, up to `wait`), or the
+    /// certificate the certify that held it wrote.
+    async fn take(log: &VoteLog, contest: &str, wait: Duration) -> Result<Taken, CertifyError> {
+        let holder = uuid::Uuid::now_v7().to_string();
+        let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX);
+        let started = Instant::now();
+        loop {
+            if log.take_certify_lease(contest, &holder, now_ms(), ttl).await.map_err(store_err)? {
+                // Certified while this one waited: nothing to do.
+                if let Some(c) = log.certificate(contest).await.map_err(store_err)? {
+                    log.release_certify_lease(contest, &holder).await.map_err(store_err)?;
+                    return Ok(Taken::Certified(c));
+                }
+                let renewing = tokio::spawn({
+                    let (log, contest, holder) = (log.clone(), contest.to_owned(), holder.clone());
+                    async move {
+                        loop {
+                            tokio::time::sleep(LEASE_RENEW).await;
+                            if let Err(e) = log.take_certify_lease(&contest, &holder, now_ms(), ttl).await {
+                                eprintln!("certify: renewing the lease failed ({e}); trying again in {LEASE_RENEW:?}");
+                            }
+                        }
+                    }
+                });
+                return Ok(Taken::Lease(Self { log: log.clone(), contest: contest.to_owned(), holder, renewing }));
+            }
+            if let Some(c) = log.certificate(contest).await.map_err(store_err)? {
+                return Ok(Taken::Certified(c));
+            }
+            if started.elapsed() > wait {
+                return Err(CertifyError::Busy { id: contest.to_owned(), waited: wait, ttl: LEASE_TTL });
+            }
+            eprintln!("certify: another certify of {contest:?} holds its lease: waiting for it");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Renew now: `Err` if another certify has taken the lease (this one's ran out).
+    async fn still_held(&self) -> Result<(), CertifyError> {
+        let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX);
+        match self.log.take_certify_lease(&self.contest, &self.holder, now_ms(), ttl).await.map_err(store_err)? {
+            true => Ok(()),
+            false => Err(CertifyError::LeaseLost(self.contest.clone())),
+        }
+    }
+
+    async fn release(self) {
+        self.renewing.abort();
+        if let Err(e) = self.log.release_certify_lease(&self.contest, &self.holder).await {
+            eprintln!("certify: giving the lease back failed ({e}); it runs out within {LEASE_TTL:?}");
+        }
+    }
 }
 
 /// A vote's leaf id (hex) cut to 16 bytes: what certify keeps per vote of

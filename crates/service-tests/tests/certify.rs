@@ -105,3 +105,68 @@ async fn a_vote_a_slow_broker_delivers_after_the_close_is_in_the_certificate() {
     assert!(!new);
     assert_eq!(again, cert);
 }
+
+/// A certify that started before the contest was certified never clears
+/// the certified bulletin (the review of issue 33): B starts first and
+/// waits out a 3 s settle time; A starts 0.5 s later with none. Without a
+/// lease A certified at once and B, waking up, cleared and rewrote the
+/// certified bulletin under its readers (a B killed mid-write would have
+/// left it broken for good). With the lease B holds the contest from its
+/// start, A waits for it and shows B's certificate, and a line added to the
+/// bulletin after the first certify returned (a reader's view of the
+/// published bulletin) is still there when both are done.
+#[tokio::test]
+async fn a_certify_that_started_before_the_certificate_never_clears_the_certified_bulletin() {
+    let redis = redis_db(5);
+    flush(&redis).await;
+    let topic = kit::fresh_topic("certify-race", 1).await;
+    bandvote_kafka::ensure_topic(&kit::kafka_brokers(), &format!("{topic}-dlq"), 1).await.unwrap();
+    let collection = kit::unique("certify_race");
+    let contests = admin_for(&redis, &collection).await;
+    let (mut consumer, consumer_admin) = consumer_process("certify-race-consumer", &topic, &redis, &collection);
+    consumer.start();
+    wait_ready(consumer_admin, Duration::from_secs(60)).await;
+    let mut c = contest("race-final", 1, Voters::Id);
+    c.closes_at_ms = now_ms() + 3_000;
+    let c = contests.create(c, None).await.unwrap();
+    let publisher = bandvote_kafka::VotePublisher::new(bandvote_kafka::PublisherConfig { brokers: kit::kafka_brokers(), topic: topic.clone(), ..Default::default() }).unwrap();
+    for i in 0..30 {
+        let mut v = kit::vote(BANDS[i % 3], Some(&format!("race-vote-{i}")));
+        (v.contest, v.voter, v.received_at_ms) = (Some(c.id.clone()), Some(format!("fan-{i}")), now_ms());
+        publisher.publish(&v).await.unwrap();
+    }
+    let store = ContestStore::new(&redis, "").unwrap();
+    common::wait_applied(&store, &c.id, 30, Duration::from_secs(60)).await;
+    sleep_until_ms(c.closes_at_ms + 100).await;
+
+    let counters = Counters::connect(&redis, "").await.unwrap();
+    let log = VoteLog::connect(&kit::mongo_url(), "bandvote_test", &collection).await.unwrap();
+    let (brokers, intakes) = (kit::kafka_brokers(), reports(&redis));
+    let none = Settle { delivery_timeout: Duration::ZERO, clock_skew: Duration::ZERO, claim_window: Duration::ZERO };
+    // 0 + 2 s + 1 s + 0: B reads the topic 3 s after the close.
+    let slow = Settle { delivery_timeout: Duration::from_secs(2), ..none };
+    let sentinel = bandvote_contest::bulletin::Line { leaf: "f".repeat(64), band: "a reader's copy".into(), status: "counted".into() };
+    let b = certify::certify(&brokers, &topic, &c, &store, &counters, &log, &intakes, Duration::from_secs(60), slow);
+    let a = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let a = certify::certify(&brokers, &topic, &c, &store, &counters, &log, &intakes, Duration::from_secs(60), none).await;
+        log.save_bulletin(&c.id, std::slice::from_ref(&sentinel)).await.unwrap();
+        (a, now_ms())
+    };
+    let (b, (a, a_done_ms)) = tokio::join!(b, a);
+    let b_done_ms = now_ms();
+    let ((b_cert, b_new), (a_cert, a_new)) = (b.expect("B certified or showed"), a.expect("A certified or showed"));
+    let lines: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(log.bulletin(&c.id).await.unwrap()).await.unwrap();
+    let kept = lines.iter().any(|l| l.leaf == sentinel.leaf);
+    println!(
+        "B (3 s settle) certified: {b_new}, done at +{} ms; A (started 0.5 s later, no settle) certified: {a_new}, done at +{} ms; \
+         the line added after A returned still in the bulletin: {kept} ({} lines)",
+        b_done_ms - c.closes_at_ms,
+        a_done_ms - c.closes_at_ms,
+        lines.len()
+    );
+    assert_eq!(a_cert, b_cert, "one certificate");
+    assert!(a_new ^ b_new, "written once");
+    assert!(b_new, "B, which held the lease, certified; A waited for it");
+    assert!(kept, "the certified bulletin was cleared by a certify that started before the certificate");
+}

@@ -15,6 +15,11 @@ use crate::{Located, Totals};
 const DUPLICATE_KEY: i32 = 11000;
 
 /// An `insert_many` that failed only because some documents were there already.
+/// A single write refused for its duplicate `_id`.
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    matches!(*e.kind, mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(ref w)) if w.code == DUPLICATE_KEY)
+}
+
 fn is_only_duplicates(e: &mongodb::error::Error) -> bool {
     matches!(*e.kind, mongodb::error::ErrorKind::InsertMany(ref ime)
         if ime.write_concern_error.is_none() && ime.write_errors.as_ref().is_some_and(|w| w.iter().all(|w| w.code == DUPLICATE_KEY)))
@@ -54,6 +59,7 @@ pub struct VoteLog {
     contests: Collection<Document>,
     bulletins: Collection<Document>,
     bulletin_chunks: Collection<Document>,
+    certify_leases: Collection<Document>,
 }
 
 /// Where a page of the log starts: strictly older than this vote in the
@@ -230,6 +236,7 @@ impl VoteLog {
             contests: db.collection(&format!("{collection}_contests")),
             bulletins: db.collection(&format!("{collection}_bulletins")),
             bulletin_chunks: db.collection(&format!("{collection}_bulletin_chunks")),
+            certify_leases: db.collection(&format!("{collection}_certify_leases")),
         })
     }
 
@@ -561,9 +568,36 @@ impl VoteLog {
         let d = mongodb::bson::to_document(c).map_err(mongodb::error::Error::custom)?;
         match self.certificates().insert_one(d).await {
             Ok(_) => Ok(true),
-            Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(ref w)) if w.code == DUPLICATE_KEY) => Ok(false),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Take contest `contest`'s certify lease (`<collection>_certify_leases`,
+    /// `_id` = contest) for `holder` until `now_ms + ttl_ms`: `true` if it
+    /// was free, had run out, or was `holder`'s already (then renewed);
+    /// `false` while another holder's runs. Only a lease's holder clears and
+    /// writes a contest's bulletin, so a second certify never takes apart
+    /// the bulletin the first one is certifying.
+    pub async fn take_certify_lease(&self, contest: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, mongodb::error::Error> {
+        let until = now_ms.saturating_add(ttl_ms);
+        match self.certify_leases.insert_one(doc! { "_id": contest, "holder": holder, "until_ms": until }).await {
+            Ok(_) => return Ok(true),
+            Err(e) if is_duplicate_key(&e) => {}
+            Err(e) => return Err(e),
+        }
+        let set = doc! { "$set": { "holder": holder, "until_ms": until } };
+        for taken_if in [doc! { "_id": contest, "holder": holder }, doc! { "_id": contest, "until_ms": { "$lt": now_ms } }] {
+            if self.certify_leases.update_one(taken_if, set.clone()).await?.matched_count == 1 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Give contest `contest`'s certify lease back (if `holder` has it).
+    pub async fn release_certify_lease(&self, contest: &str, holder: &str) -> Result<(), mongodb::error::Error> {
+        self.certify_leases.delete_one(doc! { "_id": contest, "holder": holder }).await.map(drop)
     }
 
     /// Contest `id`'s certificate, if it was certified.

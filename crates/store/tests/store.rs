@@ -301,3 +301,21 @@ async fn reconcile_replaces_an_older_current_contest_never_a_newer_write() {
     assert!(!store.reconcile(&seen, Some(&a)).await.unwrap());
     assert_eq!(store.current().await.unwrap(), Some(closed), "a newer definition is kept");
 }
+
+#[tokio::test]
+async fn a_certify_lease_has_one_holder_until_released_or_run_out() {
+    let coll = kit::unique("lease");
+    let log = VoteLog::connect(&kit::mongo_url(), "bandvote_test", &coll).await.unwrap();
+    let (now, ttl) = (1_000_000, 60_000);
+    assert!(log.take_certify_lease("final", "a", now, ttl).await.unwrap(), "free: taken");
+    assert!(!log.take_certify_lease("final", "b", now + 1_000, ttl).await.unwrap(), "a's runs: b waits");
+    assert!(log.take_certify_lease("final", "a", now + 1_000, ttl).await.unwrap(), "a renews its own");
+    assert!(log.take_certify_lease("other", "b", now + 1_000, ttl).await.unwrap(), "one lease per contest");
+    assert!(!log.take_certify_lease("final", "b", now + 60_000, ttl).await.unwrap(), "renewed at +1 s: runs to +61 s");
+    assert!(log.take_certify_lease("final", "b", now + 61_001, ttl).await.unwrap(), "run out (a crashed): b takes it");
+    assert!(!log.take_certify_lease("final", "a", now + 61_002, ttl).await.unwrap(), "a, back late, does not get it back");
+    log.release_certify_lease("final", "a").await.unwrap();
+    assert!(!log.take_certify_lease("final", "c", now + 61_003, ttl).await.unwrap(), "a cannot give back b's lease");
+    log.release_certify_lease("final", "b").await.unwrap();
+    assert!(log.take_certify_lease("final", "c", now + 61_004, ttl).await.unwrap(), "given back: free");
+}
