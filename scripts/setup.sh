@@ -48,7 +48,7 @@ fi
 
 mkdir -p "$TOOLS"
 # cargo install with a fixed version into our cache; a no-op when already there.
-install_crate() { # crate version bin [extra args...]   (toolchain: $INSTALL_TOOLCHAIN, default the active one; root: $INSTALL_ROOT, default $TOOLS; how long a cold build took here: $TAKES; optimisation level if not the crate's own: $INSTALL_OPT_LEVEL)
+install_crate() { # crate version bin [extra args...]   (toolchain: $INSTALL_TOOLCHAIN, default the active one; root: $INSTALL_ROOT, default $TOOLS; how long a cold build took here: $TAKES)
   local crate=$1 version=$2 bin=$3; shift 3
   local root=${INSTALL_ROOT:-$TOOLS}
   local toolchain=()
@@ -61,9 +61,7 @@ install_crate() { # crate version bin [extra args...]   (toolchain: $INSTALL_TOO
   log "building $crate $version (cold on 2 cores: ${TAKES:-minutes}; log: $CACHE/logs/install-$crate.log)"
   mkdir -p "$CACHE/logs"
   local start=$SECONDS
-  local opt=()
-  [ -n "${INSTALL_OPT_LEVEL:-}" ] && opt=("CARGO_PROFILE_RELEASE_OPT_LEVEL=$INSTALL_OPT_LEVEL")
-  env CARGO_TARGET_DIR="$CACHE/tool-target/$crate" "${opt[@]}" \
+  CARGO_TARGET_DIR="$CACHE/tool-target/$crate" \
     cargo "${toolchain[@]}" install "$crate" --version "$version" --locked --root "$root" --timings "$@" \
     >"$CACHE/logs/install-$crate.log" 2>&1 || { tail -40 "$CACHE/logs/install-$crate.log"; die "cargo install $crate failed"; }
   touch "$stamp"
@@ -100,21 +98,15 @@ if [ "$MODE" = demo ]; then
   log "setup done (demo: the test tools — wac, the wasmtime CLIs, cargo-machete, the Python venv, npm — come with scripts/setup.sh)"
   exit 0
 fi
-# The tests' tools are built at opt-level 1: they compose, serve a few test
-# requests and lint, nothing is measured through them, and a cold build
-# takes a third less (the services' nisshi and secantusd-rs keep their own
-# optimisation: the bench measures through them).
-export INSTALL_OPT_LEVEL=1
 # Composing the Spin artifact and proving it runs on plain wasmtime (serve + wasi-config only).
 TAKES="about 3 min" install_crate wac-cli "$WAC_VERSION" wac --no-default-features
-TAKES="about 7 min" install_crate wasmtime-cli "$WASMTIME_VERSION" wasmtime --no-default-features \
+TAKES="about 9 min" install_crate wasmtime-cli "$WASMTIME_VERSION" wasmtime --no-default-features \
   --features run,serve,wasi-config,cranelift,component-model,component-model-async,cache,parallel-compilation
 # The same CLI at the version SpinKube's shim embeds, in its own root (its own
 # `wasmtime` binary). Default features: with --no-default-features 42.0.2 does not compile.
-TAKES="about 7 min" INSTALL_ROOT="$TOOLS/wasmtime-$WASMTIME_SPIN_VERSION" install_crate wasmtime-cli "$WASMTIME_SPIN_VERSION" wasmtime
+TAKES="about 8 min" INSTALL_ROOT="$TOOLS/wasmtime-$WASMTIME_SPIN_VERSION" install_crate wasmtime-cli "$WASMTIME_SPIN_VERSION" wasmtime
 # Unused dependencies fail scripts/test.sh (cargo machete).
 TAKES="about 1 min" install_crate cargo-machete "$MACHETE_VERSION" cargo-machete
-unset INSTALL_OPT_LEVEL
 # Python test tools, pinned, in a venv of our own.
 VENV="$CACHE/venv"
 REQS="$(dirname "$0")/../tests/requirements.txt"

@@ -16,6 +16,8 @@ use bandvote_store::contests::ContestStoreError;
 use bandvote_store::{Choice, ContestStore, Located, VoteLog, VoterState};
 use bandvote_vote::Vote;
 
+use crate::contest_admin::now_ms;
+
 /// Contest definitions by id, as the batch's votes name them.
 pub type Contests = HashMap<String, Arc<Contest>>;
 
@@ -106,18 +108,26 @@ pub fn apply_caps(
     decided
 }
 
-/// Contest definitions, read from Redis when a batch names them and kept
-/// for a second (a change is applied within a second, like the intakes').
-/// Falls back on the vote log's durable copy when Redis does not have a
-/// definition (Redis lost its data).
+/// Contest definitions, read when a batch names them (MongoDB's record
+/// first, Redis when the record has none) and kept for a second, but only
+/// for votes received before the definition was read (less
+/// [`RECEIVED_MARGIN_MS`] for the intakes' clocks): a vote received after
+/// it may fall under a change made since (a close), so its batch reads the
+/// record again. Without that a vote an intake took after the close (on a
+/// definition it had not yet refreshed, or an older one restored into
+/// Redis) was judged by a definition read before the close and counted.
 pub struct ContestBook {
     store: ContestStore,
     log: VoteLog,
     cache: Mutex<HashMap<String, Cached>>,
 }
 
-/// A definition (or its absence) and when it was read.
-type Cached = (Option<Arc<Contest>>, Instant);
+/// How far an intake's clock may be ahead of this consumer's when a cached
+/// definition is judged fresh enough for a vote.
+pub const RECEIVED_MARGIN_MS: i64 = 1_000;
+
+/// A definition (or its absence), when it was read, and the wall clock then (ms).
+type Cached = (Option<Arc<Contest>>, Instant, i64);
 
 impl ContestBook {
     pub fn new(store: ContestStore, log: VoteLog) -> Self {
@@ -126,15 +136,21 @@ impl ContestBook {
 
     /// The definitions of the contests `votes` name.
     pub async fn load<'a>(&self, votes: impl Iterator<Item = &'a Located>) -> Result<Contests, ContestStoreError> {
-        let mut ids: Vec<&str> = votes.filter_map(|v| v.vote.contest.as_deref()).collect();
-        ids.sort_unstable();
-        ids.dedup();
+        // Each named contest and the newest vote's receipt time for it.
+        let mut newest: HashMap<&str, i64> = HashMap::new();
+        for v in votes {
+            if let Some(id) = v.vote.contest.as_deref() {
+                let at = newest.entry(id).or_insert(i64::MIN);
+                *at = (*at).max(v.vote.received_at_ms);
+            }
+        }
         let mut out = Contests::new();
-        for id in ids {
+        for (id, newest_ms) in newest {
             let cached = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned();
             let def = match cached {
-                Some((def, at)) if at.elapsed() < Duration::from_secs(1) => def,
+                Some((def, at, read_ms)) if at.elapsed() < Duration::from_secs(1) && newest_ms.saturating_add(RECEIVED_MARGIN_MS) < read_ms => def,
                 _ => {
+                    let read_ms = now_ms();
                     // MongoDB's record first: Redis may hold an older
                     // definition (restored from an older snapshot).
                     let def = match self.log.contest(id).await.map_err(|e| ContestStoreError::Corrupt { id: id.to_owned(), error: e.to_string() })? {
@@ -142,7 +158,7 @@ impl ContestBook {
                         None => self.store.get(id).await?,
                     };
                     let def = def.map(Arc::new);
-                    self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.to_owned(), (def.clone(), Instant::now()));
+                    self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.to_owned(), (def.clone(), Instant::now(), read_ms));
                     def
                 }
             };
