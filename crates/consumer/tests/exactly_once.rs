@@ -247,7 +247,7 @@ async fn kill_9_mid_stream_loses_and_doubles_nothing() {
 
 /// Restart a real service through the project's own script.
 fn restart_service(name: &str) {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
+    let script = bandvote_testkit::repo_root().join("scripts/services.sh");
     let status = Command::new("bash").arg(script).args(["restart", name]).status().expect("services.sh");
     assert!(status.success(), "restarting {name}");
 }

@@ -631,7 +631,9 @@ mod tests {
         let mut index: Vec<IndexEntry> = text.lines().filter_map(|t| b.push(leaf_hash(t.as_bytes()))).collect();
         index.extend(b.finish().0);
         let meta = serde_json::json!({ "contest": contest, "root": s.root, "by_band": s.by_band, "by_status": s.by_status, "receipts": votes, "index": index });
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        // At run time (`cargo test` sets it): a binary built in another checkout keeps its compile-time path.
+        let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from);
+        let dir = crate_dir.join("../../tests/fixtures");
         if std::env::var_os("BANDVOTE_WRITE_FIXTURES").is_some() {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("bulletin-sample.ndjson"), &text).unwrap();

@@ -35,7 +35,7 @@ fn run(program: &str, args: &[&str]) -> (bool, String) {
 
 /// Both verifiers on `bulletin` against `certificate` and `index`: they agree, and say it.
 fn both(bulletin: &Path, certificate: &Path, index: Option<&Path>) -> [(bool, String); 2] {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/bulletin_verifier.py");
+    let python = kit::repo_root().join("tests/python/bulletin_verifier.py");
     let (b, c) = (bulletin.to_str().unwrap(), certificate.to_str().unwrap());
     let mut ours = vec!["contest", "verify", "--bulletin", b, "--certificate", c];
     let mut theirs = vec![python.to_str().unwrap(), b, "--certificate", c];

@@ -22,7 +22,7 @@ const PLUGIN_COMMANDS: &[&str] = &[
 ];
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    bandvote_testkit::repo_root()
 }
 
 /// `user <name> <rules…>` lines of the ACL file, passwords filled in.

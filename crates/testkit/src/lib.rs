@@ -27,6 +27,15 @@ pub fn mongo_url() -> String {
     std::env::var("BANDVOTE_MONGO_URL").unwrap_or_else(|_| "mongodb://127.0.0.1:27017/".into())
 }
 
+/// The checkout the tests run from, read when they run (`CARGO_MANIFEST_DIR`,
+/// which `cargo test` sets, is two levels below it): a target dir shared by
+/// checkouts at different paths keeps test binaries built in another one,
+/// whose compile-time `env!("CARGO_MANIFEST_DIR")` names a path that may be gone.
+pub fn repo_root() -> std::path::PathBuf {
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from);
+    crate_dir.join("../..")
+}
+
 /// A name no other test run uses: `prefix-<uuid>`.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
