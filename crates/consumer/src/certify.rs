@@ -138,121 +138,108 @@ pub async fn certify(
         Taken::Lease(lease) => lease,
         Taken::Certified(c) => return Ok((c, false)),
     };
-    let result = certify_holding(brokers, topic, contest, contests, counters, log, reports, wait, settle, &lease).await;
+    // Everything below runs holding the lease; it is given back whatever the outcome.
+    let result: Result<(Certificate, bool), CertifyError> = async {
+        let settled_at = contest.closes_at_ms.saturating_add(i64::try_from(settle.after_close().as_millis()).unwrap_or(i64::MAX));
+        let left = settled_at - now_ms();
+        if left > 0 {
+            eprintln!("certify: waiting {left} ms after the close for votes received before it, and their retries, to reach Kafka (claim window + delivery timeout + 1 s + clock skew)");
+            tokio::time::sleep(Duration::from_millis(left as u64)).await;
+        }
+        wait_for_intakes(contest, reports, wait, settle).await?;
+        // 1. Kafka: the contest's distinct vote ids, up to the ends taken now
+        // (after the close), and the last offset per partition that holds the
+        // first record of one of them (what must be applied).
+        let (b, t, cid) = (brokers.to_owned(), topic.to_owned(), id.to_owned());
+        let ends = tokio::task::spawn_blocking(move || end_offsets(&b, &t)).await.map_err(store_err)??;
+        let (b, t) = (brokers.to_owned(), topic.to_owned());
+        let (mut in_kafka, needed) = tokio::task::spawn_blocking(move || {
+            let mut ids = KafkaVotes::new();
+            let mut needed: BTreeMap<i32, i64> = BTreeMap::new();
+            bandvote_kafka::scan_topic(&b, &t, Duration::from_secs(10), Duration::from_secs(600), |m| {
+                if let Ok(v) = record::decode(m.payload().unwrap_or_default())
+                    && v.contest.as_deref() == Some(cid.as_str())
+                    && let std::collections::hash_map::Entry::Vacant(e) = ids.entry(fingerprint(&leaf_id(&cid, &v.vote_id)))
+                {
+                    e.insert((m.partition(), m.offset()));
+                    let last = needed.entry(m.partition()).or_insert(-1);
+                    *last = (*last).max(m.offset());
+                }
+            })
+            .map(|()| (ids, needed))
+        })
+        .await
+        .map_err(store_err)?
+        .map_err(store_err)?;
+        // 2. The consumer has applied all of them (repeats and other records
+        // after them need not be: they count nothing in this contest).
+        let started = Instant::now();
+        loop {
+            let applied = counters.applied_offsets(topic).await.map_err(store_err)?;
+            let behind = needed.iter().find(|(p, last)| applied.get(p).copied().unwrap_or(-1) < **last);
+            let Some((p, last)) = behind else { break };
+            if started.elapsed() > wait {
+                return Err(CertifyError::NotApplied { partition: *p, applied: applied.get(p).copied().unwrap_or(-1), end: *last + 1, waited: wait });
+            }
+            eprintln!("certify: waiting for the consumer: partition {p} applied up to {} of {last}", applied.get(p).copied().unwrap_or(-1));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        // 3. MongoDB, read once, the bulletin written as it goes (cleared
+        // first: only while this certify still holds the lease).
+        let votes_in_kafka = in_kafka.len();
+        lease.still_held().await?;
+        if let Some(c) = log.certificate(id).await.map_err(store_err)? {
+            // Certified by another certify while this one's lease had run out:
+            // its bulletin is the certified one, never cleared.
+            return Ok((c, false));
+        }
+        let pass = write_bulletin(log, id, &mut in_kafka).await?;
+        let mut diffs = Vec::new();
+        if !in_kafka.is_empty() || !pass.not_in_kafka.is_empty() {
+            let kafka_only: Vec<String> = in_kafka.values().take(5).map(|(p, o)| format!("partition {p} offset {o}")).collect();
+            diffs.push(format!(
+                "votes: {votes_in_kafka} in Kafka, {} in MongoDB (in Kafka only: {}, first few: {kafka_only:?}; in MongoDB only, first few: {:?})",
+                pass.bulletin.lines,
+                in_kafka.len(),
+                pass.not_in_kafka
+            ));
+        }
+        let LogPass { bulletin: Summary { lines, root, by_band, by_status }, digest, .. } = pass;
+        // 4. Redis's live tally against the log.
+        let tally = contests.tally(id).await.map_err(store_err)?;
+        let total: i64 = by_band.values().sum();
+        if tally.total as i64 != total {
+            diffs.push(format!("counted: MongoDB {total}, Redis {}", tally.total));
+        }
+        compare("band", &by_band, &tally.by_band, &mut diffs);
+        compare("status", &by_status, &tally.by_status, &mut diffs);
+        if !diffs.is_empty() {
+            return Err(CertifyError::Differences(diffs));
+        }
+        let certificate = Certificate {
+            contest: id.to_owned(),
+            title: contest.title.clone(),
+            certified_at_ms: now_ms(),
+            total,
+            by_band,
+            by_status,
+            end_offsets: ends.iter().map(|(p, o)| (p.to_string(), *o)).collect(),
+            votes_in_kafka: votes_in_kafka as i64,
+            digest,
+            bulletin_root: root,
+            bulletin_lines: lines as i64,
+        };
+        lease.still_held().await?;
+        let written = log.save_certificate(&certificate).await.map_err(store_err)?;
+        if !written {
+            // Another certify won the race: show the one stored.
+            return log.certificate(id).await.map_err(store_err)?.map(|c| (c, false)).ok_or_else(|| store_err("certificate vanished"));
+        }
+        Ok((certificate, true))
+    }
+    .await;
     lease.release().await;
     result
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn certify_holding(
-    brokers: &str,
-    topic: &str,
-    contest: &Contest,
-    contests: &ContestStore,
-    counters: &Counters,
-    log: &VoteLog,
-    reports: &PublishedThrough,
-    wait: Duration,
-    settle: Settle,
-    lease: &Lease,
-) -> Result<(Certificate, bool), CertifyError> {
-    let id = contest.id.as_str();
-    let settled_at = contest.closes_at_ms.saturating_add(i64::try_from(settle.after_close().as_millis()).unwrap_or(i64::MAX));
-    let left = settled_at - now_ms();
-    if left > 0 {
-        eprintln!("certify: waiting {left} ms after the close for votes received before it, and their retries, to reach Kafka (claim window + delivery timeout + 1 s + clock skew)");
-        tokio::time::sleep(Duration::from_millis(left as u64)).await;
-    }
-    wait_for_intakes(contest, reports, wait, settle).await?;
-    // 1. Kafka: the contest's distinct vote ids, up to the ends taken now
-    // (after the close), and the last offset per partition that holds the
-    // first record of one of them (what must be applied).
-    let (b, t, cid) = (brokers.to_owned(), topic.to_owned(), id.to_owned());
-    let ends = tokio::task::spawn_blocking(move || end_offsets(&b, &t)).await.map_err(store_err)??;
-    let (b, t) = (brokers.to_owned(), topic.to_owned());
-    let (mut in_kafka, needed) = tokio::task::spawn_blocking(move || {
-        let mut ids = KafkaVotes::new();
-        let mut needed: BTreeMap<i32, i64> = BTreeMap::new();
-        bandvote_kafka::scan_topic(&b, &t, Duration::from_secs(10), Duration::from_secs(600), |m| {
-            if let Ok(v) = record::decode(m.payload().unwrap_or_default())
-                && v.contest.as_deref() == Some(cid.as_str())
-                && let std::collections::hash_map::Entry::Vacant(e) = ids.entry(fingerprint(&leaf_id(&cid, &v.vote_id)))
-            {
-                e.insert((m.partition(), m.offset()));
-                let last = needed.entry(m.partition()).or_insert(-1);
-                *last = (*last).max(m.offset());
-            }
-        })
-        .map(|()| (ids, needed))
-    })
-    .await
-    .map_err(store_err)?
-    .map_err(store_err)?;
-    // 2. The consumer has applied all of them (repeats and other records
-    // after them need not be: they count nothing in this contest).
-    let started = Instant::now();
-    loop {
-        let applied = counters.applied_offsets(topic).await.map_err(store_err)?;
-        let behind = needed.iter().find(|(p, last)| applied.get(p).copied().unwrap_or(-1) < **last);
-        let Some((p, last)) = behind else { break };
-        if started.elapsed() > wait {
-            return Err(CertifyError::NotApplied { partition: *p, applied: applied.get(p).copied().unwrap_or(-1), end: *last + 1, waited: wait });
-        }
-        eprintln!("certify: waiting for the consumer: partition {p} applied up to {} of {last}", applied.get(p).copied().unwrap_or(-1));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    // 3. MongoDB, read once, the bulletin written as it goes (cleared
-    // first: only while this certify still holds the lease).
-    let votes_in_kafka = in_kafka.len();
-    lease.still_held().await?;
-    if let Some(c) = log.certificate(id).await.map_err(store_err)? {
-        // Certified by another certify while this one's lease had run out:
-        // its bulletin is the certified one, never cleared.
-        return Ok((c, false));
-    }
-    let pass = write_bulletin(log, id, &mut in_kafka).await?;
-    let mut diffs = Vec::new();
-    if !in_kafka.is_empty() || !pass.not_in_kafka.is_empty() {
-        let kafka_only: Vec<String> = in_kafka.values().take(5).map(|(p, o)| format!("partition {p} offset {o}")).collect();
-        diffs.push(format!(
-            "votes: {votes_in_kafka} in Kafka, {} in MongoDB (in Kafka only: {}, first few: {kafka_only:?}; in MongoDB only, first few: {:?})",
-            pass.bulletin.lines,
-            in_kafka.len(),
-            pass.not_in_kafka
-        ));
-    }
-    let LogPass { bulletin: Summary { lines, root, by_band, by_status }, digest, .. } = pass;
-    // 4. Redis's live tally against the log.
-    let tally = contests.tally(id).await.map_err(store_err)?;
-    let total: i64 = by_band.values().sum();
-    if tally.total as i64 != total {
-        diffs.push(format!("counted: MongoDB {total}, Redis {}", tally.total));
-    }
-    compare("band", &by_band, &tally.by_band, &mut diffs);
-    compare("status", &by_status, &tally.by_status, &mut diffs);
-    if !diffs.is_empty() {
-        return Err(CertifyError::Differences(diffs));
-    }
-    let certificate = Certificate {
-        contest: id.to_owned(),
-        title: contest.title.clone(),
-        certified_at_ms: now_ms(),
-        total,
-        by_band,
-        by_status,
-        end_offsets: ends.iter().map(|(p, o)| (p.to_string(), *o)).collect(),
-        votes_in_kafka: votes_in_kafka as i64,
-        digest,
-        bulletin_root: root,
-        bulletin_lines: lines as i64,
-    };
-    lease.still_held().await?;
-    let written = log.save_certificate(&certificate).await.map_err(store_err)?;
-    if !written {
-        // Another certify won the race: show the one stored.
-        return log.certificate(id).await.map_err(store_err)?.map(|c| (c, false)).ok_or_else(|| store_err("certificate vanished"));
-    }
-    Ok((certificate, true))
 }
 
 /// How long a certify's lease on its contest lasts unless renewed (it is,
