@@ -14,9 +14,11 @@ NISSHI_VERSION=0.8.1
 NISSHI_MIN_RUSTC=1.96
 SECANTUS_VERSION=0.5.3-beta.196
 WAC_VERSION=0.12.0
-WASMTIME_VERSION=48.0.8
-# The wasmtime that SpinKube's current shim (containerd-shim-spin v0.24, Spin 3.6.3)
-# embeds: the intake and the Spin artifact are tested on it too (README, "Runtimes").
+# The wasmtimes the Spin artifact is tested on (README, "Runtimes"): the one the
+# newest Spin (4.0.2) embeds, and the one SpinKube's current shim
+# (containerd-shim-spin v0.24, Spin 3.6.3) embeds. Our own host's wasmtime
+# (48.0.8) is a library of the workspace, not a CLI.
+WASMTIME_VERSION=44.0.0
 WASMTIME_SPIN_VERSION=42.0.2
 MACHETE_VERSION=0.9.2
 
@@ -98,7 +100,8 @@ if [ "$MODE" = demo ]; then
   log "setup done (demo: the test tools — wac, the wasmtime CLIs, cargo-machete, the Python venv, npm — come with scripts/setup.sh)"
   exit 0
 fi
-# Composing the Spin artifact and proving it runs on plain wasmtime (serve + wasi-config only).
+# Composing the Spin artifact and proving it runs on plain wasmtime (serve + wasi-config only),
+# as Spin 4.0.2 embeds it.
 TAKES="about 3 min" install_crate wac-cli "$WAC_VERSION" wac --no-default-features
 TAKES="about 9 min" install_crate wasmtime-cli "$WASMTIME_VERSION" wasmtime --no-default-features \
   --features run,serve,wasi-config,cranelift,component-model,component-model-async,cache,parallel-compilation

@@ -21,8 +21,8 @@ export BANDVOTE_SPIN_WASM
 # The same, with configuration from the environment, for plain `wasmtime serve`.
 export BANDVOTE_WASMTIME_SERVE_WASM="${BANDVOTE_SPIN_WASM%_spin.wasm}_wasmtime.wasm"
 # The runtimes the Spin artifact is tested on: the wasmtime SpinKube's shim
-# embeds (containerd-shim-spin v0.24 / Spin 3.6.3) and ours (both from setup.sh).
-export BANDVOTE_SPIN_RUNTIMES="42.0.2=$TOOLS/wasmtime-42.0.2/bin/wasmtime 48.0.8=$TOOLS/bin/wasmtime"
+# embeds (containerd-shim-spin v0.24 / Spin 3.6.3) and the newest Spin's (4.0.2; both from setup.sh).
+export BANDVOTE_SPIN_RUNTIMES="42.0.2=$TOOLS/wasmtime-42.0.2/bin/wasmtime 44.0.0=$TOOLS/bin/wasmtime"
 bash scripts/services.sh start
 
 log "cargo test (all native crates; the component is exercised through the host tests)"

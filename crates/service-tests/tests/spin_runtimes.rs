@@ -1,7 +1,7 @@
 //! The Spin artifact (the intake composed with the REST adapter) on the
 //! runtimes users run it on: `wasmtime serve` of the wasmtime that SpinKube's
-//! shim embeds (42.0.2: containerd-shim-spin v0.24 / Spin 3.6.3) and of ours
-//! (48.0.8). Through the real REST bridge (`bandvote-grpc --rest-listen`) to
+//! shim embeds (42.0.2: containerd-shim-spin v0.24 / Spin 3.6.3) and of the one
+//! the newest Spin embeds (44.0.0: Spin 4.0.2). Through the real REST bridge (`bandvote-grpc --rest-listen`) to
 //! nisshi, then the real consumer: every 201 is counted once in Redis and
 //! stored once in MongoDB; bad input gets its 400 / 413 / 422; a bridge that
 //! stops answering costs a vote a 503 within 10 s.
@@ -11,7 +11,7 @@
 //! the REST adapter are the same bytes as in the Spin artifact).
 //!
 //! Needs `BANDVOTE_WASMTIME_SERVE_WASM` (scripts/build-spin.sh) and
-//! `BANDVOTE_SPIN_RUNTIMES` ("42.0.2=/path/to/wasmtime 48.0.8=/path/…",
+//! `BANDVOTE_SPIN_RUNTIMES` ("42.0.2=/path/to/wasmtime 44.0.0=/path/…",
 //! set by scripts/test.sh from scripts/setup.sh's installs).
 
 use std::net::SocketAddr;
@@ -50,7 +50,7 @@ fn serve(wasmtime: &str, version: &str, wasm: &str, listen: SocketAddr, rest: So
     let log = std::fs::File::create(log_dir().join(format!("wasmtime-serve-{version}.log"))).expect("log file");
     KillOnDrop(
         Command::new(wasmtime)
-            // The pooling allocator is not compiled into our minimal 48 CLI; off on both.
+            // The pooling allocator is not compiled into our minimal 44 CLI; off on both.
             .args(["serve", "--addr", &listen.to_string(), "-O", "pooling-allocator=n", "-S", "cli=y"])
             .arg("--env")
             .arg(format!("KAFKA_REST_URL=http://{rest}"))
