@@ -28,6 +28,10 @@ pub struct ConsumerConfig {
     /// pod name); empty = dynamic membership.
     #[arg(long, env = "BANDVOTE_CONSUMER_INSTANCE_ID", default_value = "")]
     pub instance_id: String,
+    /// librdkafka debug contexts for the group consumer (e.g. `cgrp,broker`;
+    /// empty: none), logged at debug level to trace a rebalance or a reconnect.
+    #[arg(long, env = "BANDVOTE_KAFKA_DEBUG", default_value = "")]
+    pub kafka_debug: String,
     #[arg(long, env = "BANDVOTE_REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
     pub redis_url: String,
     /// Prefix for every Redis key (empty in production; tests use their own).

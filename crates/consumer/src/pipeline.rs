@@ -483,6 +483,9 @@ impl Pipeline {
         if !config.instance_id.is_empty() {
             client.set("group.instance.id", &config.instance_id);
         }
+        if !config.kafka_debug.is_empty() {
+            client.set("debug", &config.kafka_debug);
+        }
         client
             .set("bootstrap.servers", &config.kafka_brokers)
             .set("group.id", &config.group)

@@ -32,6 +32,7 @@ async fn isolated(name: &str, partitions: i32) -> ConsumerConfig {
         batch_wait_ms: 20,
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         instance_id: String::new(),
+        kafka_debug: String::new(),
         topic,
     }
 }

@@ -18,6 +18,7 @@ pub fn isolated_consumer(name: &str, topic: &str) -> ConsumerConfig {
         dlq_timeout_ms: 5_000,
         group: kit::unique("grp"),
         instance_id: kit::unique("consumer"),
+        kafka_debug: String::new(),
         redis_url: kit::redis_url(),
         redis_prefix: format!("{}:", kit::unique(name)),
         mongo_url: kit::mongo_url(),
