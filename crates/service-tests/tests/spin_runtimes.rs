@@ -81,7 +81,7 @@ async fn client_gone(addr: SocketAddr) {
 }
 
 #[tokio::test]
-async fn spin_artifact_on_spinkube_and_our_wasmtime_answers_and_counts_once() {
+async fn spin_artifact_on_spinkube_and_the_newest_spin_answers_and_counts_once() {
     let wasm = std::env::var("BANDVOTE_WASMTIME_SERVE_WASM").expect("BANDVOTE_WASMTIME_SERVE_WASM: run through scripts/test.sh (scripts/build-spin.sh)");
     let topic = kit::fresh_topic("spin", 2).await;
     bandvote_kafka::ensure_topic(&kit::kafka_brokers(), &format!("{topic}-dlq"), 1).await.unwrap();

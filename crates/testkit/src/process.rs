@@ -42,12 +42,14 @@ impl Service {
     }
 
     /// Start it; stderr and stdout go to `<log_dir>/<name>.log` (appended).
+    /// Its log filter: its own `RUST_LOG` if set, else `BANDVOTE_TEST_RUST_LOG`
+    /// from the test's environment (to trace one run), else `warn`.
     pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log_dir().join(format!("{}.log", self.name))).expect("log file");
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args).envs(self.envs.iter().cloned()).stdout(log.try_clone().expect("log fd")).stderr(log).stdin(Stdio::null());
         if !self.envs.iter().any(|(k, _)| k == "RUST_LOG") {
-            cmd.env("RUST_LOG", "warn");
+            cmd.env("RUST_LOG", std::env::var("BANDVOTE_TEST_RUST_LOG").unwrap_or_else(|_| "warn".into()));
         }
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
