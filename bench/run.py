@@ -16,6 +16,8 @@ Everything runs on loopback and stops by itself. Measured:
   * Consumer throughput (votes/s applied to Redis + MongoDB) replaying the topic.
   * A contest's per-voter cap: the consumer replaying contest votes with and
     without a cap (alternated), and Redis bytes per voter.
+  * The Spin route (issue 32): the Spin artifact under `wasmtime serve` 42.0.2
+    through the REST bridge, alternated with the wasm host at 64 and 256.
   * Instance reuse (issue 24): the sandbox and the wasm host with
     --instance-reuse N for each N in BANDVOTE_BENCH_REUSE, alternated, at 256.
   * Host RSS under load; per-request instantiation time (host metrics).
@@ -173,17 +175,18 @@ def cpu_seconds(pid):
 def alternated(targets):
     """Each target REPEATS times in a rotating order (so drift between runs
     does not become a ratio), each run with the serving process's CPU per
-    acknowledged vote. `targets`: name → (run, pid). The median of each figure
-    per target."""
+    acknowledged vote. `targets`: name → (run, pid or a tuple of the pids
+    that serve it together). The median of each figure per target."""
     names = list(targets)
     runs = {n: [] for n in names}
     for rep in range(REPEATS):
         for name in names[rep % len(names):] + names[:rep % len(names)]:
             fn, pid = targets[name]
-            cpu0 = cpu_seconds(pid)
+            pids = pid if isinstance(pid, tuple) else (pid,)
+            cpu0 = sum(cpu_seconds(p) for p in pids)
             r = fn()
             acked = r["acked_per_sec"] * SECONDS
-            r["cpu_us_per_acked"] = round(1e6 * (cpu_seconds(pid) - cpu0) / acked, 1) if acked else None
+            r["cpu_us_per_acked"] = round(1e6 * (sum(cpu_seconds(p) for p in pids) - cpu0) / acked, 1) if acked else None
             runs[name].append(r)
             time.sleep(1)
     return {n: medians(rs) for n, rs in runs.items()}
@@ -265,6 +268,54 @@ def reuse_phase(wasm, common, native_instant):
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=20)
     return {"sandbox": sb, "host": hs, "native_instant": native_instant}
+
+
+SPIN_LEVELS = [int(x) for x in os.environ.get("BANDVOTE_BENCH_SPIN_LEVELS", "64,256").split(",")]
+SPIN_WASMTIME = os.environ.get("BANDVOTE_BENCH_SPIN_WASMTIME", str(CACHE / "tools/wasmtime-42.0.2/bin/wasmtime"))
+
+
+def time_wait_to(port):
+    """TCP connections to `port` closed in the last minute (sockets in TIME-WAIT)."""
+    out = run(["ss", "-Htan", "state", "time-wait", f"( dport = :{port} or sport = :{port} )"])
+    return len(out.splitlines())
+
+
+def spin_route_phase(host_pid, grpc_pid, bridge_port):
+    """The Spin route (issue 32): the Spin artifact (the intake composed with
+    the REST adapter, configuration from the environment) under `wasmtime
+    serve` of the wasmtime SpinKube's shim embeds (42.0.2, pooling allocator
+    on, as Spin runs), publishing through the REST bridge of bandvote-grpc,
+    alternated with the wasm host at each of SPIN_LEVELS connections. CPU per
+    vote: wasmtime serve and the bridge's process together. Connections: the
+    TCP connections to the bridge closed during a run, per acknowledged vote
+    (1.0: a new connection for every vote)."""
+    spin_wasm = run(["bash", "scripts/build-spin.sh"]).strip()
+    serve_wasm = spin_wasm.replace("_spin.wasm", "_wasmtime.wasm")
+    version = run([SPIN_WASMTIME, "--version"]).split()[1]
+    serve = start("spin-route", [SPIN_WASMTIME, "serve", "--addr", "127.0.0.1:28090", "-O", "pooling-allocator=y", "-S", "cli=y",
+                                 "--env", f"KAFKA_REST_URL=http://127.0.0.1:{bridge_port}", "--env", f"KAFKA_TOPIC={TOPIC}", serve_wasm])
+    time.sleep(2)
+    code = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-d", VOTE, "http://127.0.0.1:28090/"],
+                          capture_output=True, text=True).stdout
+    if code != "201":
+        raise RuntimeError(f"the Spin route under wasmtime serve {version} answered {code!r} to a vote")
+    out = {"wasmtime": version}
+    for c in SPIN_LEVELS:
+        connections = []
+
+        def spin_run(c=c):
+            before = time_wait_to(bridge_port)
+            r = from_wrk(wrk("http://127.0.0.1:28090/", f"Spin route (wasmtime serve {version} + REST bridge)", c))
+            connections.append(round((time_wait_to(bridge_port) - before) / max(1, r["acked_per_sec"] * SECONDS), 3))
+            return r
+        o = alternated({"wasm_host": (lambda c=c: from_wrk(wrk("http://127.0.0.1:28080/", "wasm host", c)), host_pid),
+                        "spin_route": (spin_run, (serve.pid, grpc_pid))})
+        o["spin_route"]["bridge_connections_per_vote"] = median(connections)
+        o["ratio_spin_to_host"] = ratio(o["spin_route"], o["wasm_host"])
+        out[str(c)] = o
+    serve.send_signal(signal.SIGTERM)
+    serve.wait(timeout=20)
+    return out
 
 
 def counter_by_label(text, name):
@@ -624,6 +675,12 @@ def main():
     save(results)
     results["reuse_256"] = reuse_phase(wasm, common, sb["native_instant"])
     save(results)
+    try:
+        results["spin_route"] = spin_route_phase(host.pid, grpc.pid, 28082)
+    except Exception as e:  # reported in results.md, the rest of the run goes on
+        log(f"the Spin route phase failed: {e}")
+        results["spin_route"] = {"error": str(e)[-500:]}
+    save(results)
     wasm_max = max(results["capacity"]["wasm_host"][str(c)]["acked_per_sec"] for c in LEVELS)
     results["open_loop_wasm_host"] = {"measured_max_per_sec": wasm_max, "rates": open_loop("http://127.0.0.1:28080/", wasm_max)}
     host_metrics = metrics("http://127.0.0.1:29180/metrics")
@@ -667,6 +724,7 @@ def main():
     results["fuzz"] = fuzz()
     results["targets"] = check_targets(results)
     results["targets_issue_24"] = check_issue_24(results)
+    results["targets_issue_32"] = check_issue_32(results)
     save(results)
     (ROOT / "bench/results.md").write_text(markdown(results))
     print(markdown(results))
@@ -736,6 +794,44 @@ def check_issue_24(r):
     return [{"target": t, "measured": m, "met": bool(ok), "figures": why} for t, m, ok, why in rows]
 
 
+def check_issue_32(r):
+    """Issue 32's targets, each checked against this run's figures."""
+    cap, top = r["capacity"], str(r["levels"][-1])
+    w, sb = cap["wasm_host"], r["sandbox_256"]
+    cpu = lambda t, lv: cap[t].get(lv, {}).get("cpu_us_per_acked")
+    host, native = cpu("wasm_host", "256"), cpu("native_intake", "256")
+    wasm_max = r["open_loop_wasm_host"]["measured_max_per_sec"]
+    below_max = [x for x in r["open_loop_wasm_host"]["rates"] if x["fraction_of_max"] < 1]
+    rows = [
+        ("host CPU per acknowledged vote ≤ 1.5 × the native intake's at 256 in flight",
+         f"{round(host / native, 2) if host and native else None} ×", bool(host and native and host <= 1.5 * native),
+         f"wasm host {host} µs, native intake {native} µs"),
+        ("host CPU per acknowledged vote ≤ 100 µs at 256 in flight", f"{host} µs", (host or 1e9) <= 100, ""),
+        ("sandbox alone (instant publisher): wasm / native ≥ 0.6", f"{sb['ratio_wasm_to_native']}", sb["ratio_wasm_to_native"] >= 0.6,
+         f"{sb['wasm_instant']['acked_per_sec']:.0f} vs {sb['native_instant']['acked_per_sec']:.0f} requests/s"),
+    ]
+    sr = r.get("spin_route") or {}
+    if sr.get("error"):
+        rows.append(("Spin route ≥ 0.8 × the wasm host", "not measured", False, sr["error"][-200:]))
+    for lv in (k for k in sr if k.isdigit()):
+        o = sr[lv]
+        rows.append((f"Spin route (wasmtime serve {sr['wasmtime']} + REST bridge) ≥ 0.8 × the wasm host at {lv} connections",
+                     f"{o['ratio_spin_to_host']} ×", o["ratio_spin_to_host"] >= 0.8,
+                     f"{o['spin_route']['acked_per_sec']:.0f} vs {o['wasm_host']['acked_per_sec']:.0f} votes/s; CPU per vote "
+                     f"{o['spin_route'].get('cpu_us_per_acked')} µs (serve + bridge) vs {o['wasm_host'].get('cpu_us_per_acked')} µs; "
+                     f"{o['spin_route']['bridge_connections_per_vote']} bridge connections closed per vote"))
+    rows += [
+        ("consumer ≥ 2 × the wasm host's maximum", f"{round((r['consumer'].get('votes_per_sec') or 0) / max(1, wasm_max), 2)} ×",
+         (r["consumer"].get("votes_per_sec") or 0) >= 2 * wasm_max, f"{r['consumer'].get('votes_per_sec')} votes/s vs {wasm_max:.0f}/s"),
+        (f"p99 < 500 ms at {top}", f"{w[top]['latency_ms_p99']} ms", w[top]["latency_ms_p99"] < 500, ""),
+        (f"no errors other than 503 at {top}", f"{w[top]['errors']} errors", w[top]["errors"] == 0, ""),
+        ("no 503 below the maximum (open loop below 1 × max)",
+         ", ".join(f"{100 * x['refused_share']:.1f}% at {x['fraction_of_max']} ×" for x in below_max),
+         all(x["refused_share"] == 0 for x in below_max), ""),
+    ]
+    return [{"target": t, "measured": m, "met": bool(ok), "figures": why} for t, m, ok, why in rows]
+
+
 def markdown(r):
     m, cap = r["machine"], r["capacity"]
     out = [f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), {m['memory_mib']} MiB, everything on loopback "
@@ -783,6 +879,16 @@ def markdown(r):
             h = ru["host"][n]
             out.append(f"| {n} | {row(ru['sandbox'][n])} | {ru['sandbox'][n]['ratio_wasm_to_native']} | {row(h)} | {h['ratio_to_reuse_1']} | "
                        f"{h['instances'].get('fresh', 0)} / {h['instances'].get('reused', 0)} |")
+    if r.get("spin_route", {}).get("error"):
+        out += ["", f"## The Spin route (issue 32): not measured: {r['spin_route']['error'][-300:]}"]
+    elif r.get("spin_route"):
+        sr = r["spin_route"]
+        row = lambda x: f"{x['acked_per_sec']:.0f} ({x['latency_ms_p50']} / {x['latency_ms_p99']}, {100 * x['refused_share']:.1f}%; {x.get('cpu_us_per_acked')} µs CPU)"
+        out += ["", f"## The Spin route: the Spin artifact under wasmtime serve {sr['wasmtime']} (SpinKube's shim) through the REST bridge, alternated with the wasm host (issue 32)", "",
+                "| connections | Spin route (CPU: serve + bridge) | wasm host | Spin / host | bridge connections closed per vote |", "|---:|---:|---:|---:|---:|"]
+        for lv in (k for k in sr if k.isdigit()):
+            o = sr[lv]
+            out.append(f"| {lv} | {row(o['spin_route'])} | {row(o['wasm_host'])} | {o['ratio_spin_to_host']} | {o['spin_route']['bridge_connections_per_vote']} |")
     e, c, hs, g = r["end_to_end"], r["consumer"], r["host"], r["grpc"]["stream_batches_of_50"]
     out += ["", f"- gRPC client streaming (batches of 50, 8 streams): {g['acked_per_sec']:.0f} votes/s, p99 {g['latency_ms_p99']} ms per batch",
             f"- ack → counted in Redis at {e['rate_votes_per_sec']:.0f} votes/s (50% of the wasm max): p50 {e['ack_to_counted_ms_p50']} ms, "
@@ -817,6 +923,9 @@ def markdown(r):
     if r.get("targets_issue_24"):
         out += ["", "## Issue 24's targets, checked against the figures above", "", "| target | measured | met | the figures behind it |", "|---|---:|:---:|---|"]
         out += [f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'no'} | {t['figures']} |" for t in r["targets_issue_24"]]
+    if r.get("targets_issue_32"):
+        out += ["", "## Issue 32's targets, checked against the figures above", "", "| target | measured | met | the figures behind it |", "|---|---:|:---:|---|"]
+        out += [f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'no'} | {t['figures']} |" for t in r["targets_issue_32"]]
     return "\n".join(out) + "\n"
 
 
