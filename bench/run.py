@@ -284,7 +284,7 @@ def spin_route_phase(host_pid, grpc_pid, bridge_port):
     """The Spin route (issue 32): the Spin artifact (the intake composed with
     the REST adapter, configuration from the environment) under `wasmtime
     serve` of the wasmtime SpinKube's shim embeds (42.0.2, pooling allocator
-    on, as Spin runs), publishing through the REST bridge of bandvote-grpc,
+    on, as Spin runs; its totals raised to 4,000), publishing through the REST bridge of bandvote-grpc,
     alternated with the wasm host at each of SPIN_LEVELS connections. CPU per
     vote: wasmtime serve and the bridge's process together. Connections: the
     TCP connections the machine accepted during a run, less wrk's own, per
@@ -293,7 +293,11 @@ def spin_route_phase(host_pid, grpc_pid, bridge_port):
     spin_wasm = run(["bash", "scripts/build-spin.sh"]).strip()
     serve_wasm = spin_wasm.replace("_spin.wasm", "_wasmtime.wasm")
     version = run([SPIN_WASMTIME, "--version"]).split()[1]
-    serve = start("spin-route", [SPIN_WASMTIME, "serve", "--addr", "127.0.0.1:28090", "-O", "pooling-allocator=y", "-S", "cli=y",
+    serve = start("spin-route", [SPIN_WASMTIME, "serve", "--addr", "127.0.0.1:28090", "-O", "pooling-allocator=y",
+                                 # The composed artifact takes several core instances, memories and tables per
+                                 # request; the defaults (1,000 of each in all) refused 76% at 256 (run of 2026-12-07).
+                                 "-O", "pooling-total-core-instances=4000", "-O", "pooling-total-memories=4000",
+                                 "-O", "pooling-total-tables=4000", "-S", "cli=y",
                                  "--env", f"KAFKA_REST_URL=http://127.0.0.1:{bridge_port}", "--env", f"KAFKA_TOPIC={TOPIC}", serve_wasm])
     time.sleep(2)
     code = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-d", VOTE, "http://127.0.0.1:28090/"],
