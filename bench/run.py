@@ -299,7 +299,7 @@ def spin_route_phase(host_pid, grpc_pid, bridge_port):
                                  "-O", "pooling-total-core-instances=4000", "-O", "pooling-total-memories=4000",
                                  "-O", "pooling-total-tables=4000", "-S", "cli=y",
                                  "--env", f"KAFKA_REST_URL=http://127.0.0.1:{bridge_port}", "--env", f"KAFKA_TOPIC={TOPIC}", serve_wasm])
-    time.sleep(2)
+    wait_http("http://127.0.0.1:28090/")
     code = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-d", VOTE, "http://127.0.0.1:28090/"],
                           capture_output=True, text=True).stdout
     if code != "201":

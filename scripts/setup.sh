@@ -103,11 +103,11 @@ fi
 # Composing the Spin artifact and proving it runs on plain wasmtime (serve + wasi-config only),
 # as Spin 4.0.2 embeds it.
 TAKES="about 3 min" install_crate wac-cli "$WAC_VERSION" wac --no-default-features
-TAKES="about 9 min" install_crate wasmtime-cli "$WASMTIME_VERSION" wasmtime --no-default-features \
+TAKES="about 10 min" install_crate wasmtime-cli "$WASMTIME_VERSION" wasmtime --no-default-features \
   --features run,serve,wasi-config,cranelift,component-model,component-model-async,cache,parallel-compilation
 # The same CLI at the version SpinKube's shim embeds, in its own root (its own
 # `wasmtime` binary). Default features: with --no-default-features 42.0.2 does not compile.
-TAKES="about 8 min" INSTALL_ROOT="$TOOLS/wasmtime-$WASMTIME_SPIN_VERSION" install_crate wasmtime-cli "$WASMTIME_SPIN_VERSION" wasmtime
+TAKES="about 12 min" INSTALL_ROOT="$TOOLS/wasmtime-$WASMTIME_SPIN_VERSION" install_crate wasmtime-cli "$WASMTIME_SPIN_VERSION" wasmtime
 # Unused dependencies fail scripts/test.sh (cargo machete).
 TAKES="about 1 min" install_crate cargo-machete "$MACHETE_VERSION" cargo-machete
 # Python test tools, pinned, in a venv of our own.
