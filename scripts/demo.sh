@@ -29,19 +29,27 @@ HOP_PORT="${BANDVOTE_DEMO_HOP_PORT:-8083}"
 steps=()
 step() { steps+=("$1 $((SECONDS - step_start))s"); step_start=$SECONDS; }
 step_start=$SECONDS
-bash scripts/setup.sh demo
-step setup
+bash scripts/setup.sh demo packages
+step packages
+# The broker and the MongoDB server build (cold ~20 min) while this script
+# builds the component and the pipeline (cold ~11 min): a cold run's time is
+# compiling, and two builds side by side keep both cores busy.
+start_tools demo
 WASM=$(bash scripts/build-wasm.sh)
 step "wasm build"
-bash scripts/services.sh start
-step services
-
-log "building the pipeline (profile demo: release at opt-level 1; cold about 10 min on 2 cores, warm seconds; per-crate timings: $CARGO_TARGET_DIR/cargo-timings/)"
+log "building the pipeline (profile demo: release at opt-level 1; cold about 10 min alone on 2 cores, warm seconds; per-crate timings: $CARGO_TARGET_DIR/cargo-timings/)"
 # Only the binaries it starts, in the `demo` profile (Cargo.toml: about 3 min
-# less than `release` cold; the bench builds `release` itself).
+# less than `release` cold; the bench builds `release` itself; scripts/test.sh
+# builds its tests in this profile too, reusing these).
 cargo build --profile demo --quiet --timings -p bandvote-host -p bandvote-grpc -p bandvote-consumer -p bandvote-load -p bandvote-web \
   --bin bandvote-host --bin bandvote-grpc --bin bandvote-grpc-client --bin bandvote-consumer --bin bandvote-load --bin bandvote-web
 step "build"
+log "waiting for the tool builds (nisshi, secantusd-rs; logs under $CACHE/logs)"
+wait_tools
+step "tools (after the build)"
+bash scripts/services.sh start
+step services
+
 [ -x "$CARGO_TARGET_DIR/demo/bandvote-grpc-client" ] || die "bandvote-grpc-client was not built"
 BIN="$CARGO_TARGET_DIR/demo"
 RUN="$STATE/demo"

@@ -46,3 +46,20 @@ use_fresh_services() { # name kafka_port redis_port mongo_port
   bash "$(dirname "${BASH_SOURCE[0]}")/services.sh" stop >/dev/null 2>&1 || true
   rm -rf "$STATE/kafka" "$STATE/redis" "$STATE/mongo" "/var/tmp/bandvote-pg/$PG_PORT" "$STATE/pg"
 }
+
+# The tool builds (scripts/setup.sh MODE tools) in the background, in a
+# process group of their own, while the caller builds the workspace: a cold
+# first run spends most of its time compiling, and each build alone leaves a
+# core idle in its serial tail. wait_tools waits and fails if they failed; if
+# the caller exits first, the group is stopped.
+start_tools() { # mode
+  setsid bash "$(dirname "${BASH_SOURCE[0]}")/setup.sh" "$1" tools &
+  TOOLS_PID=$!
+  trap 'kill -TERM -- "-$TOOLS_PID" 2>/dev/null || true' EXIT
+}
+wait_tools() {
+  local rc=0
+  wait "$TOOLS_PID" || rc=$?
+  trap - EXIT
+  [ "$rc" = 0 ] || die "setup's tool builds failed (exit $rc; logs under $CACHE/logs)"
+}

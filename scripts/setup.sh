@@ -2,13 +2,20 @@
 # Install what bandvote needs on a fresh Debian machine, idempotently.
 # Tool builds are cached under $BANDVOTE_CACHE (default $HOME/.cache/bandvote),
 # so a second run takes seconds.
-#   scripts/setup.sh        # everything the tests need (scripts/test.sh)
-#   scripts/setup.sh demo   # only what scripts/demo.sh runs: the services' and the
-#                           # build's packages, wasm32-wasip2, nisshi, secantusd-rs
+#   scripts/setup.sh             # everything the tests need (scripts/test.sh)
+#   scripts/setup.sh demo        # only what scripts/demo.sh runs: the services' and the
+#                                # build's packages, wasm32-wasip2, nisshi, secantusd-rs
+#   scripts/setup.sh MODE packages   # only the Debian packages and the wasm target (seconds)
+#   scripts/setup.sh MODE tools      # only the tool builds: two at a time (their serial
+#                                    # tails leave a core idle), the longest first
+# demo.sh and test.sh run `packages`, then `tools` in the background while they
+# build the workspace themselves (lib.sh: start_tools / wait_tools).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 MODE=${1:-test}
-case $MODE in demo | test) ;; *) die "usage: scripts/setup.sh [demo|test]" ;; esac
+PHASE=${2:-all}
+case $MODE in demo | test) ;; *) die "usage: scripts/setup.sh [demo|test] [packages|tools|all]" ;; esac
+case $PHASE in packages | tools | all) ;; *) die "usage: scripts/setup.sh [demo|test] [packages|tools|all]" ;; esac
 
 NISSHI_VERSION=0.8.1
 NISSHI_MIN_RUSTC=1.96
@@ -22,6 +29,7 @@ WASMTIME_VERSION=44.0.0
 WASMTIME_SPIN_VERSION=42.0.2
 MACHETE_VERSION=0.9.2
 
+install_packages() {
 need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
@@ -47,6 +55,7 @@ if ! rustup target list --installed | grep -q '^wasm32-wasip2$'; then
   log "rustup target add wasm32-wasip2"
   rustup target add wasm32-wasip2
 fi
+}
 
 mkdir -p "$TOOLS"
 # cargo install with a fixed version into our cache; a no-op when already there.
@@ -60,16 +69,20 @@ install_crate() { # crate version bin [extra args...]   (toolchain: $INSTALL_TOO
     log "$crate $version: cached at $root/bin/$bin"
     return
   fi
-  log "building $crate $version (cold on 2 cores: ${TAKES:-minutes}; log: $CACHE/logs/install-$crate.log)"
-  mkdir -p "$CACHE/logs"
+  log "building $crate $version (cold on 2 cores: ${TAKES:-minutes}; log: $CACHE/logs/install-$crate-$version.log)"
+  mkdir -p "$CACHE/logs" "$root/bin"
   local start=$SECONDS
-  CARGO_TARGET_DIR="$CACHE/tool-target/$crate" \
-    cargo "${toolchain[@]}" install "$crate" --version "$version" --locked --root "$root" --timings "$@" \
-    >"$CACHE/logs/install-$crate.log" 2>&1 || { tail -40 "$CACHE/logs/install-$crate.log"; die "cargo install $crate failed"; }
+  # A target dir and an install root of its own: two builds run at once
+  # (run_two_at_a_time) and never wait on each other's cargo locks.
+  local work="$CACHE/tool-target/$crate-$version"
+  CARGO_TARGET_DIR="$work" \
+    cargo "${toolchain[@]}" install "$crate" --version "$version" --locked --root "$work/root" --timings "$@" \
+    >"$CACHE/logs/install-$crate-$version.log" 2>&1 || { tail -40 "$CACHE/logs/install-$crate-$version.log"; die "cargo install $crate $version failed"; }
+  cp "$work"/root/bin/* "$root/bin/"
   touch "$stamp"
   # Where the build's time went (per crate), kept beside its log.
-  cp "$CACHE/tool-target/$crate/cargo-timings/cargo-timing.html" "$CACHE/logs/install-$crate-$version-timings.html" 2>/dev/null || true
-  rm -rf "$CACHE/tool-target/$crate"
+  cp "$work/cargo-timings/cargo-timing.html" "$CACHE/logs/install-$crate-$version-timings.html" 2>/dev/null || true
+  rm -rf "$work"
   log "$crate $version built in $((SECONDS - start))s (per-crate timings: $CACHE/logs/install-$crate-$version-timings.html)"
 }
 
@@ -86,44 +99,89 @@ pick_toolchain() { # min
   done
   return 1
 }
-if [ -x "$TOOLS/bin/nisshi" ] && [ -f "$TOOLS/.installed-nisshi-$NISSHI_VERSION" ]; then
-  log "nisshi $NISSHI_VERSION: cached at $TOOLS/bin/nisshi"
-else
-  NISSHI_TOOLCHAIN=$(pick_toolchain "$NISSHI_MIN_RUSTC") || die "nisshi $NISSHI_VERSION needs rustc >= $NISSHI_MIN_RUSTC and no installed toolchain has it ($(rustup toolchain list | awk '{print $1}' | tr '\n' ' ')). Install one: rustup toolchain install nightly --profile minimal   (or: rustup update stable, once stable is >= $NISSHI_MIN_RUSTC)"
-  log "nisshi needs rustc >= $NISSHI_MIN_RUSTC: building it with toolchain $NISSHI_TOOLCHAIN ($(rustc "+$NISSHI_TOOLCHAIN" --version))"
+# Each tool is one job (a function); run_two_at_a_time runs them.
+build_nisshi() {
+  if [ -x "$TOOLS/bin/nisshi" ] && [ -f "$TOOLS/.installed-nisshi-$NISSHI_VERSION" ]; then
+    log "nisshi $NISSHI_VERSION: cached at $TOOLS/bin/nisshi"
+    return
+  fi
+  local toolchain
+  toolchain=$(pick_toolchain "$NISSHI_MIN_RUSTC") || die "nisshi $NISSHI_VERSION needs rustc >= $NISSHI_MIN_RUSTC and no installed toolchain has it ($(rustup toolchain list | awk '{print $1}' | tr '\n' ' ')). Install one: rustup toolchain install nightly --profile minimal   (or: rustup update stable, once stable is >= $NISSHI_MIN_RUSTC)"
+  log "nisshi needs rustc >= $NISSHI_MIN_RUSTC: building it with toolchain $toolchain ($(rustc "+$toolchain" --version))"
   # Only the storage engines we use: sqlite (libsql) and PostgreSQL. The default
   # features add dynostore (S3-style object stores), which nothing here runs.
-  TAKES="about 15 min" INSTALL_TOOLCHAIN=$NISSHI_TOOLCHAIN install_crate nisshi "$NISSHI_VERSION" nisshi --no-default-features --features libsql,postgres
-fi
-TAKES="about 6 min" install_crate secantus-mdb "$SECANTUS_VERSION" secantusd-rs --ignore-rust-version
-if [ "$MODE" = demo ]; then
-  log "setup done (demo: the test tools — wac, the wasmtime CLIs, cargo-machete, the Python venv, npm — come with scripts/setup.sh)"
-  exit 0
-fi
-# Composing the Spin artifact and proving it runs on plain wasmtime (serve + wasi-config only),
-# as Spin 4.0.2 embeds it.
-TAKES="about 3 min" install_crate wac-cli "$WAC_VERSION" wac --no-default-features
-TAKES="about 10 min" install_crate wasmtime-cli "$WASMTIME_VERSION" wasmtime --no-default-features \
-  --features run,serve,wasi-config,cranelift,component-model,component-model-async,cache,parallel-compilation
+  TAKES="about 15 min alone" INSTALL_TOOLCHAIN=$toolchain install_crate nisshi "$NISSHI_VERSION" nisshi --no-default-features --features libsql,postgres
+}
+build_secantus() { TAKES="about 6 min alone" install_crate secantus-mdb "$SECANTUS_VERSION" secantusd-rs --ignore-rust-version; }
+# Composing the Spin artifact.
+build_wac() { TAKES="about 3 min alone" install_crate wac-cli "$WAC_VERSION" wac --no-default-features; }
+# Proving the artifact runs on plain wasmtime (serve + wasi-config only), as
+# Spin 4.0.2 embeds it. Only the tests run it, never the bench: opt-level 1
+# (the same code, compiled with less optimisation, in less time).
+build_wasmtime() {
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 TAKES="about 7 min alone" install_crate wasmtime-cli "$WASMTIME_VERSION" wasmtime --no-default-features \
+    --features run,serve,wasi-config,cranelift,component-model,component-model-async,cache,parallel-compilation
+}
 # The same CLI at the version SpinKube's shim embeds, in its own root (its own
-# `wasmtime` binary). Default features: with --no-default-features 42.0.2 does not compile.
-TAKES="about 12 min" INSTALL_ROOT="$TOOLS/wasmtime-$WASMTIME_SPIN_VERSION" install_crate wasmtime-cli "$WASMTIME_SPIN_VERSION" wasmtime
+# `wasmtime` binary). Default features: with --no-default-features 42.0.2 does
+# not compile. Fully optimised: the bench runs the Spin route on it.
+build_wasmtime_spin() { TAKES="about 12 min alone" INSTALL_ROOT="$TOOLS/wasmtime-$WASMTIME_SPIN_VERSION" install_crate wasmtime-cli "$WASMTIME_SPIN_VERSION" wasmtime; }
 # Unused dependencies fail scripts/test.sh (cargo machete).
-TAKES="about 1 min" install_crate cargo-machete "$MACHETE_VERSION" cargo-machete
+build_machete() { TAKES="about 1 min alone" install_crate cargo-machete "$MACHETE_VERSION" cargo-machete; }
 # Python test tools, pinned, in a venv of our own.
-VENV="$CACHE/venv"
-REQS="$(dirname "$0")/../tests/requirements.txt"
-if [ ! -f "$VENV/.reqs" ] || ! cmp -s "$REQS" "$VENV/.reqs"; then
-  log "python venv for the tests ($VENV)"
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q -r "$REQS"
-  cp "$REQS" "$VENV/.reqs"
-fi
+python_venv() {
+  local venv="$CACHE/venv" reqs
+  reqs="$(dirname "$0")/../tests/requirements.txt"
+  if [ ! -f "$venv/.reqs" ] || ! cmp -s "$reqs" "$venv/.reqs"; then
+    log "python venv for the tests ($venv)"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q -r "$reqs"
+    cp "$reqs" "$venv/.reqs"
+  fi
+}
 # playwright-core for the browser tests (drives Debian's chromium; no browser
 # download) and axe-core (the ballot's accessibility check).
-BROWSER_DIR="$(dirname "$0")/../tests/browser"
-if [ ! -d "$BROWSER_DIR/node_modules/playwright-core" ] || [ ! -d "$BROWSER_DIR/node_modules/axe-core" ]; then
-  log "npm ci (tests/browser)"
-  (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund --silent)
-fi
-log "setup done"
+browser_modules() {
+  local dir
+  dir="$(dirname "$0")/../tests/browser"
+  if [ ! -d "$dir/node_modules/playwright-core" ] || [ ! -d "$dir/node_modules/axe-core" ]; then
+    log "npm ci (tests/browser)"
+    (cd "$dir" && npm ci --no-audit --no-fund --silent)
+  fi
+}
+
+# Run the named jobs two at a time, in order (the longest first); fail if any failed.
+run_two_at_a_time() {
+  local job running=0 failed=0
+  for job in "$@"; do
+    if [ "$running" -ge 2 ]; then
+      wait -n || failed=1
+      running=$((running - 1))
+    fi
+    "$job" &
+    running=$((running + 1))
+  done
+  while [ "$running" -gt 0 ]; do
+    wait -n || failed=1
+    running=$((running - 1))
+  done
+  [ "$failed" = 0 ] || die "a tool build failed (its log is named above; all under $CACHE/logs)"
+}
+
+install_tools() {
+  local start=$SECONDS
+  if [ "$MODE" = demo ]; then
+    run_two_at_a_time build_nisshi build_secantus
+    log "tools done in $((SECONDS - start))s (demo: the test tools — wac, the wasmtime CLIs, cargo-machete, the Python venv, npm — come with scripts/setup.sh)"
+  else
+    run_two_at_a_time build_nisshi build_wasmtime_spin build_wasmtime build_secantus build_wac build_machete python_venv browser_modules
+    log "tools done in $((SECONDS - start))s"
+  fi
+}
+
+case $PHASE in
+  packages) install_packages ;;
+  tools) install_tools ;;
+  all) install_packages; install_tools ;;
+esac
+log "setup ($MODE, $PHASE) done"

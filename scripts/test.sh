@@ -11,11 +11,25 @@ source scripts/lib.sh
 # Tests get their own services (ports 19092/16379/17017), emptied at each run.
 use_fresh_services test 19092 16379 17017
 
-bash scripts/setup.sh
-log "unused dependencies (cargo machete)"
-"$TOOLS/bin/cargo-machete" --with-metadata . >/dev/null || { "$TOOLS/bin/cargo-machete" --with-metadata .; die "unused dependencies: remove them (or list generated-code users under [package.metadata.cargo-machete])"; }
+bash scripts/setup.sh test packages
+# The tools build (cold ~25 min after a demo, ~45 min on a fresh machine)
+# while this script builds the component and the tests: two builds side by
+# side keep both cores busy.
+start_tools test
 BANDVOTE_INTAKE_WASM=$(bash scripts/build-wasm.sh)
 export BANDVOTE_INTAKE_WASM
+# The tests build in the `demo` profile (release at opt-level 1): after
+# scripts/demo.sh only what the tests add is compiled (the demo's binaries and
+# nearly all their dependencies are reused), and the service tests run the
+# binaries the demo runs.
+log "building the tests (profile demo; cold about 12 min alone on 2 cores, after a demo a few minutes)"
+cargo test --profile demo --no-run
+# Where the Python and browser tests find the workspace's binaries.
+export BANDVOTE_BIN_DIR="$CARGO_TARGET_DIR/demo"
+log "waiting for the tool builds (logs under $CACHE/logs)"
+wait_tools
+log "unused dependencies (cargo machete)"
+"$TOOLS/bin/cargo-machete" --with-metadata . >/dev/null || { "$TOOLS/bin/cargo-machete" --with-metadata .; die "unused dependencies: remove them (or list generated-code users under [package.metadata.cargo-machete])"; }
 BANDVOTE_SPIN_WASM=$(bash scripts/build-spin.sh)
 export BANDVOTE_SPIN_WASM
 # The same, with configuration from the environment, for plain `wasmtime serve`.
@@ -25,8 +39,8 @@ export BANDVOTE_WASMTIME_SERVE_WASM="${BANDVOTE_SPIN_WASM%_spin.wasm}_wasmtime.w
 export BANDVOTE_SPIN_RUNTIMES="42.0.2=$TOOLS/wasmtime-42.0.2/bin/wasmtime 44.0.0=$TOOLS/bin/wasmtime"
 bash scripts/services.sh start
 
-log "cargo test (all native crates; the component is exercised through the host tests)"
-cargo test --no-fail-fast
+log "cargo test (all native crates, profile demo; the component is exercised through the host tests)"
+cargo test --profile demo --no-fail-fast
 
 log "pytest: Python grpcio client, Kubernetes manifests and Dockerfiles"
 "$CACHE/venv/bin/pytest" -q tests/python k8s/tests

@@ -15,7 +15,7 @@ import { mkdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
-import { artifacts, brokers, env, freePort, launchChromium, start, stopAll, target, waitReady, wasm } from './pipeline.mjs';
+import { artifacts, brokers, env, freePort, binDir, launchChromium, start, stopAll, waitReady, wasm } from './pipeline.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 // A Redis database of its own: the intakes read the one current contest.
@@ -71,7 +71,7 @@ test('a fan votes on /vote and the receipt turns counted', { timeout: 240_000 },
   // A short idempotency window: `contest certify` waits it out after the close.
   const shared = { BANDVOTE_TOPIC: topic, BANDVOTE_REDIS_URL: redisUrl, BANDVOTE_MONGO_DB: 'bandvote_test', BANDVOTE_MONGO_COLLECTION: `ballot_${id}`,
     BANDVOTE_IDEMPOTENCY_WINDOW_SECS: '5' };
-  const admin = (...args) => execFileSync(join(target, 'debug', 'bandvote-consumer'), ['contest', ...args], { env: { ...env, ...shared, RUST_LOG: 'warn' } }).toString();
+  const admin = (...args) => execFileSync(join(binDir, 'bandvote-consumer'), ['contest', ...args], { env: { ...env, ...shared, RUST_LOG: 'warn' } }).toString();
   admin('create', '--id', `ballot-${id}`, '--title', 'Festival de Bandas', '--roster', 'Alux Nahual,Bohemia Suburbana,Viernes Verde',
     '--votes-per-voter', '1', '--voters', 'id', '--open-for-secs', '3600');
   start('bandvote-host', { ...shared, BANDVOTE_INTAKE_WASM: wasm, BANDVOTE_HTTP_LISTEN: `127.0.0.1:${http}`, BANDVOTE_HOST_ADMIN_LISTEN: `127.0.0.1:${hostAdmin}`,

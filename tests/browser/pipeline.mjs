@@ -7,6 +7,8 @@ import { chromium } from 'playwright-core';
 
 export const env = process.env;
 export const target = env.CARGO_TARGET_DIR || join(env.HOME, '.cache/bandvote/target');
+// The workspace's binaries: scripts/test.sh builds them in the `demo` profile.
+export const binDir = env.BANDVOTE_BIN_DIR || join(target, 'debug');
 export const artifacts = env.BANDVOTE_ARTIFACTS || join(env.HOME, '.cache/bandvote/artifacts');
 export const brokers = env.BANDVOTE_KAFKA_BROKERS || '127.0.0.1:9092';
 export const wasm = env.BANDVOTE_INTAKE_WASM || join(target, 'wasm32-wasip2/wasm/bandvote_intake.wasm');
@@ -26,7 +28,7 @@ export function freePort() {
 
 /// Start a debug binary of the workspace with `extraEnv`.
 export function start(bin, extraEnv) {
-  const child = spawn(join(target, 'debug', bin), [], { env: { ...env, RUST_LOG: 'warn', ...extraEnv }, stdio: ['ignore', 'inherit', 'inherit'] });
+  const child = spawn(join(binDir, bin), [], { env: { ...env, RUST_LOG: 'warn', ...extraEnv }, stdio: ['ignore', 'inherit', 'inherit'] });
   children.push(child);
   return child;
 }

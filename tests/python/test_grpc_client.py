@@ -17,6 +17,8 @@ from grpc_tools import protoc
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+# The workspace's binaries: scripts/test.sh builds them in the `demo` profile.
+BIN = pathlib.Path(os.environ.get("BANDVOTE_BIN_DIR", TARGET / "debug"))
 BROKERS = os.environ.get("BANDVOTE_KAFKA_BROKERS", "127.0.0.1:9092")
 
 
@@ -45,7 +47,7 @@ def server():
     grpc_port, rest_port, admin_port = free_port(), free_port(), free_port()
     env = dict(os.environ, BANDVOTE_GRPC_LISTEN=f"127.0.0.1:{grpc_port}", BANDVOTE_REST_LISTEN=f"127.0.0.1:{rest_port}",
                BANDVOTE_GRPC_ADMIN_LISTEN=f"127.0.0.1:{admin_port}", BANDVOTE_TOPIC=topic, RUST_LOG="warn")
-    proc = subprocess.Popen([str(TARGET / "debug" / "bandvote-grpc")], env=env)
+    proc = subprocess.Popen([str(BIN / "bandvote-grpc")], env=env)
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
     grpc.channel_ready_future(channel).result(timeout=30)
     yield channel
@@ -143,7 +145,7 @@ def test_student_getinfo_layout_is_served_when_configured(tmp_path):
         env = dict(os.environ, BANDVOTE_GRPC_LISTEN=f"127.0.0.1:{grpc_port}", BANDVOTE_REST_LISTEN=f"127.0.0.1:{rest_port}",
                    BANDVOTE_GRPC_ADMIN_LISTEN=f"127.0.0.1:{admin_port}", BANDVOTE_TOPIC=topic, RUST_LOG="warn",
                    BANDVOTE_GETINFO_LAYOUT=layout)
-        proc = subprocess.Popen([str(TARGET / "debug" / "bandvote-grpc")], env=env)
+        proc = subprocess.Popen([str(BIN / "bandvote-grpc")], env=env)
         try:
             channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
             grpc.channel_ready_future(channel).result(timeout=30)

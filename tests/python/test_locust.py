@@ -18,6 +18,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+# The workspace's binaries: scripts/test.sh builds them in the `demo` profile.
+BIN = pathlib.Path(os.environ.get("BANDVOTE_BIN_DIR", TARGET / "debug"))
 BROKERS = os.environ.get("BANDVOTE_KAFKA_BROKERS", "127.0.0.1:9092")
 REDIS_PORT = os.environ.get("BANDVOTE_REDIS_PORT", "6379")
 VENV_BIN = pathlib.Path(os.environ.get("BANDVOTE_CACHE", pathlib.Path.home() / ".cache/bandvote")) / "venv/bin"
@@ -89,7 +91,7 @@ def pipeline(tmp_path_factory):
     try:
         for binary, env, admin in specs:
             log = open(logs / f"{binary}.log", "w")
-            proc = subprocess.Popen([str(TARGET / "debug" / binary)], env=dict(common, **env), stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([str(BIN / binary)], env=dict(common, **env), stdout=log, stderr=subprocess.STDOUT)
             procs.append(proc)
             wait_ready(admin, proc)
         yield dict(http=p["http"], hop=p["hop"], prefix=prefix, logs=logs)
