@@ -271,7 +271,7 @@ def reuse_phase(wasm, common, native_instant):
 
 
 SPIN_LEVELS = [int(x) for x in os.environ.get("BANDVOTE_BENCH_SPIN_LEVELS", "64,256").split(",")]
-SPIN_WASMTIME = os.environ.get("BANDVOTE_BENCH_SPIN_WASMTIME", str(CACHE / "tools/wasmtime-42.0.2/bin/wasmtime"))
+SPIN_WASMTIME = os.environ.get("BANDVOTE_BENCH_SPIN_WASMTIME", str(CACHE / "tools/wasmtime-42.0.2-release/bin/wasmtime"))
 
 
 def passive_opens():
@@ -608,7 +608,7 @@ def contest_cost():
 
 def main():
     os.chdir(ROOT)
-    subprocess.run(["bash", "scripts/setup.sh"], check=True)
+    subprocess.run(["bash", "scripts/setup.sh", "bench"], check=True)
     wasm = run(["bash", "scripts/build-wasm.sh"]).strip()
     subprocess.run(["bash", "scripts/services.sh", "start"], check=True)
     if not shutil.which("wrk"):

@@ -8,7 +8,7 @@ source scripts/lib.sh
 use_fresh_services bench 29092 26379 27018
 # --brokers-only: only the nisshi storage-engine comparison (bench/brokers.md).
 if [ "${1:-}" = --brokers-only ]; then shift; BROKERS_ONLY=1; fi
-bash scripts/setup.sh
+bash scripts/setup.sh bench
 bash scripts/build-wasm.sh >/dev/null
 log "building release binaries and the soak test"
 # The demo's package set: one feature unification, so the two share their builds.

@@ -5,6 +5,8 @@
 #   scripts/setup.sh             # everything the tests need (scripts/test.sh)
 #   scripts/setup.sh demo        # only what scripts/demo.sh runs: the services' and the
 #                                # build's packages, wasm32-wasip2, nisshi, secantusd-rs
+#   scripts/setup.sh bench       # the tests' tools and a fully optimised wasmtime 42.0.2
+#                                # for the Spin route (bench/run.sh)
 #   scripts/setup.sh MODE packages   # only the Debian packages and the wasm target (seconds)
 #   scripts/setup.sh MODE tools      # only the tool builds: two at a time (their serial
 #                                    # tails leave a core idle), the longest first
@@ -14,8 +16,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 MODE=${1:-test}
 PHASE=${2:-all}
-case $MODE in demo | test) ;; *) die "usage: scripts/setup.sh [demo|test] [packages|tools|all]" ;; esac
-case $PHASE in packages | tools | all) ;; *) die "usage: scripts/setup.sh [demo|test] [packages|tools|all]" ;; esac
+USAGE="usage: scripts/setup.sh [demo|test|bench] [packages|tools|all]"
+case $MODE in demo | test | bench) ;; *) die "$USAGE" ;; esac
+case $PHASE in packages | tools | all) ;; *) die "$USAGE" ;; esac
 
 NISSHI_VERSION=0.8.1
 NISSHI_MIN_RUSTC=1.96
@@ -35,10 +38,10 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v curl >/dev/null || need_apt+=(curl)
-[ "$MODE" = test ] && ! command -v wrk >/dev/null && need_apt+=(wrk)
+[ "$MODE" != demo ] && ! command -v wrk >/dev/null && need_apt+=(wrk)
 if [ "$KAFKA_STORAGE" = postgres ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then need_apt+=(postgresql); fi
 command -v python3 >/dev/null || need_apt+=(python3)
-if [ "$MODE" = test ]; then
+if [ "$MODE" != demo ]; then
   python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
   command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
   command -v chromium >/dev/null || need_apt+=(chromium)
@@ -59,7 +62,7 @@ fi
 
 mkdir -p "$TOOLS"
 # cargo install with a fixed version into our cache; a no-op when already there.
-install_crate() { # crate version bin [extra args...]   (toolchain: $INSTALL_TOOLCHAIN, default the active one; root: $INSTALL_ROOT, default $TOOLS; how long a cold build took here: $TAKES)
+install_crate() { # crate version bin [extra args...]   (toolchain: $INSTALL_TOOLCHAIN, default the active one; root: $INSTALL_ROOT, default $TOOLS; target dir shared with other builds: $INSTALL_TARGET, else one of its own, removed after; how long a cold build took here: $TAKES)
   local crate=$1 version=$2 bin=$3; shift 3
   local root=${INSTALL_ROOT:-$TOOLS}
   local toolchain=()
@@ -72,17 +75,18 @@ install_crate() { # crate version bin [extra args...]   (toolchain: $INSTALL_TOO
   log "building $crate $version (cold on 2 cores: ${TAKES:-minutes}; log: $CACHE/logs/install-$crate-$version.log)"
   mkdir -p "$CACHE/logs" "$root/bin"
   local start=$SECONDS
-  # A target dir and an install root of its own: two builds run at once
+  # A target dir and a staging root of its own: two builds run at once
   # (run_two_at_a_time) and never wait on each other's cargo locks.
-  local work="$CACHE/tool-target/$crate-$version"
-  CARGO_TARGET_DIR="$work" \
-    cargo "${toolchain[@]}" install "$crate" --version "$version" --locked --root "$work/root" --timings "$@" \
+  local target="$CACHE/tool-target/${INSTALL_TARGET:-$crate-$version}" staging="$root/.staging-$crate-$version"
+  CARGO_TARGET_DIR="$target" \
+    cargo "${toolchain[@]}" install "$crate" --version "$version" --locked --root "$staging" --timings "$@" \
     >"$CACHE/logs/install-$crate-$version.log" 2>&1 || { tail -40 "$CACHE/logs/install-$crate-$version.log"; die "cargo install $crate $version failed"; }
-  cp "$work"/root/bin/* "$root/bin/"
+  cp "$staging"/bin/* "$root/bin/"
+  rm -rf "$staging"
   touch "$stamp"
   # Where the build's time went (per crate), kept beside its log.
-  cp "$work/cargo-timings/cargo-timing.html" "$CACHE/logs/install-$crate-$version-timings.html" 2>/dev/null || true
-  rm -rf "$work"
+  cp "$target/cargo-timings/cargo-timing.html" "$CACHE/logs/install-$crate-$version-timings.html" 2>/dev/null || true
+  [ -n "${INSTALL_TARGET:-}" ] || rm -rf "$target"
   log "$crate $version built in $((SECONDS - start))s (per-crate timings: $CACHE/logs/install-$crate-$version-timings.html)"
 }
 
@@ -115,17 +119,24 @@ build_nisshi() {
 build_secantus() { TAKES="about 6 min alone" install_crate secantus-mdb "$SECANTUS_VERSION" secantusd-rs --ignore-rust-version; }
 # Composing the Spin artifact.
 build_wac() { TAKES="about 3 min alone" install_crate wac-cli "$WAC_VERSION" wac --no-default-features; }
-# Proving the artifact runs on plain wasmtime (serve + wasi-config only), as
-# Spin 4.0.2 embeds it. Only the tests run it, never the bench: opt-level 1
-# (the same code, compiled with less optimisation, in less time).
-build_wasmtime() {
-  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 TAKES="about 7 min alone" install_crate wasmtime-cli "$WASMTIME_VERSION" wasmtime --no-default-features \
-    --features run,serve,wasi-config,cranelift,component-model,component-model-async,cache,parallel-compilation
+# The wasmtime CLIs the tests prove the Spin artifact on (serve + wasi-config
+# + the pooling allocator, as Spin embeds them), one after the other in one
+# target dir: the dependencies they share compile once. Only the tests run
+# them: opt-level 1 (the same code, compiled with less optimisation, in less time).
+WASMTIME_FEATURES=(--no-default-features --features run,serve,wasi-config,cranelift,component-model,component-model-async,pooling-allocator,cache,parallel-compilation)
+build_wasmtimes() {
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 INSTALL_TARGET=wasmtime-cli TAKES="about 8 min alone" INSTALL_ROOT="$TOOLS/wasmtime-$WASMTIME_SPIN_VERSION" \
+    install_crate wasmtime-cli "$WASMTIME_SPIN_VERSION" wasmtime "${WASMTIME_FEATURES[@]}"
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 INSTALL_TARGET=wasmtime-cli TAKES="about 6 min alone" \
+    install_crate wasmtime-cli "$WASMTIME_VERSION" wasmtime "${WASMTIME_FEATURES[@]}"
+  rm -rf "$CACHE/tool-target/wasmtime-cli"
 }
-# The same CLI at the version SpinKube's shim embeds, in its own root (its own
-# `wasmtime` binary). Default features: with --no-default-features 42.0.2 does
-# not compile. Fully optimised: the bench runs the Spin route on it.
-build_wasmtime_spin() { TAKES="about 12 min alone" INSTALL_ROOT="$TOOLS/wasmtime-$WASMTIME_SPIN_VERSION" install_crate wasmtime-cli "$WASMTIME_SPIN_VERSION" wasmtime; }
+# The bench runs the Spin route on the shim's wasmtime fully optimised, as
+# SpinKube ships it (bench/run.sh: scripts/setup.sh bench), in a root of its own.
+build_wasmtime_bench() {
+  TAKES="about 10 min alone" INSTALL_ROOT="$TOOLS/wasmtime-$WASMTIME_SPIN_VERSION-release" \
+    install_crate wasmtime-cli "$WASMTIME_SPIN_VERSION" wasmtime "${WASMTIME_FEATURES[@]}"
+}
 # Unused dependencies fail scripts/test.sh (cargo machete).
 build_machete() { TAKES="about 1 min alone" install_crate cargo-machete "$MACHETE_VERSION" cargo-machete; }
 # Python test tools, pinned, in a venv of our own.
@@ -174,7 +185,9 @@ install_tools() {
     run_two_at_a_time build_nisshi build_secantus
     log "tools done in $((SECONDS - start))s (demo: the test tools — wac, the wasmtime CLIs, cargo-machete, the Python venv, npm — come with scripts/setup.sh)"
   else
-    run_two_at_a_time build_nisshi build_wasmtime_spin build_wasmtime build_secantus build_wac build_machete python_venv browser_modules
+    local bench=()
+    [ "$MODE" = bench ] && bench=(build_wasmtime_bench)
+    run_two_at_a_time build_nisshi build_wasmtimes "${bench[@]}" build_secantus build_wac build_machete python_venv browser_modules
     log "tools done in $((SECONDS - start))s"
   fi
 }

@@ -12,7 +12,7 @@ source scripts/lib.sh
 use_fresh_services test 19092 16379 17017
 
 bash scripts/setup.sh test packages
-# The tools build (cold ~25 min after a demo, ~45 min on a fresh machine)
+# The tools build (after a cold demo: 20 min, 2026-12-07; README, "The two commands")
 # while this script builds the component and the tests: two builds side by
 # side keep both cores busy.
 start_tools test
@@ -22,7 +22,7 @@ export BANDVOTE_INTAKE_WASM
 # scripts/demo.sh only what the tests add is compiled (the demo's binaries and
 # nearly all their dependencies are reused), and the service tests run the
 # binaries the demo runs.
-log "building the tests (profile demo; cold about 12 min alone on 2 cores, after a demo a few minutes)"
+log "building the tests (profile demo; after a demo about 5 min on 2 cores beside the tools, on a fresh machine longer)"
 cargo test --profile demo --no-run
 # Where the Python and browser tests find the workspace's binaries.
 export BANDVOTE_BIN_DIR="$CARGO_TARGET_DIR/demo"
