@@ -72,7 +72,10 @@ install_crate() { # crate version bin [extra args...]   (toolchain: $INSTALL_TOO
     log "$crate $version: cached at $root/bin/$bin"
     return
   fi
-  log "building $crate $version (cold on 2 cores: ${TAKES:-minutes}; log: $CACHE/logs/install-$crate-$version.log)"
+  # Logs named by the root when it is not the shared one (the bench's 42.0.2 and the tests' build at once).
+  local name="$crate-$version"
+  [ "$root" = "$TOOLS" ] || name=$(basename "$root")
+  log "building $crate $version (cold on 2 cores: ${TAKES:-minutes}; log: $CACHE/logs/install-$name.log)"
   mkdir -p "$CACHE/logs" "$root/bin"
   local start=$SECONDS
   # A target dir and a staging root of its own: two builds run at once
@@ -80,14 +83,14 @@ install_crate() { # crate version bin [extra args...]   (toolchain: $INSTALL_TOO
   local target="$CACHE/tool-target/${INSTALL_TARGET:-$crate-$version}" staging="$root/.staging-$crate-$version"
   CARGO_TARGET_DIR="$target" \
     cargo "${toolchain[@]}" install "$crate" --version "$version" --locked --root "$staging" --timings "$@" \
-    >"$CACHE/logs/install-$crate-$version.log" 2>&1 || { tail -40 "$CACHE/logs/install-$crate-$version.log"; die "cargo install $crate $version failed"; }
+    >"$CACHE/logs/install-$name.log" 2>&1 || { tail -40 "$CACHE/logs/install-$name.log"; die "cargo install $crate $version failed"; }
   cp "$staging"/bin/* "$root/bin/"
   rm -rf "$staging"
   touch "$stamp"
   # Where the build's time went (per crate), kept beside its log.
-  cp "$target/cargo-timings/cargo-timing.html" "$CACHE/logs/install-$crate-$version-timings.html" 2>/dev/null || true
+  cp "$target/cargo-timings/cargo-timing.html" "$CACHE/logs/install-$name-timings.html" 2>/dev/null || true
   [ -n "${INSTALL_TARGET:-}" ] || rm -rf "$target"
-  log "$crate $version built in $((SECONDS - start))s (per-crate timings: $CACHE/logs/install-$crate-$version-timings.html)"
+  log "$crate $version built in $((SECONDS - start))s (per-crate timings: $CACHE/logs/install-$name-timings.html)"
 }
 
 # nisshi (the Kafka broker) needs rustc >= $NISSHI_MIN_RUSTC: pick an installed
