@@ -4,7 +4,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureProducer;
@@ -198,8 +197,7 @@ impl BatchApplier {
     /// Connect to Redis and MongoDB (creating the log's indexes) and create the DLQ producer.
     pub async fn connect(config: &ConsumerConfig, metrics: ConsumerMetrics) -> Result<Self, StartError> {
         let dlq_brokers = if config.dlq_brokers.is_empty() { &config.kafka_brokers } else { &config.dlq_brokers };
-        let dlq: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", dlq_brokers)
+        let dlq: FutureProducer = bandvote_kafka::client_config(dlq_brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             // Bounded: librdkafka's default (300 s) per record stalled the consumer.
@@ -479,7 +477,7 @@ impl Pipeline {
 
     /// A consumer client of the group, subscribed to the topic.
     fn new_consumer(config: &ConsumerConfig, applier: &BatchApplier, health: &Arc<KafkaHealth>, metrics: &ConsumerMetrics) -> Result<StreamConsumer<ConsumerEvents>, StartError> {
-        let mut client = ClientConfig::new();
+        let mut client = bandvote_kafka::client_config(&config.kafka_brokers);
         if !config.instance_id.is_empty() {
             client.set("group.instance.id", &config.instance_id);
         }
@@ -487,7 +485,6 @@ impl Pipeline {
             client.set("debug", &config.kafka_debug);
         }
         client
-            .set("bootstrap.servers", &config.kafka_brokers)
             .set("group.id", &config.group)
             // Only offsets we store (after both sinks succeeded) are committed:
             // every second, and on revoke and close. Fewer commits keep the
@@ -500,16 +497,7 @@ impl Pipeline {
             // under load: the broker answers heartbeats behind produce requests.
             .set("session.timeout.ms", "15000")
             .set("heartbeat.interval.ms", "3000")
-            .set("max.poll.interval.ms", "60000")
-            // A broker back after a cut is counted from again within 2 s
-            // (issue 31): a connection whose packets vanish (no reset) is
-            // dropped when a request goes unanswered for 5 s, not when TCP's
-            // retransmission backoff (many seconds after a long cut) next
-            // tries; a connection attempt gives up after 1 s and the next
-            // starts within 0.5 s (librdkafka: 60 s, 30 s, up to 10 s).
-            .set("socket.timeout.ms", "5000")
-            .set("socket.connection.setup.timeout.ms", "1000")
-            .set("reconnect.backoff.max.ms", "500");
+            .set("max.poll.interval.ms", "60000");
         let resume = ResumeFromSinks {
             redis: ::redis::Client::open(config.redis_url.as_str()).map_err(SinkError::from)?,
             offsets_key: applier.counters().offsets_key(&config.topic),

@@ -36,6 +36,25 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::Semaphore;
 
+/// A client configuration for `brokers` with the connection bounds every
+/// bandvote Kafka client shares, so a broker back after a network cut is
+/// used again within about 2 s (issue 31; ARCHITECTURE.md, "Network
+/// faults"): a connection whose request goes unanswered for 5 s is closed
+/// (a blackholed link sends no reset; librdkafka waits 60 s by default); a
+/// connection attempt is given up after 1 s, librdkafka's minimum (an attempt
+/// whose SYN vanished in the cut otherwise waits for the kernel's next SYN
+/// retransmit, up to 16 s after the heal, the default bound being 30 s);
+/// reconnects are at most 500 ms apart (default up to 10 s).
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", brokers)
+        .set("socket.timeout.ms", "5000")
+        .set("socket.connection.setup.timeout.ms", "1000")
+        .set("reconnect.backoff.max.ms", "500");
+    client
+}
+
 /// How to reach Kafka and how hard to push it.
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
@@ -122,8 +141,10 @@ pub struct VotePublisher {
 impl VotePublisher {
     /// Create the producer. Does not contact the broker yet (see [`Self::ready`]).
     pub fn new(config: PublisherConfig) -> Result<Self, ProduceError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        let producer: FutureProducer = client_config(&config.brokers)
+            // A produce request is bounded by its first vote's delivery
+            // timeout and by this: never cut shorter than the delivery timeout.
+            .set("socket.timeout.ms", config.delivery_timeout.max(Duration::from_secs(5)).as_millis().to_string())
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("max.in.flight.requests.per.connection", "5")
@@ -133,9 +154,6 @@ impl VotePublisher {
             .set("message.timeout.ms", config.delivery_timeout.as_millis().to_string())
             .set("queue.buffering.max.messages", (config.max_in_flight.max(1) * 2).to_string())
             .set("socket.keepalive.enable", "true")
-            // A broker back after a cut is reconnected to within a second
-            // (librdkafka backs off up to 10 s by default).
-            .set("reconnect.backoff.max.ms", "1000")
             .create()
             .map_err(|e| ProduceError::Config(e.to_string()))?;
         Ok(Self {
@@ -261,8 +279,7 @@ fn watermarks(c: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Vec<(i
 }
 
 fn plain_consumer(brokers: &str) -> Result<BaseConsumer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    client_config(brokers)
         .set("group.id", "bandvote-scan")
         .set("enable.auto.commit", "false")
         .create()
@@ -324,8 +341,7 @@ pub fn scan_topic(
 
 /// Create `topic` with `partitions` partitions unless it exists.
 pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics([&new], &opts).await? {
