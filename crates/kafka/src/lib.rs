@@ -343,7 +343,9 @@ pub fn scan_topic(
 pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    // The whole request (lookup, send, the broker's 10 s operation, reply)
+    // defaults to `socket.timeout.ms` (5 s, `client_config`): longer here.
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(15)));
     for result in admin.create_topics([&new], &opts).await? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
