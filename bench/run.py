@@ -175,18 +175,22 @@ def cpu_seconds(pid):
 def alternated(targets):
     """Each target REPEATS times in a rotating order (so drift between runs
     does not become a ratio), each run with the serving process's CPU per
-    acknowledged vote. `targets`: name → (run, pid or a tuple of the pids
-    that serve it together). The median of each figure per target."""
+    acknowledged vote. `targets`: name → (run, pid, or a dict naming the
+    pids that serve it together: each one's CPU per vote is kept too, as
+    `cpu_us_per_acked_<name>`). The median of each figure per target."""
     names = list(targets)
     runs = {n: [] for n in names}
     for rep in range(REPEATS):
         for name in names[rep % len(names):] + names[:rep % len(names)]:
             fn, pid = targets[name]
-            pids = pid if isinstance(pid, tuple) else (pid,)
-            cpu0 = sum(cpu_seconds(p) for p in pids)
+            pids = pid if isinstance(pid, dict) else {"": pid}
+            cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
             r = fn()
             acked = r["acked_per_sec"] * SECONDS
-            r["cpu_us_per_acked"] = round(1e6 * (sum(cpu_seconds(p) for p in pids) - cpu0) / acked, 1) if acked else None
+            per = {k: round(1e6 * (cpu_seconds(p) - cpu0[k]) / acked, 1) if acked else None for k, p in pids.items()}
+            r["cpu_us_per_acked"] = round(sum(per.values()), 1) if acked else None
+            if len(pids) > 1:
+                r |= {f"cpu_us_per_acked_{k}": v for k, v in per.items()}
             runs[name].append(r)
             time.sleep(1)
     return {n: medians(rs) for n, rs in runs.items()}
@@ -237,6 +241,34 @@ def capacity_sweep(targets, host_pid, cpu_pids=None):
             "grpc_to_raw_producer": ratio(out["grpc_unary"][c], out["raw_producer"][c]),
         }
     return out
+
+
+# The publisher's wait in the sandbox phase's second half (issue 32): about
+# the broker's delivery time at 256 in flight (the wasm host's p50 was 83 ms).
+PUBLISH_DELAY_MS = 50
+
+
+def wait_phase(pids):
+    """What waiting for the acknowledgement costs, without a broker (issue 32):
+    the sandbox and the native intake with a publisher that acknowledges at
+    once and one that acknowledges after PUBLISH_DELAY_MS, alternated at 256
+    connections, with each process's CPU per request. With the wait, every
+    request in flight holds its instance (a wasi:http 0.2 handler returns only
+    after the publish call), so the wasm host keeps ~256 instances alive and
+    each resumes after its wait; at once, a few instances serve everything."""
+    def target(port, label, pid):
+        return (lambda: from_wrk(wrk(f"http://127.0.0.1:{port}/", label, 256)), pid)
+    w = alternated({
+        "wasm_at_once": target(28086, "sandbox, publisher at once", pids["sandbox"]),
+        "wasm_after_wait": target(28091, f"sandbox, publisher after {PUBLISH_DELAY_MS} ms", pids["sandbox_wait"]),
+        "native_at_once": target(28087, "native intake, publisher at once", pids["native_instant"]),
+        "native_after_wait": target(28092, f"native intake, publisher after {PUBLISH_DELAY_MS} ms", pids["native_wait"]),
+    })
+    for k in ("wasm", "native"):
+        a, b = w[f"{k}_at_once"].get("cpu_us_per_acked"), w[f"{k}_after_wait"].get("cpu_us_per_acked")
+        w[f"{k}_cpu_us_added_by_wait"] = round(b - a, 1) if a is not None and b is not None else None
+    w["delay_ms"] = PUBLISH_DELAY_MS
+    return w
 
 
 def reuse_phase(wasm, common, native_instant):
@@ -314,7 +346,7 @@ def spin_route_phase(host_pid, grpc_pid, bridge_port):
             connections.append(round((passive_opens() - before - c) / max(1, raw["requests"]), 3))
             return from_wrk(raw)
         o = alternated({"wasm_host": (lambda c=c: from_wrk(wrk("http://127.0.0.1:28080/", "wasm host", c)), host_pid),
-                        "spin_route": (spin_run, (serve.pid, grpc_pid))})
+                        "spin_route": (spin_run, {"serve": serve.pid, "bridge": grpc_pid})})
         o["spin_route"]["bridge_connections_per_request"] = median(connections)
         o["ratio_spin_to_host"] = ratio(o["spin_route"], o["wasm_host"])
         out[str(c)] = o
@@ -632,15 +664,19 @@ def main():
                                          "--admin-listen", "127.0.0.1:29186"], {"BANDVOTE_TOPIC": TOPIC})
     start("ceiling", [str(BIN / "bandvote-ceiling"), "127.0.0.1:28085"])
     # The sandbox's own cost: the same host runtime and intake code, publisher acknowledging at once.
-    start("sandbox", [str(BIN / "bandvote-sandbox"), "--listen", "127.0.0.1:28086"], {"BANDVOTE_INTAKE_WASM": wasm})
-    start("native-instant", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28087", "--instant"])
+    sandbox_p = start("sandbox", [str(BIN / "bandvote-sandbox"), "--listen", "127.0.0.1:28086"], {"BANDVOTE_INTAKE_WASM": wasm})
+    native_instant_p = start("native-instant", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28087", "--instant"])
+    # The same two with a publisher that acknowledges after PUBLISH_DELAY_MS (wait_phase).
+    delay = {"BANDVOTE_BENCH_PUBLISH_DELAY_MS": str(PUBLISH_DELAY_MS)}
+    sandbox_wait_p = start("sandbox-wait", [str(BIN / "bandvote-sandbox"), "--listen", "127.0.0.1:28091"], {"BANDVOTE_INTAKE_WASM": wasm, **delay})
+    native_wait_p = start("native-wait", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28092", "--instant"], delay)
     grpc = start("grpc", [str(BIN / "bandvote-grpc"), "--listen", "127.0.0.1:25051", "--rest-listen", "127.0.0.1:28082",
                           "--admin-listen", "127.0.0.1:29182"], common)
     start("consumer", [str(BIN / "bandvote-consumer")], {**common, "BANDVOTE_DLQ_TOPIC": f"{TOPIC}-dlq",
           "BANDVOTE_CONSUMER_GROUP": f"bench-{STAMP}", "BANDVOTE_REDIS_PREFIX": PREFIX,
           "BANDVOTE_MONGO_COLLECTION": f"bench_{STAMP}", "BANDVOTE_CONSUMER_ADMIN_LISTEN": "127.0.0.1:29181"})
     for url in ["http://127.0.0.1:29180/readyz", "http://127.0.0.1:29186/readyz", "http://127.0.0.1:28084/healthz", "http://127.0.0.1:28085/",
-                "http://127.0.0.1:28086/healthz", "http://127.0.0.1:28087/healthz",
+                "http://127.0.0.1:28086/healthz", "http://127.0.0.1:28087/healthz", "http://127.0.0.1:28091/healthz", "http://127.0.0.1:28092/healthz",
                 "http://127.0.0.1:29182/readyz", "http://127.0.0.1:29181/readyz"]:
         wait_http(url)
 
@@ -677,6 +713,9 @@ def main():
     sb = results["sandbox_256"] = {n: medians(rs) for n, rs in sandbox.items()}
     sb["ratio_wasm_to_native"] = ratio(sb["wasm_instant"], sb["native_instant"])
     sb["ratio_wasm_to_hyper"] = ratio(sb["wasm_instant"], results["http"]["ceiling_hyper_204"]["256"])
+    save(results)
+    results["wait_256"] = wait_phase({"sandbox": sandbox_p.pid, "native_instant": native_instant_p.pid,
+                                      "sandbox_wait": sandbox_wait_p.pid, "native_wait": native_wait_p.pid})
     save(results)
     results["reuse_256"] = reuse_phase(wasm, common, sb["native_instant"])
     save(results)
@@ -823,7 +862,8 @@ def check_issue_32(r):
         rows.append((f"Spin route (wasmtime serve {sr['wasmtime']} + REST bridge) ≥ 0.8 × the wasm host at {lv} connections",
                      f"{o['ratio_spin_to_host']} ×", o["ratio_spin_to_host"] >= 0.8,
                      f"{o['spin_route']['acked_per_sec']:.0f} vs {o['wasm_host']['acked_per_sec']:.0f} votes/s; CPU per vote "
-                     f"{o['spin_route'].get('cpu_us_per_acked')} µs (serve + bridge) vs {o['wasm_host'].get('cpu_us_per_acked')} µs; "
+                     f"{o['spin_route'].get('cpu_us_per_acked')} µs (serve {o['spin_route'].get('cpu_us_per_acked_serve')} + bridge "
+                     f"{o['spin_route'].get('cpu_us_per_acked_bridge')}) vs {o['wasm_host'].get('cpu_us_per_acked')} µs; "
                      f"{o['spin_route']['bridge_connections_per_request']} bridge connections opened per request"))
     rows += [
         ("consumer ≥ 2 × the wasm host's maximum", f"{round((r['consumer'].get('votes_per_sec') or 0) / max(1, wasm_max), 2)} ×",
@@ -874,6 +914,13 @@ def markdown(r):
             "| wasm host runtime | native intake | hyper 204 | wasm / native | wasm / hyper |", "|---:|---:|---:|---:|---:|",
             f"| {cell(sb['wasm_instant'])} | {cell(sb['native_instant'])} | {r['http']['ceiling_hyper_204']['256']['acked_per_sec']:.0f} | "
             f"{sb['ratio_wasm_to_native']} | {sb['ratio_wasm_to_hyper']} |"]
+    if r.get("wait_256"):
+        w = r["wait_256"]
+        row = lambda x: f"{x['acked_per_sec']:.0f} ({x['latency_ms_p50']} / {x['latency_ms_p99']}; {x.get('cpu_us_per_acked')} µs CPU)"
+        out += ["", f"## Waiting for the acknowledgement: a publisher that acknowledges at once or after {w['delay_ms']} ms, 256 connections, alternated (issue 32)", "",
+                f"| intake | publisher at once | after {w['delay_ms']} ms | µs of CPU per request the wait adds |", "|---|---:|---:|---:|",
+                f"| wasm host runtime (sandbox) | {row(w['wasm_at_once'])} | {row(w['wasm_after_wait'])} | {w['wasm_cpu_us_added_by_wait']} |",
+                f"| native intake | {row(w['native_at_once'])} | {row(w['native_after_wait'])} | {w['native_cpu_us_added_by_wait']} |"]
     if r.get("reuse_256"):
         ru = r["reuse_256"]
         row = lambda x: f"{x['acked_per_sec']:.0f} ({x['latency_ms_p50']} / {x['latency_ms_p99']}; {x.get('cpu_us_per_acked')} µs CPU)"
@@ -890,10 +937,13 @@ def markdown(r):
         sr = r["spin_route"]
         row = lambda x: f"{x['acked_per_sec']:.0f} ({x['latency_ms_p50']} / {x['latency_ms_p99']}, {100 * x['refused_share']:.1f}%; {x.get('cpu_us_per_acked')} µs CPU)"
         out += ["", f"## The Spin route: the Spin artifact under wasmtime serve {sr['wasmtime']} (SpinKube's shim) through the REST bridge, alternated with the wasm host (issue 32)", "",
-                "| connections | Spin route (CPU: serve + bridge) | wasm host | Spin / host | bridge connections opened per request |", "|---:|---:|---:|---:|---:|"]
+                "| connections | Spin route (CPU: serve + bridge) | of it µs CPU per vote: serve / bridge | wasm host | Spin / host | bridge connections opened per request |",
+                "|---:|---:|---:|---:|---:|---:|"]
         for lv in (k for k in sr if k.isdigit()):
             o = sr[lv]
-            out.append(f"| {lv} | {row(o['spin_route'])} | {row(o['wasm_host'])} | {o['ratio_spin_to_host']} | {o['spin_route']['bridge_connections_per_request']} |")
+            split = f"{o['spin_route'].get('cpu_us_per_acked_serve')} / {o['spin_route'].get('cpu_us_per_acked_bridge')}"
+            out.append(f"| {lv} | {row(o['spin_route'])} | {split} | {row(o['wasm_host'])} | {o['ratio_spin_to_host']} | "
+                       f"{o['spin_route']['bridge_connections_per_request']} |")
     e, c, hs, g = r["end_to_end"], r["consumer"], r["host"], r["grpc"]["stream_batches_of_50"]
     out += ["", f"- gRPC client streaming (batches of 50, 8 streams): {g['acked_per_sec']:.0f} votes/s, p99 {g['latency_ms_p99']} ms per batch",
             f"- ack → counted in Redis at {e['rate_votes_per_sec']:.0f} votes/s (50% of the wasm max): p50 {e['ack_to_counted_ms_p50']} ms, "

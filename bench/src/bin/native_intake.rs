@@ -79,7 +79,8 @@ async fn handle(publisher: &dyn Publish, req: hyper::Request<Incoming>) -> Reply
 struct Cli {
     #[arg(default_value = "127.0.0.1:8084")]
     listen: String,
-    /// Acknowledge every vote at once, storing nothing (prices the intake code alone).
+    /// Acknowledge every vote at once, storing nothing (prices the intake code
+    /// alone); after `BANDVOTE_BENCH_PUBLISH_DELAY_MS` if that is set.
     #[arg(long)]
     instant: bool,
     #[command(flatten)]
@@ -93,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = <Cli as clap::Parser>::parse();
     let addr = cli.listen;
     // The host's producer and admission flags and environment, key claims included: like with like.
-    let publisher: Arc<dyn Publish> = if cli.instant { Arc::new(InstantPublisher::default()) } else { Arc::new(cli.admission.connect(cli.kafka.connect()?)?) };
+    let publisher: Arc<dyn Publish> = if cli.instant { Arc::new(InstantPublisher::from_env()) } else { Arc::new(cli.admission.connect(cli.kafka.connect()?)?) };
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("native intake on http://{addr}/");
     loop {

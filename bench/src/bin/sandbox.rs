@@ -1,7 +1,9 @@
 //! `bandvote-sandbox`: the production wasm host runtime (`bandvote-host`'s
 //! library: compile once, pooling allocator, one instance per request) serving
-//! the intake component with a publisher that acknowledges at once. Compared
-//! with `bandvote-native-intake --instant` it prices the sandbox alone. Bench only.
+//! the intake component with a publisher that acknowledges at once (or after
+//! `BANDVOTE_BENCH_PUBLISH_DELAY_MS`, a broker's delivery time without the
+//! broker). Compared with `bandvote-native-intake --instant` it prices the
+//! sandbox alone. Bench only.
 //! Takes the host's own flags and environment (`bandvote-host --help`), so its
 //! runtime is configured exactly like the host's; the Kafka flags are unused.
 //!
@@ -19,7 +21,7 @@ use clap::Parser as _;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = HostConfig::parse();
-    let host = PublisherHost::new(InstantPublisher::default(), HostMetrics::new());
+    let host = PublisherHost::new(InstantPublisher::from_env(), HostMetrics::new());
     let runtime = IntakeRuntime::new(&config.component, host, config.runtime_config())?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     eprintln!("sandbox (wasm host, instant publisher) on http://{}/", config.listen);
