@@ -26,10 +26,15 @@ impl InstantPublisher {
         Self { next: AtomicI64::new(0), delay }
     }
 
-    /// The delay from `BANDVOTE_BENCH_PUBLISH_DELAY_MS` (unset: at once).
-    pub fn from_env() -> Self {
-        let ms = std::env::var("BANDVOTE_BENCH_PUBLISH_DELAY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-        Self::after(Duration::from_millis(ms))
+    /// The delay from `BANDVOTE_BENCH_PUBLISH_DELAY_MS` (unset: at once); a
+    /// value that is not a whole number of milliseconds is an error, not "at
+    /// once" (a typo would otherwise measure the wrong thing).
+    pub fn from_env() -> anyhow::Result<Self> {
+        let ms = match std::env::var("BANDVOTE_BENCH_PUBLISH_DELAY_MS") {
+            Ok(v) => v.trim().parse().map_err(|e| anyhow::anyhow!("BANDVOTE_BENCH_PUBLISH_DELAY_MS={v:?}: {e}"))?,
+            Err(_) => 0,
+        };
+        Ok(Self::after(Duration::from_millis(ms)))
     }
 
     async fn wait(&self) {

@@ -94,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = <Cli as clap::Parser>::parse();
     let addr = cli.listen;
     // The host's producer and admission flags and environment, key claims included: like with like.
-    let publisher: Arc<dyn Publish> = if cli.instant { Arc::new(InstantPublisher::from_env()) } else { Arc::new(cli.admission.connect(cli.kafka.connect()?)?) };
+    let publisher: Arc<dyn Publish> = if cli.instant { Arc::new(InstantPublisher::from_env()?) } else { Arc::new(cli.admission.connect(cli.kafka.connect()?)?) };
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("native intake on http://{addr}/");
     loop {

@@ -21,7 +21,7 @@ use clap::Parser as _;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = HostConfig::parse();
-    let host = PublisherHost::new(InstantPublisher::from_env(), HostMetrics::new());
+    let host = PublisherHost::new(InstantPublisher::from_env()?, HostMetrics::new());
     let runtime = IntakeRuntime::new(&config.component, host, config.runtime_config())?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     eprintln!("sandbox (wasm host, instant publisher) on http://{}/", config.listen);
