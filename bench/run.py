@@ -243,8 +243,14 @@ def capacity_sweep(targets, host_pid, cpu_pids=None):
     return out
 
 
-# The publisher's wait in the sandbox phase's second half (issue 32): about
-# the broker's delivery time at 256 in flight (the wasm host's p50 was 83 ms).
+def wrk_256(port, label, pid):
+    """An `alternated` target: wrk at 256 connections against a local port,
+    whose CPU is `pid`'s."""
+    return (lambda: from_wrk(wrk(f"http://127.0.0.1:{port}/", label, 256)), pid)
+
+
+# The publisher's wait in the waiting phase (issue 32): about the broker's
+# delivery time at 256 in flight (the wasm host's p50 in the capacity sweep).
 PUBLISH_DELAY_MS = 50
 
 
@@ -256,13 +262,11 @@ def wait_phase(pids):
     request in flight holds its instance (a wasi:http 0.2 handler returns only
     after the publish call), so the wasm host keeps ~256 instances alive and
     each resumes after its wait; at once, a few instances serve everything."""
-    def target(port, label, pid):
-        return (lambda: from_wrk(wrk(f"http://127.0.0.1:{port}/", label, 256)), pid)
     w = alternated({
-        "wasm_at_once": target(28086, "sandbox, publisher at once", pids["sandbox"]),
-        "wasm_after_wait": target(28091, f"sandbox, publisher after {PUBLISH_DELAY_MS} ms", pids["sandbox_wait"]),
-        "native_at_once": target(28087, "native intake, publisher at once", pids["native_instant"]),
-        "native_after_wait": target(28092, f"native intake, publisher after {PUBLISH_DELAY_MS} ms", pids["native_wait"]),
+        "wasm_at_once": wrk_256(28086, "sandbox, publisher at once", pids["sandbox"]),
+        "wasm_after_wait": wrk_256(28091, f"sandbox, publisher after {PUBLISH_DELAY_MS} ms", pids["sandbox_wait"]),
+        "native_at_once": wrk_256(28087, "native intake, publisher at once", pids["native_instant"]),
+        "native_after_wait": wrk_256(28092, f"native intake, publisher after {PUBLISH_DELAY_MS} ms", pids["native_wait"]),
     })
     for k in ("wasm", "native"):
         a, b = w[f"{k}_at_once"].get("cpu_us_per_acked"), w[f"{k}_after_wait"].get("cpu_us_per_acked")
@@ -284,13 +288,10 @@ def reuse_phase(wasm, common, native_instant):
         wait_http(f"http://127.0.0.1:{28100 + i}/healthz")
         wait_http(f"http://127.0.0.1:{29200 + i}/readyz")
 
-    def target(port, pid, label):
-        return (lambda: from_wrk(wrk(f"http://127.0.0.1:{port}/", label, 256)), pid)
-
-    sb = alternated({str(n): target(port, p.pid, f"sandbox, --instance-reuse {n}") for n, (port, p) in sandboxes.items()})
+    sb = alternated({str(n): wrk_256(port, f"sandbox, --instance-reuse {n}", p.pid) for n, (port, p) in sandboxes.items()})
     for n in sb:
         sb[n]["ratio_wasm_to_native"] = ratio(sb[n], native_instant)
-    hs = alternated({str(n): target(port, p.pid, f"wasm host, --instance-reuse {n}") for n, (port, p) in hosts.items()})
+    hs = alternated({str(n): wrk_256(port, f"wasm host, --instance-reuse {n}", p.pid) for n, (port, p) in hosts.items()})
     for n in hs:
         hs[n]["ratio_to_reuse_1"] = ratio(hs[n], hs[str(REUSE[0])])
         m = metrics(f"http://127.0.0.1:{29200 + REUSE.index(int(n))}/metrics")
@@ -877,6 +878,12 @@ def check_issue_32(r):
     return [{"target": t, "measured": m, "met": bool(ok), "figures": why} for t, m, ok, why in rows]
 
 
+def cpu_cell(x, refused=True):
+    """A table cell: acked/s (p50 / p99 ms[, share refused]; CPU per vote)."""
+    share = f", {100 * x['refused_share']:.1f}%" if refused else ""
+    return f"{x['acked_per_sec']:.0f} ({x['latency_ms_p50']} / {x['latency_ms_p99']}{share}; {x.get('cpu_us_per_acked')} µs CPU)"
+
+
 def markdown(r):
     m, cap = r["machine"], r["capacity"]
     out = [f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), {m['memory_mib']} MiB, everything on loopback "
@@ -904,11 +911,10 @@ def markdown(r):
                    f"{x['latency_ms_p99']} | {100 * x['refused_share']:.1f}% | {x['errors']} |")
     if r.get("claims_256"):
         cl = r["claims_256"]
-        row = lambda x: f"{x['acked_per_sec']:.0f} ({x['latency_ms_p50']} / {x['latency_ms_p99']}, {100 * x['refused_share']:.1f}%; {x.get('cpu_us_per_acked')} µs CPU)"
         out += ["", "## Idempotency-key claims at the wasm host, 256 connections (issue 24)", "",
                 "| keyless (generated ids: no claim) | keyed, claimed in Redis | keyed, host without claims | claimed / unclaimed | keyless / unclaimed |",
                 "|---:|---:|---:|---:|---:|",
-                f"| {row(cl['keyless'])} | {row(cl['keyed_claimed'])} | {row(cl['keyed_unclaimed'])} | {cl['ratio_claimed_to_unclaimed']} | {cl['ratio_keyless_to_unclaimed']} |"]
+                f"| {cpu_cell(cl['keyless'])} | {cpu_cell(cl['keyed_claimed'])} | {cpu_cell(cl['keyed_unclaimed'])} | {cl['ratio_claimed_to_unclaimed']} | {cl['ratio_keyless_to_unclaimed']} |"]
     sb = r["sandbox_256"]
     out += ["", "## The sandbox alone: publisher acknowledging at once, 256 connections", "",
             "| wasm host runtime | native intake | hyper 204 | wasm / native | wasm / hyper |", "|---:|---:|---:|---:|---:|",
@@ -916,33 +922,30 @@ def markdown(r):
             f"{sb['ratio_wasm_to_native']} | {sb['ratio_wasm_to_hyper']} |"]
     if r.get("wait_256"):
         w = r["wait_256"]
-        row = lambda x: f"{x['acked_per_sec']:.0f} ({x['latency_ms_p50']} / {x['latency_ms_p99']}; {x.get('cpu_us_per_acked')} µs CPU)"
         out += ["", f"## Waiting for the acknowledgement: a publisher that acknowledges at once or after {w['delay_ms']} ms, 256 connections, alternated (issue 32)", "",
                 f"| intake | publisher at once | after {w['delay_ms']} ms | µs of CPU per request the wait adds |", "|---|---:|---:|---:|",
-                f"| wasm host runtime (sandbox) | {row(w['wasm_at_once'])} | {row(w['wasm_after_wait'])} | {w['wasm_cpu_us_added_by_wait']} |",
-                f"| native intake | {row(w['native_at_once'])} | {row(w['native_after_wait'])} | {w['native_cpu_us_added_by_wait']} |"]
+                f"| wasm host runtime (sandbox) | {cpu_cell(w['wasm_at_once'], refused=False)} | {cpu_cell(w['wasm_after_wait'], refused=False)} | {w['wasm_cpu_us_added_by_wait']} |",
+                f"| native intake | {cpu_cell(w['native_at_once'], refused=False)} | {cpu_cell(w['native_after_wait'], refused=False)} | {w['native_cpu_us_added_by_wait']} |"]
     if r.get("reuse_256"):
         ru = r["reuse_256"]
-        row = lambda x: f"{x['acked_per_sec']:.0f} ({x['latency_ms_p50']} / {x['latency_ms_p99']}; {x.get('cpu_us_per_acked')} µs CPU)"
         out += ["", "## Instance reuse (--instance-reuse N), 256 connections, alternated (issue 24)", "",
                 "| N | sandbox (instant publisher) | sandbox wasm / native | wasm host as deployed | host / host at N = 1 | host instances fresh / reused |",
                 "|---:|---:|---:|---:|---:|---:|"]
         for n in ru["host"]:
             h = ru["host"][n]
-            out.append(f"| {n} | {row(ru['sandbox'][n])} | {ru['sandbox'][n]['ratio_wasm_to_native']} | {row(h)} | {h['ratio_to_reuse_1']} | "
+            out.append(f"| {n} | {cpu_cell(ru['sandbox'][n], refused=False)} | {ru['sandbox'][n]['ratio_wasm_to_native']} | {cpu_cell(h, refused=False)} | {h['ratio_to_reuse_1']} | "
                        f"{h['instances'].get('fresh', 0)} / {h['instances'].get('reused', 0)} |")
     if r.get("spin_route", {}).get("error"):
         out += ["", f"## The Spin route (issue 32): not measured: {r['spin_route']['error'][-300:]}"]
     elif r.get("spin_route"):
         sr = r["spin_route"]
-        row = lambda x: f"{x['acked_per_sec']:.0f} ({x['latency_ms_p50']} / {x['latency_ms_p99']}, {100 * x['refused_share']:.1f}%; {x.get('cpu_us_per_acked')} µs CPU)"
         out += ["", f"## The Spin route: the Spin artifact under wasmtime serve {sr['wasmtime']} (SpinKube's shim) through the REST bridge, alternated with the wasm host (issue 32)", "",
                 "| connections | Spin route (CPU: serve + bridge) | of it µs CPU per vote: serve / bridge | wasm host | Spin / host | bridge connections opened per request |",
                 "|---:|---:|---:|---:|---:|---:|"]
         for lv in (k for k in sr if k.isdigit()):
             o = sr[lv]
             split = f"{o['spin_route'].get('cpu_us_per_acked_serve')} / {o['spin_route'].get('cpu_us_per_acked_bridge')}"
-            out.append(f"| {lv} | {row(o['spin_route'])} | {split} | {row(o['wasm_host'])} | {o['ratio_spin_to_host']} | "
+            out.append(f"| {lv} | {cpu_cell(o['spin_route'])} | {split} | {cpu_cell(o['wasm_host'])} | {o['ratio_spin_to_host']} | "
                        f"{o['spin_route']['bridge_connections_per_request']} |")
     e, c, hs, g = r["end_to_end"], r["consumer"], r["host"], r["grpc"]["stream_batches_of_50"]
     out += ["", f"- gRPC client streaming (batches of 50, 8 streams): {g['acked_per_sec']:.0f} votes/s, p99 {g['latency_ms_p99']} ms per batch",
