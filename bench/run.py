@@ -254,14 +254,22 @@ def wrk_256(port, label, pid):
 PUBLISH_DELAY_MS = 50
 
 
-def wait_phase(pids):
+def wait_phase(wasm, pids):
     """What waiting for the acknowledgement costs, without a broker (issue 32):
     the sandbox and the native intake with a publisher that acknowledges at
     once and one that acknowledges after PUBLISH_DELAY_MS, alternated at 256
     connections, with each process's CPU per request. With the wait, every
     request in flight holds its instance (a wasi:http 0.2 handler returns only
     after the publish call), so the wasm host keeps ~256 instances alive and
-    each resumes after its wait; at once, a few instances serve everything."""
+    each resumes after its wait; at once, a few instances serve everything.
+    `pids`: the sandbox's and the instant native intake's; the two that wait
+    run only during this phase."""
+    delay = {"BANDVOTE_BENCH_PUBLISH_DELAY_MS": str(PUBLISH_DELAY_MS)}
+    waiting = [start("sandbox-wait", [str(BIN / "bandvote-sandbox"), "--listen", "127.0.0.1:28091"], {"BANDVOTE_INTAKE_WASM": wasm, **delay}),
+               start("native-wait", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28092", "--instant"], delay)]
+    pids = pids | {"sandbox_wait": waiting[0].pid, "native_wait": waiting[1].pid}
+    wait_http("http://127.0.0.1:28091/healthz")
+    wait_http("http://127.0.0.1:28092/healthz")
     w = alternated({
         "wasm_at_once": wrk_256(28086, "sandbox, publisher at once", pids["sandbox"]),
         "wasm_after_wait": wrk_256(28091, f"sandbox, publisher after {PUBLISH_DELAY_MS} ms", pids["sandbox_wait"]),
@@ -272,6 +280,9 @@ def wait_phase(pids):
         a, b = w[f"{k}_at_once"].get("cpu_us_per_acked"), w[f"{k}_after_wait"].get("cpu_us_per_acked")
         w[f"{k}_cpu_us_added_by_wait"] = round(b - a, 1) if a is not None and b is not None else None
     w["delay_ms"] = PUBLISH_DELAY_MS
+    for p in waiting:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=20)
     return w
 
 
@@ -667,17 +678,13 @@ def main():
     # The sandbox's own cost: the same host runtime and intake code, publisher acknowledging at once.
     sandbox_p = start("sandbox", [str(BIN / "bandvote-sandbox"), "--listen", "127.0.0.1:28086"], {"BANDVOTE_INTAKE_WASM": wasm})
     native_instant_p = start("native-instant", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28087", "--instant"])
-    # The same two with a publisher that acknowledges after PUBLISH_DELAY_MS (wait_phase).
-    delay = {"BANDVOTE_BENCH_PUBLISH_DELAY_MS": str(PUBLISH_DELAY_MS)}
-    sandbox_wait_p = start("sandbox-wait", [str(BIN / "bandvote-sandbox"), "--listen", "127.0.0.1:28091"], {"BANDVOTE_INTAKE_WASM": wasm, **delay})
-    native_wait_p = start("native-wait", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28092", "--instant"], delay)
     grpc = start("grpc", [str(BIN / "bandvote-grpc"), "--listen", "127.0.0.1:25051", "--rest-listen", "127.0.0.1:28082",
                           "--admin-listen", "127.0.0.1:29182"], common)
     start("consumer", [str(BIN / "bandvote-consumer")], {**common, "BANDVOTE_DLQ_TOPIC": f"{TOPIC}-dlq",
           "BANDVOTE_CONSUMER_GROUP": f"bench-{STAMP}", "BANDVOTE_REDIS_PREFIX": PREFIX,
           "BANDVOTE_MONGO_COLLECTION": f"bench_{STAMP}", "BANDVOTE_CONSUMER_ADMIN_LISTEN": "127.0.0.1:29181"})
     for url in ["http://127.0.0.1:29180/readyz", "http://127.0.0.1:29186/readyz", "http://127.0.0.1:28084/healthz", "http://127.0.0.1:28085/",
-                "http://127.0.0.1:28086/healthz", "http://127.0.0.1:28087/healthz", "http://127.0.0.1:28091/healthz", "http://127.0.0.1:28092/healthz",
+                "http://127.0.0.1:28086/healthz", "http://127.0.0.1:28087/healthz",
                 "http://127.0.0.1:29182/readyz", "http://127.0.0.1:29181/readyz"]:
         wait_http(url)
 
@@ -715,8 +722,7 @@ def main():
     sb["ratio_wasm_to_native"] = ratio(sb["wasm_instant"], sb["native_instant"])
     sb["ratio_wasm_to_hyper"] = ratio(sb["wasm_instant"], results["http"]["ceiling_hyper_204"]["256"])
     save(results)
-    results["wait_256"] = wait_phase({"sandbox": sandbox_p.pid, "native_instant": native_instant_p.pid,
-                                      "sandbox_wait": sandbox_wait_p.pid, "native_wait": native_wait_p.pid})
+    results["wait_256"] = wait_phase(wasm, {"sandbox": sandbox_p.pid, "native_instant": native_instant_p.pid})
     save(results)
     results["reuse_256"] = reuse_phase(wasm, common, sb["native_instant"])
     save(results)
