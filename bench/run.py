@@ -262,20 +262,29 @@ def wait_phase(wasm, pids):
     request in flight holds its instance (a wasi:http 0.2 handler returns only
     after the publish call), so the wasm host keeps ~256 instances alive and
     each resumes after its wait; at once, a few instances serve everything.
-    `pids`: the sandbox's and the instant native intake's; the two that wait
+    The sandbox waits both ways: the instance hands its vote to the host and
+    ends (`hand-off`, the default) or waits in `publish` and answers itself
+    (`BANDVOTE_HOST_REPLIES=false`, as under Spin).
+    `pids`: the sandbox's and the instant native intake's; the ones that wait
     run only during this phase."""
     delay = {"BANDVOTE_BENCH_PUBLISH_DELAY_MS": str(PUBLISH_DELAY_MS)}
     waiting = [start("sandbox-wait", [str(BIN / "bandvote-sandbox"), "--listen", "127.0.0.1:28091"], {"BANDVOTE_INTAKE_WASM": wasm, **delay}),
-               start("native-wait", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28092", "--instant"], delay)]
-    pids = pids | {"sandbox_wait": waiting[0].pid, "native_wait": waiting[1].pid}
-    wait_http("http://127.0.0.1:28091/healthz")
-    wait_http("http://127.0.0.1:28092/healthz")
+               start("native-wait", [str(BIN / "bandvote-native-intake"), "127.0.0.1:28092", "--instant"], delay),
+               start("sandbox-wait-in-instance", [str(BIN / "bandvote-sandbox"), "--listen", "127.0.0.1:28093"],
+                     {"BANDVOTE_INTAKE_WASM": wasm, "BANDVOTE_HOST_REPLIES": "false", **delay})]
+    pids = pids | {"sandbox_wait": waiting[0].pid, "native_wait": waiting[1].pid, "sandbox_wait_in_instance": waiting[2].pid}
+    for port in (28091, 28092, 28093):
+        wait_http(f"http://127.0.0.1:{port}/healthz")
     w = alternated({
         "wasm_at_once": wrk_256(28086, "sandbox, publisher at once", pids["sandbox"]),
         "wasm_after_wait": wrk_256(28091, f"sandbox, publisher after {PUBLISH_DELAY_MS} ms", pids["sandbox_wait"]),
+        "wasm_after_wait_in_instance": wrk_256(28093, f"sandbox, publisher after {PUBLISH_DELAY_MS} ms, waiting in the instance",
+                                               pids["sandbox_wait_in_instance"]),
         "native_at_once": wrk_256(28087, "native intake, publisher at once", pids["native_instant"]),
         "native_after_wait": wrk_256(28092, f"native intake, publisher after {PUBLISH_DELAY_MS} ms", pids["native_wait"]),
     })
+    a, b = w["wasm_at_once"].get("cpu_us_per_acked"), w["wasm_after_wait_in_instance"].get("cpu_us_per_acked")
+    w["wasm_in_instance_cpu_us_added_by_wait"] = round(b - a, 1) if a is not None and b is not None else None
     for k in ("wasm", "native"):
         a, b = w[f"{k}_at_once"].get("cpu_us_per_acked"), w[f"{k}_after_wait"].get("cpu_us_per_acked")
         w[f"{k}_cpu_us_added_by_wait"] = round(b - a, 1) if a is not None and b is not None else None
@@ -284,6 +293,25 @@ def wait_phase(wasm, pids):
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=20)
     return w
+
+
+def hand_off_phase(wasm, common, host_pid):
+    """The wasm host as deployed (Kafka, key claims) with the default
+    hand-off (the instance ends before Kafka answers; the host replies) and
+    with every instance waiting in `publish` (BANDVOTE_HOST_REPLIES=false, as
+    under Spin), alternated at 256 connections: the change's before/after in
+    one run."""
+    waits = start("host-instance-waits", [str(BIN / "bandvote-host"), "--component", wasm, "--listen", "127.0.0.1:28089",
+                                          "--admin-listen", "127.0.0.1:29187"], {**common, "BANDVOTE_HOST_REPLIES": "false"})
+    wait_http("http://127.0.0.1:29187/readyz")
+    h = alternated({
+        "host_replies": wrk_256(28080, "wasm host, hand-off (host replies)", host_pid),
+        "instance_waits": wrk_256(28089, "wasm host, instances wait in publish", waits.pid),
+    })
+    h["ratio_host_replies_to_instance_waits"] = ratio(h["host_replies"], h["instance_waits"])
+    waits.send_signal(signal.SIGTERM)
+    waits.wait(timeout=20)
+    return h
 
 
 def reuse_phase(wasm, common, native_instant):
@@ -724,6 +752,8 @@ def main():
     save(results)
     results["wait_256"] = wait_phase(wasm, {"sandbox": sandbox_p.pid, "native_instant": native_instant_p.pid})
     save(results)
+    results["hand_off_256"] = hand_off_phase(wasm, common, host.pid)
+    save(results)
     results["reuse_256"] = reuse_phase(wasm, common, sb["native_instant"])
     save(results)
     try:
@@ -930,8 +960,15 @@ def markdown(r):
         w = r["wait_256"]
         out += ["", f"## Waiting for the acknowledgement: a publisher that acknowledges at once or after {w['delay_ms']} ms, 256 connections, alternated (issue 32)", "",
                 f"| intake | publisher at once | after {w['delay_ms']} ms | µs of CPU per request the wait adds |", "|---|---:|---:|---:|",
-                f"| wasm host runtime (sandbox) | {cpu_cell(w['wasm_at_once'], refused=False)} | {cpu_cell(w['wasm_after_wait'], refused=False)} | {w['wasm_cpu_us_added_by_wait']} |",
+                f"| wasm host runtime (sandbox), hand-off | {cpu_cell(w['wasm_at_once'], refused=False)} | {cpu_cell(w['wasm_after_wait'], refused=False)} | {w['wasm_cpu_us_added_by_wait']} |",
+                *([f"| wasm host runtime (sandbox), instances wait in publish | (same) | {cpu_cell(w['wasm_after_wait_in_instance'], refused=False)} | "
+                   f"{w['wasm_in_instance_cpu_us_added_by_wait']} |"] if w.get("wasm_after_wait_in_instance") else []),
                 f"| native intake | {cpu_cell(w['native_at_once'], refused=False)} | {cpu_cell(w['native_after_wait'], refused=False)} | {w['native_cpu_us_added_by_wait']} |"]
+    if r.get("hand_off_256"):
+        h = r["hand_off_256"]
+        out += ["", "## Hand-off: the wasm host as deployed, instances ending before Kafka answers (host replies) or waiting in publish, 256 connections, alternated (issue 32)", "",
+                "| host replies (default) | instances wait in publish (as under Spin) | replies / waits |", "|---:|---:|---:|",
+                f"| {cpu_cell(h['host_replies'])} | {cpu_cell(h['instance_waits'])} | {h['ratio_host_replies_to_instance_waits']} |"]
     if r.get("reuse_256"):
         ru = r["reuse_256"]
         out += ["", "## Instance reuse (--instance-reuse N), 256 connections, alternated (issue 24)", "",

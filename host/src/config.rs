@@ -66,6 +66,12 @@ pub struct HostConfig {
     /// An idle reusable instance unused this long, in milliseconds, is dropped.
     #[arg(long, env = "BANDVOTE_INSTANCE_IDLE_MS", default_value_t = 10_000)]
     pub instance_idle_ms: u64,
+    /// The host answers for the component: an instance hands its votes over
+    /// and ends, the host publishes them and replies once Kafka answers (the
+    /// same reply). `false`: each instance waits for Kafka and answers itself,
+    /// as under Spin.
+    #[arg(long, env = "BANDVOTE_HOST_REPLIES", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub host_replies: bool,
 }
 
 impl HostConfig {
@@ -82,6 +88,7 @@ impl HostConfig {
             compile_cache: self.compile_cache.clone(),
             instance_reuse: self.instance_reuse,
             instance_idle: Duration::from_millis(self.instance_idle_ms),
+            host_replies: self.host_replies,
         }
     }
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bandvote_admission::{Publish, PublishError};
-use bandvote_vote::{Source, Vote};
+use bandvote_intake_core::{reply_published, Ack, PublishFailure, Published, Refusal, Reply};
+use bandvote_vote::{Source, Submission, Vote};
 
 use crate::metrics::HostMetrics;
 
@@ -18,45 +19,68 @@ wasmtime::component::bindgen!({
 pub use bandvote::publisher::publisher as wit;
 
 /// What the publisher import needs from the host, per request (cloned into
-/// every request's store: two reference counts, and the request's
-/// [`Attempted`] ids).
+/// every request's store: two reference counts, the request's [`RequestLog`]
+/// and whether the host answers for the component, `hand-off`).
 #[derive(Clone)]
 pub struct PublisherHost {
     pub publisher: Arc<dyn Publish>,
     pub metrics: Arc<HostMetrics>,
-    attempted: Attempted,
+    log: RequestLog,
+    /// `Some(deadline)`: `hand-off` is taken, and its publish bounded by the
+    /// deadline (the request's); `None`: refused, the component publishes
+    /// and answers itself.
+    pub(crate) hand_off: Option<std::time::Duration>,
 }
 
-/// The ids of the votes one request handed to the publisher: if the request
-/// then ends in an error (deadline, fault), its reply names them, since they
-/// may have reached Kafka (`Reply::may_have_published`).
+/// What one request did with the publisher, read by the runtime once the
+/// component is done: the ids of the votes it handed over (if the request
+/// then ends in an error — deadline, fault — its reply names them, since they
+/// may have reached Kafka: `Reply::may_have_published`), and the reply of a
+/// `hand-off`, which the host answers with.
 #[derive(Clone, Default)]
-pub struct Attempted(Arc<std::sync::Mutex<Vec<String>>>);
+pub struct RequestLog(Arc<std::sync::Mutex<Logged>>);
 
-impl Attempted {
+#[derive(Default)]
+struct Logged {
+    ids: Vec<String>,
+    handed_off: Option<tokio::task::JoinHandle<Reply>>,
+}
+
+impl RequestLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Logged> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn add(&self, ids: impl IntoIterator<Item = String>) {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(ids);
+        self.lock().ids.extend(ids);
     }
 
     /// The ids handed to the publisher so far.
     pub fn ids(&self) -> Vec<String> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.lock().ids.clone()
+    }
+
+    /// The task publishing a `hand-off`, which ends with the request's reply
+    /// (taken once).
+    pub fn take_handed_off(&self) -> Option<tokio::task::JoinHandle<Reply>> {
+        self.lock().handed_off.take()
     }
 }
 
 impl PublisherHost {
     pub fn new(publisher: impl Publish, metrics: HostMetrics) -> Self {
-        Self { publisher: Arc::new(publisher), metrics: Arc::new(metrics), attempted: Attempted::default() }
+        Self { publisher: Arc::new(publisher), metrics: Arc::new(metrics), log: RequestLog::default(), hand_off: None }
     }
 
     /// The host state for one request, and the record of what it publishes.
-    pub fn for_request(&self) -> (Self, Attempted) {
-        let attempted = Attempted::default();
-        (Self { publisher: self.publisher.clone(), metrics: self.metrics.clone(), attempted: attempted.clone() }, attempted)
+    pub fn for_request(&self) -> (Self, RequestLog) {
+        let log = RequestLog::default();
+        (Self { log: log.clone(), ..self.clone() }, log)
     }
 }
 
-fn from_wit(v: wit::Vote) -> Result<Vote, wit::PublishError> {
+/// A vote from the guest, re-checked: the guest is not trusted to have validated.
+fn from_wit(v: wit::Vote) -> Result<Vote, PublishFailure> {
     let vote = Vote {
         vote_id: v.vote_id,
         band: v.band,
@@ -71,22 +95,20 @@ fn from_wit(v: wit::Vote) -> Result<Vote, wit::PublishError> {
         voter: v.voter,
         contest: None,
     };
-    // The guest is not trusted to have validated: re-check cheaply.
-    vote.check().map_err(|e| wit::PublishError::Invalid(e.to_string()))?;
+    vote.check().map_err(|e| PublishFailure::Invalid(e.to_string()))?;
     Ok(vote)
 }
 
-fn to_wit_error(e: PublishError) -> wit::PublishError {
+/// Why the publisher did not acknowledge, as the intake answers it.
+fn failure(e: PublishError) -> PublishFailure {
     match e {
-        PublishError::Overloaded { retry_after } => {
-            wit::PublishError::Overloaded(u32::try_from(retry_after.as_millis()).unwrap_or(u32::MAX))
-        }
-        e @ PublishError::NotSent(_) => wit::PublishError::Unavailable(e.to_string()),
-        PublishError::Unavailable(m) | PublishError::Config(m) => wit::PublishError::Unavailable(m),
-        PublishError::Conflict { vote_id } => wit::PublishError::Conflict(vote_id),
+        PublishError::Overloaded { retry_after } => PublishFailure::Overloaded { retry_after_secs: retry_after.as_secs_f64().ceil() as u64 },
+        e @ PublishError::NotSent(_) => PublishFailure::Unavailable(e.to_string()),
+        PublishError::Unavailable(m) | PublishError::Config(m) => PublishFailure::Unavailable(m),
+        PublishError::Conflict { vote_id } => PublishFailure::Conflict { key: vote_id },
         e @ (PublishError::TooManyBands { .. } | PublishError::TooManyAlbums { .. }) => {
             let r = e.name_refusal().expect("a name cap's error");
-            wit::PublishError::Refused(wit::Refusal {
+            PublishFailure::Refused(Refusal {
                 status: bandvote_admission::NameRefusal::STATUS,
                 code: r.code.into(),
                 field: r.field.into(),
@@ -94,7 +116,7 @@ fn to_wit_error(e: PublishError) -> wit::PublishError {
                 details: serde_json::json!({ "cap": r.cap }).to_string(),
             })
         }
-        PublishError::Refused(r) => wit::PublishError::Refused(wit::Refusal {
+        PublishError::Refused(r) => PublishFailure::Refused(Refusal {
             status: r.http_status(),
             code: r.code().into(),
             field: r.field().into(),
@@ -104,54 +126,112 @@ fn to_wit_error(e: PublishError) -> wit::PublishError {
     }
 }
 
+/// The same failure across the component boundary (`publish`'s answer).
+fn to_wit_error(f: PublishFailure) -> wit::PublishError {
+    match f {
+        PublishFailure::Invalid(m) => wit::PublishError::Invalid(m),
+        PublishFailure::Overloaded { retry_after_secs } => {
+            wit::PublishError::Overloaded(u32::try_from(retry_after_secs.saturating_mul(1000)).unwrap_or(u32::MAX))
+        }
+        PublishFailure::Unavailable(m) => wit::PublishError::Unavailable(m),
+        PublishFailure::Conflict { key } => wit::PublishError::Conflict(key),
+        PublishFailure::Refused(r) => wit::PublishError::Refused(wit::Refusal {
+            status: r.status,
+            code: r.code,
+            field: r.field,
+            message: r.message,
+            details: r.details,
+        }),
+    }
+}
+
+fn to_wit_ack(a: Ack) -> wit::Ack {
+    wit::Ack { partition: a.partition, offset: a.offset }
+}
+
 impl PublisherHost {
-    fn record(&self, r: &Result<wit::Ack, wit::PublishError>) {
+    fn record(&self, r: &Result<Ack, PublishFailure>) {
         let outcome = match r {
             Ok(_) => "acked",
-            Err(wit::PublishError::Overloaded(_)) => "overloaded",
-            Err(wit::PublishError::Unavailable(_)) => "unavailable",
-            Err(wit::PublishError::Invalid(_)) => "invalid",
-            Err(wit::PublishError::Conflict(_)) => "conflict",
+            Err(PublishFailure::Overloaded { .. }) => "overloaded",
+            Err(PublishFailure::Unavailable(_)) => "unavailable",
+            Err(PublishFailure::Invalid(_)) => "invalid",
+            Err(PublishFailure::Conflict { .. }) => "conflict",
             // A name past its cap is bad input, as before it was answered as a refusal.
-            Err(wit::PublishError::Refused(r)) if r.code.starts_with("too_many_") => "invalid",
-            Err(wit::PublishError::Refused(_)) => "refused",
+            Err(PublishFailure::Refused(r)) if r.code.starts_with("too_many_") => "invalid",
+            Err(PublishFailure::Refused(_)) => "refused",
         };
         self.metrics.votes.with_label_values(&[outcome]).inc();
     }
+
+    /// Publish checked votes: one result per vote, or a refusal of all of
+    /// them (`batch` only; one vote is published alone).
+    async fn publish_votes(&self, votes: &[Vote], batch: bool) -> Published {
+        self.log.add(votes.iter().map(|v| v.vote_id.clone()));
+        let started = Instant::now();
+        let results = if batch {
+            self.publisher.publish_batch(votes).await.map_err(failure)?.into_iter().map(|r| r.map(ack).map_err(failure)).collect()
+        } else {
+            vec![self.publisher.publish(&votes[0]).await.map(ack).map_err(failure)]
+        };
+        self.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());
+        results.iter().for_each(|r| self.record(r));
+        Ok(results)
+    }
+}
+
+fn ack(a: bandvote_admission::Ack) -> Ack {
+    Ack { partition: a.partition, offset: a.offset }
 }
 
 impl wit::Host for PublisherHost {
     async fn publish(&mut self, v: wit::Vote) -> Result<wit::Ack, wit::PublishError> {
-        let host = self.clone();
-        let result = match from_wit(v) {
-            Ok(vote) => {
-                host.attempted.add([vote.vote_id.clone()]);
-                let started = Instant::now();
-                let r = host.publisher.publish(&vote).await;
-                host.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());
-                r.map(|a| wit::Ack { partition: a.partition, offset: a.offset }).map_err(to_wit_error)
-            }
-            Err(e) => Err(e),
-        };
-        host.record(&result);
-        result
+        let vote = from_wit(v).inspect_err(|f| self.record(&Err(f.clone()))).map_err(to_wit_error)?;
+        let published = self.publish_votes(std::slice::from_ref(&vote), false).await;
+        match published.map(|mut r| r.pop()) {
+            Ok(Some(r)) => r.map(to_wit_ack).map_err(to_wit_error),
+            Ok(None) => Err(wit::PublishError::Unavailable("the publisher returned no result".into())),
+            Err(f) => Err(to_wit_error(f)),
+        }
     }
 
     async fn publish_batch(
         &mut self,
         votes: Vec<wit::Vote>,
     ) -> Result<Vec<Result<wit::Ack, wit::PublishError>>, wit::PublishError> {
+        let votes = votes.into_iter().map(from_wit).collect::<Result<Vec<_>, _>>().map_err(to_wit_error)?;
+        let results = self.publish_votes(&votes, true).await.map_err(to_wit_error)?;
+        Ok(results.into_iter().map(|r| r.map(to_wit_ack).map_err(to_wit_error)).collect())
+    }
+
+    /// Publish in a task of its own and answer for the component: the task
+    /// ends with the reply intake-core renders, which the runtime sends. The
+    /// task runs to its end (or the request's deadline) even if the client
+    /// goes away, as an instance waiting in `publish` would.
+    async fn hand_off(&mut self, votes: Vec<wit::Vote>, batch: bool) -> bool {
+        let Some(deadline) = self.hand_off else { return false };
+        // One hand-off per request, of one vote or a non-empty batch.
+        if votes.is_empty() || (!batch && votes.len() != 1) || self.log.lock().handed_off.is_some() {
+            return false;
+        }
+        let votes = match votes.into_iter().map(from_wit).collect::<Result<Vec<_>, _>>() {
+            Ok(votes) => votes,
+            Err(f) => {
+                self.record(&Err(f.clone()));
+                let reply = Reply::unavailable(&f);
+                self.log.lock().handed_off = Some(tokio::spawn(std::future::ready(reply)));
+                return true;
+            }
+        };
         let host = self.clone();
-        let votes = votes.into_iter().map(from_wit).collect::<Result<Vec<_>, _>>()?;
-        host.attempted.add(votes.iter().map(|v| v.vote_id.clone()));
-        let started = Instant::now();
-        let results = host.publisher.publish_batch(&votes).await.map_err(to_wit_error)?;
-        host.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());
-        let results: Vec<_> = results
-            .into_iter()
-            .map(|r| r.map(|a| wit::Ack { partition: a.partition, offset: a.offset }).map_err(to_wit_error))
-            .collect();
-        results.iter().for_each(|r| host.record(r));
-        Ok(results)
+        let task = tokio::spawn(async move {
+            let submission = Submission { votes, batch };
+            match tokio::time::timeout(deadline, host.publish_votes(&submission.votes, batch)).await {
+                Ok(published) => reply_published(&submission, published),
+                Err(_) => Reply::timeout().may_have_published(&host.log.ids()),
+            }
+        });
+        self.log.lock().handed_off = Some(task);
+        true
     }
 }

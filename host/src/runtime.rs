@@ -58,6 +58,11 @@ pub struct RuntimeConfig {
     pub instance_reuse: u32,
     /// An idle instance unused this long is dropped.
     pub instance_idle: Duration,
+    /// The host answers for the component (the publisher's `hand-off`): the
+    /// instance hands its votes over and ends, the host publishes them and
+    /// replies once Kafka answers. `false`: the instance waits in `publish`
+    /// and answers itself, as it does under Spin.
+    pub host_replies: bool,
 }
 
 impl RuntimeConfig {
@@ -98,7 +103,8 @@ pub type HostResponse = hyper::Response<HyperOutgoingBody>;
 
 impl IntakeRuntime {
     /// Compile `component` and prepare it for fast per-request instantiation.
-    pub fn new(component: &Path, host: PublisherHost, config: RuntimeConfig) -> anyhow::Result<Arc<Self>> {
+    pub fn new(component: &Path, mut host: PublisherHost, config: RuntimeConfig) -> anyhow::Result<Arc<Self>> {
+        host.hand_off = config.host_replies.then_some(config.request_timeout);
         // Reset freed memories by rewriting only their dirty pages (PAGEMAP_SCAN,
         // Linux ≥ 6.7) instead of madvise; without it, the madvise default.
         let engine = match Engine::new(&engine_config(&config, true)?) {
@@ -230,7 +236,7 @@ impl IntakeRuntime {
     }
 
     async fn run(&self, req: hyper::Request<BufferedBody>, slot: OwnedSemaphorePermit) -> HostResponse {
-        let (publisher, attempted) = self.host.for_request();
+        let (publisher, log) = self.host.for_request();
         // A warm instance if one is idle (its store gets this request's host
         // state), else a new store to instantiate into.
         let (mut store, proxy, served) = match self.warm.take() {
@@ -300,9 +306,22 @@ impl IntakeRuntime {
             }
         });
         let abort = task.abort_handle();
-        match tokio::time::timeout(self.config.request_timeout, receiver).await {
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        let response = tokio::time::timeout_at(deadline, receiver).await;
+        // Handed off: the host answers from the publish, whatever the
+        // component did with its response afterwards (it should drop it).
+        let handed_off = if response.is_ok() { log.take_handed_off() } else { None };
+        if let Some(publishing) = handed_off {
+            drop(response);
+            return match tokio::time::timeout_at(deadline, publishing).await {
+                Ok(Ok(answer)) => reply(answer),
+                Ok(Err(e)) => reply(Reply::internal(&format!("the publishing task failed: {e}")).may_have_published(&log.ids())),
+                Err(_) => reply(Reply::timeout().may_have_published(&log.ids())),
+            };
+        }
+        match response {
             Ok(Ok(Ok(resp))) => resp,
-            Ok(Ok(Err(code))) => reply(Reply::internal(&format!("intake error: {code:?}")).may_have_published(&attempted.ids())),
+            Ok(Ok(Err(code))) => reply(Reply::internal(&format!("intake error: {code:?}")).may_have_published(&log.ids())),
             Ok(Err(_)) => {
                 // The guest dropped the response: it trapped or returned without one.
                 let why = match task.await {
@@ -311,12 +330,12 @@ impl IntakeRuntime {
                     Err(e) => format!("the intake task failed: {e}"),
                 };
                 tracing::warn!(%why, "component fault");
-                reply(Reply::internal(&why).may_have_published(&attempted.ids()))
+                reply(Reply::internal(&why).may_have_published(&log.ids()))
             }
             Err(_) => {
                 abort.abort();
                 tracing::warn!(timeout_ms = self.config.request_timeout.as_millis() as u64, "request deadline");
-                reply(Reply::timeout().may_have_published(&attempted.ids()))
+                reply(Reply::timeout().may_have_published(&log.ids()))
             }
         }
     }

@@ -37,7 +37,7 @@ async fn serve(publisher: impl bandvote_admission::Publish, limits: RuntimeConfi
 }
 
 fn limits() -> RuntimeConfig {
-    RuntimeConfig { max_concurrent: 16, slot_wait: Duration::from_millis(200), request_timeout: Duration::from_secs(10), body_timeout: Duration::from_secs(5), instance_memory_bytes: 32 << 20, max_connections: 10_000, guest_perf_map: false, compile_cache: None, instance_reuse: 64, instance_idle: Duration::from_secs(10) }
+    RuntimeConfig { max_concurrent: 16, slot_wait: Duration::from_millis(200), request_timeout: Duration::from_secs(10), body_timeout: Duration::from_secs(5), instance_memory_bytes: 32 << 20, max_connections: 10_000, guest_perf_map: false, compile_cache: None, instance_reuse: 64, instance_idle: Duration::from_secs(10), host_replies: true }
 }
 
 async fn start_on(topic: &str) -> Running {
@@ -247,11 +247,12 @@ fn the_intake_imports_only_wasi_and_the_publisher() {
 }
 
 /// A client that gives up does not free the instance's slot: the slot is held
-/// until the instance ends (here: the publish fails after the delivery timeout).
+/// until the instance ends (here: the publish fails after the delivery
+/// timeout). The instance waits in `publish` as under Spin (no hand-off).
 #[tokio::test]
 async fn a_slot_is_held_until_the_instance_ends() {
     let publisher = PublisherConfig { brokers: "127.0.0.1:1".into(), delivery_timeout: Duration::from_secs(2), ..Default::default() };
-    let host = start(publisher, RuntimeConfig { max_concurrent: 2, ..limits() }).await;
+    let host = start(publisher, RuntimeConfig { max_concurrent: 2, host_replies: false, ..limits() }).await;
     let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
     let gone = impatient.post(format!("http://{}/", host.addr)).body(r#"{"name":"a","album":"b","year":"1983","rank":"1"}"#).send().await;
     assert!(gone.is_err(), "the client gave up first");
@@ -273,7 +274,8 @@ async fn the_whole_pool_runs_at_once_past_wasmtime_defaults() {
     // An unreachable broker: each instance waits in publish, then answers 503.
     // Each waits 6 s: long enough for all N to start on a loaded machine (other tests run beside this one).
     let publisher = PublisherConfig { brokers: "127.0.0.1:1".into(), delivery_timeout: Duration::from_secs(6), ..Default::default() };
-    let host = start(publisher, RuntimeConfig { max_concurrent: N as u32, slot_wait: Duration::from_secs(5), ..limits() }).await;
+    let config = RuntimeConfig { max_concurrent: N as u32, slot_wait: Duration::from_secs(5), host_replies: false, ..limits() };
+    let host = start(publisher, config).await;
     let client = reqwest::Client::new();
     let sends: Vec<_> = (0..N)
         .map(|i| {
@@ -669,6 +671,13 @@ async fn a_reused_instance_answers_as_a_fresh_one_would() {
     }
     assert_eq!(counter(&fresh.runtime, "instances", "reused"), 0);
 
+    // The host answers for the component (hand-off) exactly as the component
+    // answers itself when it waits in `publish` (as under Spin).
+    let waiting = start_deterministic(1, RuntimeConfig { host_replies: false, ..limits() }).await;
+    for (i, c) in cases.iter().enumerate() {
+        assert_eq!(answer(waiting.addr, c).await, want[i], "case {i}: the component's own answer");
+    }
+
     // One instance slot: every request runs in the same instance while it lasts.
     let reused = start_deterministic(1_000, RuntimeConfig { max_concurrent: 1, ..limits() }).await;
     let orders: [Vec<usize>; 3] = [(0..cases.len()).collect(), (0..cases.len()).rev().collect(), vec![2, 0, 11, 4, 10, 3, 8, 1, 6, 9, 7, 5]];
@@ -683,6 +692,56 @@ async fn a_reused_instance_answers_as_a_fresh_one_would() {
     assert_eq!(fresh_n, 1, "one instance served every request the component saw");
     assert!(reused_n > 50, "{reused_n}");
     assert_eq!(reused.runtime.instances_idle(), 1);
+}
+
+/// Hand-off: an instance hands its votes to the host and ends before the
+/// publisher answers, so a pool of 2 instance slots carries 24 votes waiting
+/// on a slow publisher at once (each answered 201 after it), where instances
+/// waiting in `publish` answer all but 2 with 503 once the slot wait is over.
+#[tokio::test]
+async fn instances_end_before_the_publisher_answers() {
+    let slow: Case = ("/", vec![], r#"{"name":"slow","album":"b","year":"1983","rank":"1"}"#.into());
+    let statuses = |host: &Running| {
+        let (addr, slow) = (host.addr, slow.clone());
+        async move {
+            let sends: Vec<_> = (0..24).map(|_| {
+                let slow = slow.clone();
+                tokio::spawn(async move { answer(addr, &slow).await.0 })
+            }).collect();
+            let mut statuses = std::collections::BTreeMap::new();
+            for s in sends {
+                *statuses.entry(s.await.unwrap()).or_insert(0) += 1;
+            }
+            statuses
+        }
+    };
+    let handing_off = start_deterministic(64, RuntimeConfig { max_concurrent: 2, ..limits() }).await;
+    let answered = tokio::spawn(statuses(&handing_off));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let m = &handing_off.runtime.host().metrics;
+    assert_eq!((m.in_flight.get(), handing_off.runtime.instances_running()), (24, 0), "all wait on the publisher, none in an instance");
+    assert_eq!(answered.await.unwrap(), [(201, 24)].into(), "every vote answered from its publish");
+
+    let waiting = start_deterministic(64, RuntimeConfig { max_concurrent: 2, host_replies: false, ..limits() }).await;
+    assert_eq!(statuses(&waiting).await, [(201, 2), (503, 22)].into(), "two slots, each held through the publish");
+}
+
+/// A handed-off vote whose client gives up is still published (its task runs
+/// to the end, as an instance waiting in `publish` would).
+#[tokio::test]
+async fn a_handed_off_vote_is_published_though_its_client_left() {
+    let host = start_deterministic(64, limits()).await;
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let gone = impatient.post(format!("http://{}/", host.addr)).body(r#"{"name":"slow","album":"b","year":"1983","rank":"1"}"#).send().await;
+    assert!(gone.is_err(), "the client gave up first");
+    let acked = || host.runtime.host().metrics.votes.with_label_values(&["acked"]).get();
+    assert_eq!(acked(), 0);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while acked() == 0 {
+        assert!(Instant::now() < deadline, "the vote was never published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(host.runtime.instances_running(), 0);
 }
 
 /// An instance is never served again after its guest trapped, after its
@@ -704,11 +763,9 @@ async fn an_instance_is_dropped_after_a_trap_a_deadline_or_idling() {
     assert_eq!(counter(&tight.runtime, "retired", "memory"), 1);
     assert_eq!(tight.runtime.instances_idle(), 0);
 
-    let host = start_deterministic(
-        1_000,
-        RuntimeConfig { max_concurrent: 1, request_timeout: Duration::from_secs(1), instance_idle: Duration::from_millis(300), ..limits() },
-    )
-    .await;
+    // The instance waits in `publish` (no hand-off), so the slow vote holds it past the deadline.
+    let config = RuntimeConfig { max_concurrent: 1, request_timeout: Duration::from_secs(1), instance_idle: Duration::from_millis(300), host_replies: false, ..limits() };
+    let host = start_deterministic(1_000, config).await;
     assert_eq!(answer(host.addr, &one).await.0, 201);
     assert_eq!(answer(host.addr, &one).await.0, 201);
     assert_eq!((counter(&host.runtime, "instances", "fresh"), counter(&host.runtime, "instances", "reused")), (1, 1));

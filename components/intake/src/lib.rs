@@ -35,12 +35,24 @@ use bandvote::publisher::publisher as wit;
 /// dropped on every path (reply, early error, client gone); see `read_body`.
 #[http_component]
 fn handle_intake(request: IncomingRequest, response_out: ResponseOutparam) {
-    let reply = route(&request);
+    let answer = route(&request);
     drop(request);
-    respond(reply, response_out);
+    match answer {
+        Answer::Reply(reply) => respond(reply, response_out),
+        // The runtime answers from the publish (`hand-off`): no response here.
+        Answer::HandedOff => drop(response_out),
+    }
 }
 
-fn route(request: &IncomingRequest) -> Reply {
+/// What the component does with a request.
+enum Answer {
+    /// Send this reply.
+    Reply(Reply),
+    /// The votes went to the runtime's `hand-off`: it replies.
+    HandedOff,
+}
+
+fn route(request: &IncomingRequest) -> Answer {
     let method = match request.method() {
         Method::Get => "GET",
         Method::Head => "HEAD",
@@ -49,11 +61,11 @@ fn route(request: &IncomingRequest) -> Reply {
     };
     let path = request.path_with_query().unwrap_or_else(|| "/".into());
     match core::route(method, &path) {
-        Route::Health => Reply::health(),
-        Route::Status => Reply::status(),
-        Route::NotFound => Reply::not_found(),
-        Route::MethodNotAllowed => Reply::method_not_allowed(),
-        Route::Vote => handle_vote(request),
+        Route::Health => Answer::Reply(Reply::health()),
+        Route::Status => Answer::Reply(Reply::status()),
+        Route::NotFound => Answer::Reply(Reply::not_found()),
+        Route::MethodNotAllowed => Answer::Reply(Reply::method_not_allowed()),
+        Route::Vote => handle_vote(request).map_or(Answer::HandedOff, Answer::Reply),
     }
 }
 
@@ -61,7 +73,9 @@ fn header(headers: &Fields, name: &str) -> Option<String> {
     headers.get(name).into_iter().next().and_then(|v| String::from_utf8(v).ok())
 }
 
-fn handle_vote(request: &IncomingRequest) -> Reply {
+/// The reply to a vote request, or `None` when the runtime took the votes
+/// with `hand-off` and replies itself.
+fn handle_vote(request: &IncomingRequest) -> Option<Reply> {
     // The headers are a child of the request: read what we need and drop them.
     let (content_type, idempotency_key, voter, content_length) = {
         let headers = request.headers();
@@ -79,26 +93,29 @@ fn handle_vote(request: &IncomingRequest) -> Reply {
         content_length,
     };
     if let Err(reply) = core::check_declared_length(&meta) {
-        return reply;
+        return Some(reply);
     }
     let body = match read_body(request) {
         Ok(b) => b,
-        Err(reply) => return reply,
+        Err(reply) => return Some(reply),
     };
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let submission = match core::admit(&meta, &body, Source::Http, now_ms) {
         Ok(s) => s,
-        Err(reply) => return reply,
+        Err(reply) => return Some(reply),
     };
+    let votes: Vec<wit::Vote> = submission.votes.iter().map(to_wit).collect();
+    if wit::hand_off(&votes, submission.batch) {
+        return None;
+    }
     let published: Published = if submission.batch {
-        let votes: Vec<wit::Vote> = submission.votes.iter().map(to_wit).collect();
         wit::publish_batch(&votes)
             .map(|rs| rs.into_iter().map(|r| r.map(ack).map_err(failure)).collect())
             .map_err(failure)
     } else {
-        Ok(vec![wit::publish(&to_wit(&submission.votes[0])).map(ack).map_err(failure)])
+        Ok(vec![wit::publish(&votes[0]).map(ack).map_err(failure)])
     };
-    core::reply_published(&submission, published)
+    Some(core::reply_published(&submission, published))
 }
 
 /// Read at most MAX_BODY_BYTES + 1 bytes: one more than allowed is enough to answer 413.

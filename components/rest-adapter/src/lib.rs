@@ -200,4 +200,9 @@ impl Guest for Adapter {
     fn publish_batch(votes: Vec<WitVote>) -> Result<Vec<Result<Ack, PublishError>>, PublishError> {
         produce(votes)
     }
+
+    /// Spin cannot answer for the component: the intake publishes and answers.
+    fn hand_off(_votes: Vec<WitVote>, _batch: bool) -> bool {
+        false
+    }
 }
