@@ -26,10 +26,10 @@ pub struct PublisherHost {
     pub publisher: Arc<dyn Publish>,
     pub metrics: Arc<HostMetrics>,
     log: RequestLog,
-    /// `Some(deadline)`: `hand-off` is taken, and its publish bounded by the
-    /// deadline (the request's); `None`: refused, the component publishes
-    /// and answers itself.
-    pub(crate) hand_off: Option<std::time::Duration>,
+    /// `hand-off` is taken (else refused: the component publishes and answers itself).
+    pub(crate) host_replies: bool,
+    /// The request's deadline, which bounds a handed-off publish.
+    deadline: tokio::time::Instant,
 }
 
 /// What one request did with the publisher, read by the runtime once the
@@ -43,16 +43,16 @@ pub struct RequestLog(Arc<std::sync::Mutex<Logged>>);
 #[derive(Default)]
 struct Logged {
     ids: Vec<String>,
-    handed_off: Option<tokio::task::JoinHandle<Reply>>,
+    /// Publishing is over for this request: a `hand-off` was taken (at most
+    /// one; no `publish` after it), or the component answered itself.
+    closed: bool,
+    /// Its task, until the runtime takes it.
+    publishing: Option<tokio::task::JoinHandle<Reply>>,
 }
 
 impl RequestLog {
     fn lock(&self) -> std::sync::MutexGuard<'_, Logged> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn add(&self, ids: impl IntoIterator<Item = String>) {
-        self.lock().ids.extend(ids);
     }
 
     /// The ids handed to the publisher so far.
@@ -63,19 +63,41 @@ impl RequestLog {
     /// The task publishing a `hand-off`, which ends with the request's reply
     /// (taken once).
     pub fn take_handed_off(&self) -> Option<tokio::task::JoinHandle<Reply>> {
-        self.lock().handed_off.take()
+        self.lock().publishing.take()
+    }
+
+    /// Once the component has answered: the hand-off's task if it handed off
+    /// first, else nothing, and nothing is published for this request any
+    /// more (a vote published after the answer would be one no reply covers).
+    pub fn settle(&self) -> Option<tokio::task::JoinHandle<Reply>> {
+        let mut log = self.lock();
+        log.closed = true;
+        log.publishing.take()
     }
 }
 
 impl PublisherHost {
     pub fn new(publisher: impl Publish, metrics: HostMetrics) -> Self {
-        Self { publisher: Arc::new(publisher), metrics: Arc::new(metrics), log: RequestLog::default(), hand_off: None }
+        let deadline = tokio::time::Instant::now();
+        Self { publisher: Arc::new(publisher), metrics: Arc::new(metrics), log: RequestLog::default(), host_replies: false, deadline }
     }
 
-    /// The host state for one request, and the record of what it publishes.
-    pub fn for_request(&self) -> (Self, RequestLog) {
+    /// The host state for one request answered by `deadline`, and the record
+    /// of what it publishes.
+    pub fn for_request(&self, deadline: tokio::time::Instant) -> (Self, RequestLog) {
         let log = RequestLog::default();
-        (Self { log: log.clone(), ..self.clone() }, log)
+        (Self { log: log.clone(), deadline, ..self.clone() }, log)
+    }
+
+    /// Note the ids about to be published; refused after a hand-off (the
+    /// host's reply would not cover them).
+    fn log_attempt(&self, votes: &[Vote]) -> Result<(), PublishFailure> {
+        let mut log = self.log.lock();
+        if log.closed {
+            return Err(PublishFailure::Invalid("this request's votes were handed off or answered: nothing more is published".into()));
+        }
+        log.ids.extend(votes.iter().map(|v| v.vote_id.clone()));
+        Ok(())
     }
 }
 
@@ -164,10 +186,9 @@ impl PublisherHost {
         self.metrics.votes.with_label_values(&[outcome]).inc();
     }
 
-    /// Publish checked votes: one result per vote, or a refusal of all of
-    /// them (`batch` only; one vote is published alone).
+    /// Publish checked votes (their ids logged): one result per vote, or a
+    /// refusal of all of them (`batch` only; one vote is published alone).
     async fn publish_votes(&self, votes: &[Vote], batch: bool) -> Published {
-        self.log.add(votes.iter().map(|v| v.vote_id.clone()));
         let started = Instant::now();
         let results = if batch {
             self.publisher.publish_batch(votes).await.map_err(failure)?.into_iter().map(|r| r.map(ack).map_err(failure)).collect()
@@ -187,6 +208,7 @@ fn ack(a: bandvote_admission::Ack) -> Ack {
 impl wit::Host for PublisherHost {
     async fn publish(&mut self, v: wit::Vote) -> Result<wit::Ack, wit::PublishError> {
         let vote = from_wit(v).inspect_err(|f| self.record(&Err(f.clone()))).map_err(to_wit_error)?;
+        self.log_attempt(std::slice::from_ref(&vote)).map_err(to_wit_error)?;
         let published = self.publish_votes(std::slice::from_ref(&vote), false).await;
         match published.map(|mut r| r.pop()) {
             Ok(Some(r)) => r.map(to_wit_ack).map_err(to_wit_error),
@@ -199,7 +221,8 @@ impl wit::Host for PublisherHost {
         &mut self,
         votes: Vec<wit::Vote>,
     ) -> Result<Vec<Result<wit::Ack, wit::PublishError>>, wit::PublishError> {
-        let votes = votes.into_iter().map(from_wit).collect::<Result<Vec<_>, _>>().map_err(to_wit_error)?;
+        let votes = votes.into_iter().map(from_wit).collect::<Result<Vec<_>, _>>().inspect_err(|f| self.record(&Err(f.clone()))).map_err(to_wit_error)?;
+        self.log_attempt(&votes).map_err(to_wit_error)?;
         let results = self.publish_votes(&votes, true).await.map_err(to_wit_error)?;
         Ok(results.into_iter().map(|r| r.map(to_wit_ack).map_err(to_wit_error)).collect())
     }
@@ -209,29 +232,106 @@ impl wit::Host for PublisherHost {
     /// task runs to its end (or the request's deadline) even if the client
     /// goes away, as an instance waiting in `publish` would.
     async fn hand_off(&mut self, votes: Vec<wit::Vote>, batch: bool) -> bool {
-        let Some(deadline) = self.hand_off else { return false };
         // One hand-off per request, of one vote or a non-empty batch.
-        if votes.is_empty() || (!batch && votes.len() != 1) || self.log.lock().handed_off.is_some() {
+        if !self.host_replies || votes.is_empty() || (!batch && votes.len() != 1) {
             return false;
         }
-        let votes = match votes.into_iter().map(from_wit).collect::<Result<Vec<_>, _>>() {
-            Ok(votes) => votes,
+        let checked = votes.into_iter().map(from_wit).collect::<Result<Vec<_>, _>>();
+        let mut log = self.log.lock();
+        if log.closed {
+            return false;
+        }
+        log.closed = true;
+        let task = match checked {
             Err(f) => {
                 self.record(&Err(f.clone()));
-                let reply = Reply::unavailable(&f);
-                self.log.lock().handed_off = Some(tokio::spawn(std::future::ready(reply)));
-                return true;
+                tokio::spawn(std::future::ready(Reply::unavailable(&f)))
+            }
+            Ok(votes) => {
+                // Logged before the task runs: a fault or deadline reply names them.
+                log.ids.extend(votes.iter().map(|v| v.vote_id.clone()));
+                let host = self.clone();
+                tokio::spawn(async move {
+                    let submission = Submission { votes, batch };
+                    match tokio::time::timeout_at(host.deadline, host.publish_votes(&submission.votes, batch)).await {
+                        Ok(published) => reply_published(&submission, published),
+                        Err(_) => Reply::timeout().may_have_published(&host.log.ids()),
+                    }
+                })
             }
         };
-        let host = self.clone();
-        let task = tokio::spawn(async move {
-            let submission = Submission { votes, batch };
-            match tokio::time::timeout(deadline, host.publish_votes(&submission.votes, batch)).await {
-                Ok(published) => reply_published(&submission, published),
-                Err(_) => Reply::timeout().may_have_published(&host.log.ids()),
-            }
-        });
-        self.log.lock().handed_off = Some(task);
+        log.publishing = Some(task);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wit::Host as _;
+    use super::*;
+
+    /// Acknowledges every vote at once.
+    struct AtOnce;
+
+    impl Publish for AtOnce {
+        fn publish<'a>(&'a self, _: &'a Vote) -> futures::future::BoxFuture<'a, Result<bandvote_admission::Ack, PublishError>> {
+            Box::pin(async { Ok(bandvote_admission::Ack { partition: 0, offset: 7 }) })
+        }
+
+        fn publish_batch<'a>(&'a self, votes: &'a [Vote]) -> futures::future::BoxFuture<'a, Result<Vec<Result<bandvote_admission::Ack, PublishError>>, PublishError>> {
+            Box::pin(async move { Ok(votes.iter().map(|_| Ok(bandvote_admission::Ack { partition: 0, offset: 7 })).collect()) })
+        }
+    }
+
+    fn vote(key: &str) -> wit::Vote {
+        let meta = bandvote_intake_core::RequestMeta { idempotency_key: Some(key), ..Default::default() };
+        let v = bandvote_intake_core::admit(&meta, br#"{"name":"Alux Nahual","album":"Alux Nahual","year":"1983","rank":"1"}"#, Source::Http, 5)
+            .unwrap()
+            .votes
+            .remove(0);
+        wit::Vote { vote_id: v.vote_id, band: v.band, album: v.album, year: v.year, rank: v.rank, source: wit::Source::Http, received_at_ms: 5, voter: None }
+    }
+
+    fn request(host_replies: bool) -> (PublisherHost, RequestLog) {
+        let host = PublisherHost { host_replies, ..PublisherHost::new(AtOnce, HostMetrics::new()) };
+        host.for_request(tokio::time::Instant::now() + std::time::Duration::from_secs(5))
+    }
+
+    /// One hand-off per request; its ids are logged before its task runs;
+    /// nothing is published after it; the reply is intake-core's.
+    #[tokio::test]
+    async fn one_hand_off_per_request_and_nothing_published_after_it() {
+        let (mut host, log) = request(true);
+        assert!(host.hand_off(vec![vote("k-1")], false).await);
+        assert_eq!(log.ids(), ["k-1"], "named at once, for a fault or deadline reply");
+        assert!(!host.hand_off(vec![vote("k-2")], false).await, "a second hand-off");
+        assert!(matches!(host.publish(vote("k-3")).await, Err(wit::PublishError::Invalid(_))), "a publish after it");
+        let reply = log.take_handed_off().expect("its task").await.unwrap();
+        assert_eq!(reply.status, 201);
+        assert_eq!(log.ids(), ["k-1"]);
+    }
+
+    /// A component that answered itself publishes nothing more, handed off or not.
+    #[tokio::test]
+    async fn nothing_is_published_after_the_component_answered() {
+        let (mut host, log) = request(true);
+        assert!(host.publish(vote("k-1")).await.is_ok());
+        assert!(log.settle().is_none());
+        assert!(!host.hand_off(vec![vote("k-2")], false).await);
+        assert!(host.publish_batch(vec![vote("k-3")]).await.is_err());
+        assert_eq!(log.ids(), ["k-1"]);
+    }
+
+    /// Refused where the host does not answer for the component, and for a
+    /// list that is not one vote or a non-empty batch.
+    #[tokio::test]
+    async fn hand_off_is_refused_when_off_or_malformed() {
+        let (mut off, _) = request(false);
+        assert!(!off.hand_off(vec![vote("k-1")], false).await);
+        assert!(off.publish(vote("k-1")).await.is_ok(), "the component publishes itself");
+        let (mut on, log) = request(true);
+        assert!(!on.hand_off(vec![], true).await);
+        assert!(!on.hand_off(vec![vote("a"), vote("b")], false).await);
+        assert!(log.ids().is_empty());
     }
 }

@@ -18,7 +18,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
-use crate::publisher::{IntakeImports, PublisherHost};
+use crate::publisher::{IntakeImports, PublisherHost, RequestLog};
 use crate::state::RequestState;
 use crate::warm::{Retire, ReusePolicy, Warm, WarmPool};
 
@@ -104,7 +104,7 @@ pub type HostResponse = hyper::Response<HyperOutgoingBody>;
 impl IntakeRuntime {
     /// Compile `component` and prepare it for fast per-request instantiation.
     pub fn new(component: &Path, mut host: PublisherHost, config: RuntimeConfig) -> anyhow::Result<Arc<Self>> {
-        host.hand_off = config.host_replies.then_some(config.request_timeout);
+        host.host_replies = config.host_replies;
         // Reset freed memories by rewriting only their dirty pages (PAGEMAP_SCAN,
         // Linux ≥ 6.7) instead of madvise; without it, the madvise default.
         let engine = match Engine::new(&engine_config(&config, true)?) {
@@ -236,7 +236,8 @@ impl IntakeRuntime {
     }
 
     async fn run(&self, req: hyper::Request<BufferedBody>, slot: OwnedSemaphorePermit) -> HostResponse {
-        let (publisher, log) = self.host.for_request();
+        let answer_by = tokio::time::Instant::now() + self.config.request_timeout;
+        let (publisher, log) = self.host.for_request(answer_by);
         // A warm instance if one is idle (its store gets this request's host
         // state), else a new store to instantiate into.
         let (mut store, proxy, served) = match self.warm.take() {
@@ -306,25 +307,30 @@ impl IntakeRuntime {
             }
         });
         let abort = task.abort_handle();
-        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
-        let response = tokio::time::timeout_at(deadline, receiver).await;
+        let response = tokio::time::timeout_at(answer_by, receiver).await;
         // Handed off: the host answers from the publish, whatever the
         // component did with its response afterwards (it should drop it).
-        let handed_off = if response.is_ok() { log.take_handed_off() } else { None };
+        // A component that answered itself publishes nothing more.
+        let handed_off = match &response {
+            Ok(Ok(_)) => log.settle(),
+            Ok(Err(_)) => log.take_handed_off(),
+            Err(_) => None,
+        };
         if let Some(publishing) = handed_off {
             drop(response);
-            return match tokio::time::timeout_at(deadline, publishing).await {
-                Ok(Ok(answer)) => reply(answer),
-                Ok(Err(e)) => reply(Reply::internal(&format!("the publishing task failed: {e}")).may_have_published(&log.ids())),
-                Err(_) => reply(Reply::timeout().may_have_published(&log.ids())),
-            };
+            return answer_handed_off(publishing, &log).await;
         }
         match response {
             Ok(Ok(Ok(resp))) => resp,
             Ok(Ok(Err(code))) => reply(Reply::internal(&format!("intake error: {code:?}")).may_have_published(&log.ids())),
             Ok(Err(_)) => {
                 // The guest dropped the response: it trapped or returned without one.
-                let why = match task.await {
+                let ended = task.await;
+                // A component that dropped its response before handing off.
+                if let Some(publishing) = log.take_handed_off() {
+                    return answer_handed_off(publishing, &log).await;
+                }
+                let why = match ended {
                     Ok(Ok(())) => "the intake returned no response".to_string(),
                     Ok(Err(e)) => format!("the intake failed: {e:#}"),
                     Err(e) => format!("the intake task failed: {e}"),
@@ -338,6 +344,15 @@ impl IntakeRuntime {
                 reply(Reply::timeout().may_have_published(&log.ids()))
             }
         }
+    }
+}
+
+/// The reply of a handed-off publish. Its task ends by the request's
+/// deadline (it answers 503 naming the votes past it), so this does too.
+async fn answer_handed_off(publishing: tokio::task::JoinHandle<Reply>, log: &RequestLog) -> HostResponse {
+    match publishing.await {
+        Ok(answer) => reply(answer),
+        Err(e) => reply(Reply::internal(&format!("the publishing task failed: {e}")).may_have_published(&log.ids())),
     }
 }
 
