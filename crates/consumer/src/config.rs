@@ -49,6 +49,13 @@ pub struct ConsumerConfig {
     /// Longest wait to fill a batch, in milliseconds.
     #[arg(long, env = "BANDVOTE_BATCH_WAIT_MS", default_value_t = 20)]
     pub batch_wait_ms: u64,
+    /// Most bytes one fetch reads from a partition (librdkafka
+    /// `max.partition.fetch.bytes`; its default is 1 MiB). nisshi's sqlite
+    /// engine ends a partition read that reaches this cap only after scanning
+    /// the partition's remaining records, so with a backlog a small cap costs
+    /// a scan per MiB of votes (ARCHITECTURE.md, "Known limits": the consumer).
+    #[arg(long, env = "BANDVOTE_FETCH_PARTITION_BYTES", default_value_t = 8 << 20)]
+    pub fetch_partition_bytes: usize,
     /// Address for /metrics, /healthz, /readyz.
     #[arg(long, env = "BANDVOTE_CONSUMER_ADMIN_LISTEN", default_value = "127.0.0.1:9181")]
     pub admin_listen: SocketAddr,

@@ -30,6 +30,7 @@ async fn isolated(name: &str, partitions: i32) -> ConsumerConfig {
         mongo_collection: kit::unique("votes"),
         batch_max: 200,
         batch_wait_ms: 20,
+        fetch_partition_bytes: 8 << 20,
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         instance_id: String::new(),
         kafka_debug: String::new(),

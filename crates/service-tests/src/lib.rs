@@ -26,6 +26,7 @@ pub fn isolated_consumer(name: &str, topic: &str) -> ConsumerConfig {
         mongo_collection: kit::unique(name),
         batch_max: 200,
         batch_wait_ms: 20,
+        fetch_partition_bytes: 8 << 20,
         admin_listen: "127.0.0.1:0".parse().expect("an address"),
     }
 }
