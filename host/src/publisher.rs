@@ -26,10 +26,10 @@ pub struct PublisherHost {
     pub publisher: Arc<dyn Publish>,
     pub metrics: Arc<HostMetrics>,
     log: RequestLog,
-    /// `hand-off` is taken (else refused: the component publishes and answers itself).
-    pub(crate) host_replies: bool,
-    /// The request's deadline, which bounds a handed-off publish.
-    deadline: tokio::time::Instant,
+    /// `Some(deadline)`: `hand-off` is taken and its publish bounded by the
+    /// request's deadline; `None`: refused, the component publishes and
+    /// answers itself.
+    hand_off_by: Option<tokio::time::Instant>,
 }
 
 /// What one request did with the publisher, read by the runtime once the
@@ -78,15 +78,15 @@ impl RequestLog {
 
 impl PublisherHost {
     pub fn new(publisher: impl Publish, metrics: HostMetrics) -> Self {
-        let deadline = tokio::time::Instant::now();
-        Self { publisher: Arc::new(publisher), metrics: Arc::new(metrics), log: RequestLog::default(), host_replies: false, deadline }
+        Self { publisher: Arc::new(publisher), metrics: Arc::new(metrics), log: RequestLog::default(), hand_off_by: None }
     }
 
-    /// The host state for one request answered by `deadline`, and the record
-    /// of what it publishes.
-    pub fn for_request(&self, deadline: tokio::time::Instant) -> (Self, RequestLog) {
+    /// The host state for one request, and the record of what it publishes.
+    /// `hand_off_by`: the request's deadline if the host answers for the
+    /// component (`hand-off`), `None` if the component answers itself.
+    pub fn for_request(&self, hand_off_by: Option<tokio::time::Instant>) -> (Self, RequestLog) {
         let log = RequestLog::default();
-        (Self { log: log.clone(), deadline, ..self.clone() }, log)
+        (Self { log: log.clone(), hand_off_by, ..self.clone() }, log)
     }
 
     /// Note the ids about to be published; refused after a hand-off (the
@@ -186,23 +186,27 @@ impl PublisherHost {
         self.metrics.votes.with_label_values(&[outcome]).inc();
     }
 
-    /// Publish checked votes (their ids logged): one result per vote, or a
-    /// refusal of all of them (`batch` only; one vote is published alone).
+    /// Publish checked votes (their ids logged), timed and counted.
     async fn publish_votes(&self, votes: &[Vote], batch: bool) -> Published {
         let started = Instant::now();
-        let results = if batch {
-            self.publisher.publish_batch(votes).await.map_err(failure)?.into_iter().map(|r| r.map(ack).map_err(failure)).collect()
-        } else {
-            vec![self.publisher.publish(&votes[0]).await.map(ack).map_err(failure)]
-        };
+        let results = publish_submission(self.publisher.as_ref(), votes, batch).await?;
         self.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());
         results.iter().for_each(|r| self.record(r));
         Ok(results)
     }
 }
 
-fn ack(a: bandvote_admission::Ack) -> Ack {
-    Ack { partition: a.partition, offset: a.offset }
+/// Publish a submission's votes and say each outcome as the intake answers it
+/// (`reply_published` takes it): one result per vote, or a refusal of all of
+/// them (`batch` only; otherwise `votes` is one vote, published alone). The
+/// host's import and the bench's native intake both publish through it.
+pub async fn publish_submission(publisher: &dyn Publish, votes: &[Vote], batch: bool) -> Published {
+    let ack = |a: bandvote_admission::Ack| Ack { partition: a.partition, offset: a.offset };
+    if batch {
+        Ok(publisher.publish_batch(votes).await.map_err(failure)?.into_iter().map(|r| r.map(ack).map_err(failure)).collect())
+    } else {
+        Ok(vec![publisher.publish(&votes[0]).await.map(ack).map_err(failure)])
+    }
 }
 
 impl wit::Host for PublisherHost {
@@ -233,7 +237,8 @@ impl wit::Host for PublisherHost {
     /// goes away, as an instance waiting in `publish` would.
     async fn hand_off(&mut self, votes: Vec<wit::Vote>, batch: bool) -> bool {
         // One hand-off per request, of one vote or a non-empty batch.
-        if !self.host_replies || votes.is_empty() || (!batch && votes.len() != 1) {
+        let Some(deadline) = self.hand_off_by else { return false };
+        if votes.is_empty() || (!batch && votes.len() != 1) {
             return false;
         }
         let checked = votes.into_iter().map(from_wit).collect::<Result<Vec<_>, _>>();
@@ -253,7 +258,7 @@ impl wit::Host for PublisherHost {
                 let host = self.clone();
                 tokio::spawn(async move {
                     let submission = Submission { votes, batch };
-                    match tokio::time::timeout_at(host.deadline, host.publish_votes(&submission.votes, batch)).await {
+                    match tokio::time::timeout_at(deadline, host.publish_votes(&submission.votes, batch)).await {
                         Ok(published) => reply_published(&submission, published),
                         Err(_) => Reply::timeout().may_have_published(&host.log.ids()),
                     }
@@ -293,8 +298,8 @@ mod tests {
     }
 
     fn request(host_replies: bool) -> (PublisherHost, RequestLog) {
-        let host = PublisherHost { host_replies, ..PublisherHost::new(AtOnce, HostMetrics::new()) };
-        host.for_request(tokio::time::Instant::now() + std::time::Duration::from_secs(5))
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        PublisherHost::new(AtOnce, HostMetrics::new()).for_request(host_replies.then_some(deadline))
     }
 
     /// One hand-off per request; its ids are logged before its task runs;

@@ -103,8 +103,7 @@ pub type HostResponse = hyper::Response<HyperOutgoingBody>;
 
 impl IntakeRuntime {
     /// Compile `component` and prepare it for fast per-request instantiation.
-    pub fn new(component: &Path, mut host: PublisherHost, config: RuntimeConfig) -> anyhow::Result<Arc<Self>> {
-        host.host_replies = config.host_replies;
+    pub fn new(component: &Path, host: PublisherHost, config: RuntimeConfig) -> anyhow::Result<Arc<Self>> {
         // Reset freed memories by rewriting only their dirty pages (PAGEMAP_SCAN,
         // Linux ≥ 6.7) instead of madvise; without it, the madvise default.
         let engine = match Engine::new(&engine_config(&config, true)?) {
@@ -237,7 +236,7 @@ impl IntakeRuntime {
 
     async fn run(&self, req: hyper::Request<BufferedBody>, slot: OwnedSemaphorePermit) -> HostResponse {
         let answer_by = tokio::time::Instant::now() + self.config.request_timeout;
-        let (publisher, log) = self.host.for_request(answer_by);
+        let (publisher, log) = self.host.for_request(self.config.host_replies.then_some(answer_by));
         // A warm instance if one is idle (its store gets this request's host
         // state), else a new store to instantiate into.
         let (mut store, proxy, served) = match self.warm.take() {

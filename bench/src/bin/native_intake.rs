@@ -6,32 +6,18 @@
 use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bandvote_intake_core::{self as core, Ack, PublishFailure, Published, Reply, RequestMeta, Route};
-use bandvote_admission::{AdmissionArgs, Publish, PublishError};
+use bandvote_admission::{AdmissionArgs, Publish};
+use bandvote_host::publisher::publish_submission;
+use bandvote_host::runtime::reply;
+use bandvote_intake_core::{self as core, Reply, RequestMeta, Route};
 use bandvote_kafka::PublisherArgs;
 use bandvote_load::InstantPublisher;
 use std::sync::Arc;
 use bandvote_vote::{limits, Source, VoteError};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-
-fn failure(e: PublishError) -> PublishFailure {
-    match e {
-        PublishError::Overloaded { retry_after } => PublishFailure::Overloaded { retry_after_secs: retry_after.as_secs().max(1) },
-        PublishError::Conflict { vote_id } => PublishFailure::Conflict { key: vote_id },
-        e @ (PublishError::TooManyBands { .. } | PublishError::TooManyAlbums { .. }) => PublishFailure::Invalid(e.to_string()),
-        PublishError::Refused(r) => PublishFailure::Refused(bandvote_intake_core::Refusal {
-            status: r.http_status(),
-            code: r.code().into(),
-            field: r.field().into(),
-            message: r.to_string(),
-            details: r.details().to_string(),
-        }),
-        other => PublishFailure::Unavailable(other.to_string()),
-    }
-}
 
 async fn handle(publisher: &dyn Publish, req: hyper::Request<Incoming>) -> Reply {
     let (method, path) = (req.method().as_str().to_owned(), req.uri().path().to_owned());
@@ -62,15 +48,8 @@ async fn handle(publisher: &dyn Publish, req: hyper::Request<Incoming>) -> Reply
         Ok(s) => s,
         Err(r) => return r,
     };
-    let published: Published = if submission.batch {
-        publisher
-            .publish_batch(&submission.votes)
-            .await
-            .map(|rs| rs.into_iter().map(|r| r.map(|a| Ack { partition: a.partition, offset: a.offset }).map_err(failure)).collect())
-            .map_err(failure)
-    } else {
-        Ok(vec![publisher.publish(&submission.votes[0]).await.map(|a| Ack { partition: a.partition, offset: a.offset }).map_err(failure)])
-    };
+    // Published and answered exactly as the host answers a handed-off vote.
+    let published = publish_submission(publisher, &submission.votes, submission.batch).await;
     core::reply_published(&submission, published)
 }
 
@@ -104,17 +83,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let publisher = publisher.clone();
-                async move {
-                    let r = handle(publisher.as_ref(), req).await;
-                    let mut b = hyper::Response::builder().status(r.status).header("content-type", "application/json");
-                    if let Some(s) = r.retry_after {
-                        b = b.header("retry-after", s.to_string());
-                    }
-                    if let Some(k) = &r.idempotency_key {
-                        b = b.header("idempotency-key", k.as_str());
-                    }
-                    Ok::<_, Infallible>(b.body(Full::new(Bytes::from(r.body))).unwrap())
-                }
+                async move { Ok::<_, Infallible>(reply(handle(publisher.as_ref(), req).await)) }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
         });
