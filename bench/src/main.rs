@@ -199,6 +199,10 @@ fn vote_pb(seq: u64, prefix: &str, invalid: bool) -> pb::Vote {
     }
 }
 
+// Every bandvote binary runs on mimalloc (ARCHITECTURE.md, "The bottleneck").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();

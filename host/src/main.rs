@@ -9,6 +9,10 @@ use bandvote_host::runtime::IntakeRuntime;
 use bandvote_host::{server, HostConfig};
 use clap::Parser as _;
 
+// Every bandvote binary runs on mimalloc (ARCHITECTURE.md, "The bottleneck").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     bandvote_telemetry::init_tracing();

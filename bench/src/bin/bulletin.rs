@@ -44,6 +44,10 @@ fn peak_rss_kb() -> u64 {
 
 const BANDS: [&str; 5] = ["Alux Nahual", "Bohemia Suburbana", "Viernes Verde", "Malacates Trébol Shop", "Radio Viejo"];
 
+// Every bandvote binary runs on mimalloc (ARCHITECTURE.md, "The bottleneck").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();

@@ -68,6 +68,10 @@ struct Cli {
     admission: AdmissionArgs,
 }
 
+// Every bandvote binary runs on mimalloc (ARCHITECTURE.md, "The bottleneck").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = <Cli as clap::Parser>::parse();

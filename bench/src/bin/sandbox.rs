@@ -18,6 +18,10 @@ use bandvote_host::HostConfig;
 use bandvote_load::InstantPublisher;
 use clap::Parser as _;
 
+// Every bandvote binary runs on mimalloc (ARCHITECTURE.md, "The bottleneck").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = HostConfig::parse();

@@ -12,6 +12,10 @@ use bandvote_grpc::rest::{self, RestBridge};
 use bandvote_grpc::service::GrpcIntake;
 use clap::Parser as _;
 
+// Every bandvote binary runs on mimalloc (ARCHITECTURE.md, "The bottleneck").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     bandvote_telemetry::init_tracing();
