@@ -356,7 +356,10 @@ def spin_route_phase(host_pid, grpc_pid, bridge_port):
     """The Spin route (issue 32): the Spin artifact (the intake composed with
     the REST adapter, configuration from the environment) under `wasmtime
     serve` of the wasmtime SpinKube's shim embeds (42.0.2, pooling allocator
-    on, as Spin runs; its totals raised to 4,000), publishing through the REST bridge of bandvote-grpc,
+    on, as Spin runs; its totals raised to 4,000; Spin's keep-resident sizes,
+    2 MiB of memory and 512 KiB of tables memset per instance, are not set:
+    by hand, 2026-12-07, they cost serve 721 -> 876 us per vote at 64
+    connections), publishing through the REST bridge of bandvote-grpc,
     alternated with the wasm host at each of SPIN_LEVELS connections. CPU per
     vote: wasmtime serve and the bridge's process together. Connections: the
     TCP connections the machine accepted during a run, less wrk's own, per
