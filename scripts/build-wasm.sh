@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the intake component for wasm32-wasip2 (profile `wasm`: size-optimised, LTO)
+# Build the intake component for wasm32-wasip2 (profile `wasm`: opt-level 3, LTO, stripped)
 # and print its path. BANDVOTE_WASM_PROFILE=wasm-profiling keeps the function
 # names for profiles (README, "Profiling the host").
 set -euo pipefail
