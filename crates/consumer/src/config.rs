@@ -54,8 +54,11 @@ pub struct ConsumerConfig {
     /// engine ends a partition read that reaches this cap only after scanning
     /// the partition's remaining records, so with a backlog a small cap costs
     /// a scan per MiB of votes (ARCHITECTURE.md, "Known limits": the consumer).
-    #[arg(long, env = "BANDVOTE_FETCH_PARTITION_BYTES", default_value_t = 8 << 20)]
-    pub fetch_partition_bytes: usize,
+    /// librdkafka's range: 1 byte to 10^9 (anything else is refused at start,
+    /// not clamped).
+    #[arg(long, env = "BANDVOTE_FETCH_PARTITION_BYTES", default_value_t = 8 << 20,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000_000))]
+    pub fetch_partition_bytes: u32,
     /// Address for /metrics, /healthz, /readyz.
     #[arg(long, env = "BANDVOTE_CONSUMER_ADMIN_LISTEN", default_value = "127.0.0.1:9181")]
     pub admin_listen: SocketAddr,
@@ -64,5 +67,31 @@ pub struct ConsumerConfig {
 impl ConsumerConfig {
     pub fn batch_wait(&self) -> Duration {
         Duration::from_millis(self.batch_wait_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: ConsumerConfig,
+    }
+
+    /// A fetch size librdkafka cannot take is refused with a message naming
+    /// the flag, never turned into another size.
+    #[test]
+    fn a_fetch_size_out_of_range_is_refused() {
+        let parse = |v: &str| Cli::try_parse_from(["consumer".to_string(), format!("--fetch-partition-bytes={v}")]).map(|c| c.config.fetch_partition_bytes);
+        assert_eq!(Cli::try_parse_from(["consumer"]).unwrap().config.fetch_partition_bytes, 8 << 20);
+        assert_eq!(parse("1").unwrap(), 1);
+        assert_eq!(parse("1000000000").unwrap(), 1_000_000_000);
+        for bad in ["0", "1000000001", "-1", "8MiB"] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("--fetch-partition-bytes"), "{bad}: {e}");
+        }
     }
 }

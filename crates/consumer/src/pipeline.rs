@@ -498,7 +498,7 @@ impl Pipeline {
             .set("session.timeout.ms", "15000")
             .set("heartbeat.interval.ms", "3000")
             .set("max.poll.interval.ms", "60000")
-            .set("max.partition.fetch.bytes", config.fetch_partition_bytes.max(1).to_string());
+            .set("max.partition.fetch.bytes", config.fetch_partition_bytes.to_string());
         let resume = ResumeFromSinks {
             redis: ::redis::Client::open(config.redis_url.as_str()).map_err(SinkError::from)?,
             offsets_key: applier.counters().offsets_key(&config.topic),
