@@ -1,4 +1,6 @@
-use serde_json::{Map, Value};
+mod document;
+
+use document::{Document, Entry, FieldValue, Fields, Item, KNOWN};
 
 use crate::error::{FieldProblem, VoteError};
 use crate::limits;
@@ -45,15 +47,15 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8], received: &Received) 
         Some(k) => Some(check_vote_id("Idempotency-Key", k.clone())?),
         None => None,
     };
-    let value: Value = serde_json::from_slice(body).map_err(|e| VoteError::MalformedJson(e.to_string()))?;
-    match value {
-        Value::Object(map) => {
-            let raw = with_voter(raw_from_json(map)?, received)?;
+    let document = document::parse(body).map_err(|e| VoteError::MalformedJson(e.to_string()))?;
+    match document {
+        Document::Object(fields) => {
+            let raw = with_voter(raw_from_json(fields)?, received)?;
             let id = resolve_single_id(&raw, key.as_deref())?;
             let vote = raw.validate(received.source, received.received_at_ms, id)?;
             Ok(Submission { votes: vec![vote], batch: false })
         }
-        Value::Array(items) => {
+        Document::Array(items) => {
             if items.is_empty() {
                 return Err(VoteError::EmptyBatch);
             }
@@ -64,14 +66,14 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8], received: &Received) 
                 .into_iter()
                 .enumerate()
                 .map(|(i, item)| {
-                    let Value::Object(map) = item else { return Err(VoteError::NotAnObject) };
-                    raw_from_json(map).and_then(|r| with_voter(r, received)).map_err(|e| e.at_index(i))
+                    let Item::Object(fields) = item else { return Err(VoteError::NotAnObject) };
+                    raw_from_json(fields).and_then(|r| with_voter(r, received)).map_err(|e| e.at_index(i))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let votes = assemble_batch(raws, key.as_deref(), received.source, received.received_at_ms)?;
             Ok(Submission { votes, batch: true })
         }
-        _ => Err(VoteError::NotAnObject),
+        Document::Scalar => Err(VoteError::NotAnObject),
     }
 }
 
@@ -88,57 +90,48 @@ fn with_voter(mut raw: RawVote, received: &Received) -> Result<RawVote, VoteErro
     }
 }
 
-/// Map either client shape onto a [`RawVote`]. Aliases that both appear must agree.
-fn raw_from_json(map: Map<String, Value>) -> Result<RawVote, VoteError> {
+/// Map either client shape onto a [`RawVote`], judging fields in the order
+/// their names first appear (a repeated name has its last value). Aliases
+/// that both appear must agree.
+fn raw_from_json(fields: Fields<'_>) -> Result<RawVote, VoteError> {
     let mut raw = RawVote::default();
     let mut seen: [Option<&'static str>; 2] = [None, None];
-    for (key, value) in map {
-        let (slot, canonical, alias_slot): (&mut Option<String>, &'static str, Option<usize>) = match key.as_str() {
+    for entry in fields.in_order() {
+        let (slot, value) = match entry {
+            Entry::Known(slot, value) => (slot, value),
+            Entry::Unknown(key) => return Err(VoteError::field(truncate(&key), FieldProblem::Unknown)),
+        };
+        let key = KNOWN[slot];
+        let (target, canonical, alias_slot): (&mut Option<String>, &'static str, Option<usize>) = match key {
             "name" | "artist" | "band" => (&mut raw.band, "band", Some(0)),
             "rank" | "ranked" => (&mut raw.rank, "rank", Some(1)),
             "album" => (&mut raw.album, "album", None),
             "year" => (&mut raw.year, "year", None),
             "vote_id" => (&mut raw.vote_id, "vote_id", None),
-            "voter" => (&mut raw.voter, "voter", None),
-            _ => return Err(VoteError::field(truncate(&key), FieldProblem::Unknown)),
+            _ => (&mut raw.voter, "voter", None),
         };
         let numbers_ok = matches!(canonical, "year" | "rank");
         let text = match value {
-            Value::String(s) => s,
-            Value::Number(n) if numbers_ok => n.to_string(),
+            FieldValue::Text(s) => s.into_owned(),
+            FieldValue::Number(n) if numbers_ok => n.to_string(),
             _ => {
                 let expected = if numbers_ok { "string or number" } else { "string" };
-                return Err(VoteError::field(field_name(&key), FieldProblem::WrongType { expected }));
+                return Err(VoteError::field(key, FieldProblem::WrongType { expected }));
             }
         };
         if let Some(i) = alias_slot {
-            let name = field_name(&key);
-            if let (Some(prev), Some(prev_name)) = (slot.as_ref(), seen[i]) {
+            if let (Some(prev), Some(prev_name)) = (target.as_ref(), seen[i]) {
                 if prev.split_whitespace().ne(text.split_whitespace()) {
-                    // Name the same field whatever order the JSON map iterates in.
-                    let (first, second) = if alias_rank(prev_name) < alias_rank(name) { (prev_name, name) } else { (name, prev_name) };
+                    // Name the same field whatever order the fields came in.
+                    let (first, second) = if alias_rank(prev_name) < alias_rank(key) { (prev_name, key) } else { (key, prev_name) };
                     return Err(VoteError::field(second, FieldProblem::Conflict { with: first }));
                 }
             }
-            seen[i] = Some(name);
+            seen[i] = Some(key);
         }
-        *slot = Some(text);
+        *target = Some(text);
     }
     Ok(raw)
-}
-
-fn field_name(key: &str) -> &'static str {
-    match key {
-        "name" => "name",
-        "artist" => "artist",
-        "band" => "band",
-        "rank" => "rank",
-        "ranked" => "ranked",
-        "album" => "album",
-        "year" => "year",
-        "voter" => "voter",
-        _ => "vote_id",
-    }
 }
 
 /// Order of aliases in error messages: the primary name first.
@@ -280,6 +273,163 @@ mod proptests {
     use crate::Source;
     use proptest::prelude::*;
 
+    /// The parser as it was before `document` (the body read into a
+    /// `serde_json::Value` whose maps keep insertion order: the dev-dependency
+    /// turns `preserve_order` on for the tests): the reference the one-pass
+    /// parser must agree with, error for error.
+    mod reference {
+        use serde_json::{Map, Value};
+
+        use super::super::{alias_rank, truncate, with_voter};
+        use crate::error::{FieldProblem, VoteError};
+        use crate::vote::{assemble_batch, resolve_single_id, RawVote, Received};
+        use crate::{limits, Vote};
+
+        fn field_name(key: &str) -> &'static str {
+            super::super::KNOWN.iter().find(|k| **k == key).copied().unwrap_or("vote_id")
+        }
+
+        pub fn raw_from_json(map: Map<String, Value>) -> Result<RawVote, VoteError> {
+            let mut raw = RawVote::default();
+            let mut seen: [Option<&'static str>; 2] = [None, None];
+            for (key, value) in map {
+                let (slot, canonical, alias_slot): (&mut Option<String>, &'static str, Option<usize>) = match key.as_str() {
+                    "name" | "artist" | "band" => (&mut raw.band, "band", Some(0)),
+                    "rank" | "ranked" => (&mut raw.rank, "rank", Some(1)),
+                    "album" => (&mut raw.album, "album", None),
+                    "year" => (&mut raw.year, "year", None),
+                    "vote_id" => (&mut raw.vote_id, "vote_id", None),
+                    "voter" => (&mut raw.voter, "voter", None),
+                    _ => return Err(VoteError::field(truncate(&key), FieldProblem::Unknown)),
+                };
+                let numbers_ok = matches!(canonical, "year" | "rank");
+                let text = match value {
+                    Value::String(s) => s,
+                    Value::Number(n) if numbers_ok => n.to_string(),
+                    _ => {
+                        let expected = if numbers_ok { "string or number" } else { "string" };
+                        return Err(VoteError::field(field_name(&key), FieldProblem::WrongType { expected }));
+                    }
+                };
+                if let Some(i) = alias_slot {
+                    let name = field_name(&key);
+                    if let (Some(prev), Some(prev_name)) = (slot.as_ref(), seen[i]) {
+                        if prev.split_whitespace().ne(text.split_whitespace()) {
+                            let (first, second) = if alias_rank(prev_name) < alias_rank(name) { (prev_name, name) } else { (name, prev_name) };
+                            return Err(VoteError::field(second, FieldProblem::Conflict { with: first }));
+                        }
+                    }
+                    seen[i] = Some(name);
+                }
+                *slot = Some(text);
+            }
+            Ok(raw)
+        }
+
+        /// `parse_body` past the content type and key checks.
+        pub fn parse_json(body: &[u8], received: &Received) -> Result<Vec<Vote>, VoteError> {
+            let value: Value = serde_json::from_slice(body).map_err(|e| VoteError::MalformedJson(e.to_string()))?;
+            match value {
+                Value::Object(map) => {
+                    let raw = with_voter(raw_from_json(map)?, received)?;
+                    let id = resolve_single_id(&raw, None)?;
+                    Ok(vec![raw.validate(received.source, received.received_at_ms, id)?])
+                }
+                Value::Array(items) => {
+                    if items.is_empty() {
+                        return Err(VoteError::EmptyBatch);
+                    }
+                    if items.len() > limits::MAX_BATCH {
+                        return Err(VoteError::BatchTooLarge { len: items.len(), limit: limits::MAX_BATCH });
+                    }
+                    let raws = items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, item)| {
+                            let Value::Object(map) = item else { return Err(VoteError::NotAnObject) };
+                            raw_from_json(map).and_then(|r| with_voter(r, received)).map_err(|e| e.at_index(i))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    assemble_batch(raws, None, received.source, received.received_at_ms)
+                }
+                _ => Err(VoteError::NotAnObject),
+            }
+        }
+    }
+
+    /// Both parsers on one body; generated vote ids (UUIDv7) blanked.
+    fn both(body: &[u8]) -> (Result<Vec<Vote>, VoteError>, Result<Vec<Vote>, VoteError>) {
+        let blank = |r: Result<Vec<Vote>, VoteError>, body: &[u8]| {
+            r.map(|votes| {
+                votes
+                    .into_iter()
+                    .map(|mut v| {
+                        if !body.windows(v.vote_id.len().max(1)).any(|w| w == v.vote_id.as_bytes()) {
+                            v.vote_id.clear();
+                        }
+                        v
+                    })
+                    .collect()
+            })
+        };
+        let rx = Received::new(Source::Http, 1_700_000_000_000);
+        let new = parse_body(None, body, &rx).map(|s| s.votes);
+        (blank(new, body), blank(reference::parse_json(body, &rx), body))
+    }
+
+    #[test]
+    fn the_one_pass_parser_agrees_with_the_value_parser_on_the_hard_cases() {
+        let cases: &[&str] = &[
+            r#"{"name":"A","album":"x","year":"1983","rank":"1"}"#,
+            r#"{"album":"x","year":1983,"artist":"A","ranked":2.50}"#,
+            // repeated names: the last value, judged where the name first appeared
+            r#"{"year":"bad","name":"A","album":"x","year":"1983","rank":"1"}"#,
+            r#"{"year":[1],"colour":"red","year":"1983"}"#,
+            r#"{"colour":"red","year":{"a":1}}"#,
+            r#"{"year":{"a":1},"colour":"red"}"#,
+            r#"{"name":"A","artist":"B","colour":"red"}"#,
+            r#"{"colour":"red","name":"A","artist":"B"}"#,
+            r#"{"artist":"B","name":"A"}"#,
+            r#"{"name":"A","name":"B","album":"x","year":"1983","rank":"1"}"#,
+            r#"{"name":"A","artist":"B","name":"B","album":"x","year":"1983","rank":"1"}"#,
+            r#"{"abc":1,"name":"x"}"#,
+            r#"{"name":"Aé","album":"x","year":"1983","rank":"1"}"#,
+            r#"{"year":1e400}"#,
+            r#"{"year":-0.0,"rank":1e3,"name":"A","album":"x"}"#,
+            r#"{"year":18446744073709551615,"rank":-9223372036854775808}"#,
+            r#"{"voter":null,"name":true}"#,
+            // a syntax error anywhere wins over any field's problem
+            r#"{"colour":"red","name":"A",}"#,
+            r#"{"colour":"red"} x"#,
+            r#"[{"colour":"red"},"#,
+            r#"[]"#,
+            r#"[1,{"colour":"red"}]"#,
+            r#"[{"colour":"red"},1]"#,
+            r#"[[1],{"name":"A"}]"#,
+            r#"[{"name":"A","album":"x","year":"1983","rank":"1"},{"name":"B","album":"x","year":"1983","rank":"1"}]"#,
+            r#""just a string""#,
+            r#"null"#,
+            r#"3"#,
+            "",
+        ];
+        for body in cases {
+            let (new, old) = both(body.as_bytes());
+            assert_eq!(new, old, "{body}");
+        }
+        // nesting deeper than serde_json's recursion limit, inside a field
+        let deep = format!(r#"{{"year":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
+        let (new, old) = both(deep.as_bytes());
+        assert!(matches!(new, Err(VoteError::MalformedJson(_))), "{new:?}");
+        assert_eq!(new, old);
+        // a batch past the limit, then one that ends badly
+        let many = format!("[{}]", vec![r#"{"name":"A"}"#; limits::MAX_BATCH + 1].join(","));
+        assert_eq!(both(many.as_bytes()).0, both(many.as_bytes()).1);
+        let broken = format!("[{},", vec![r#"{"name":"A"}"#; limits::MAX_BATCH + 1].join(","));
+        let (new, old) = both(broken.as_bytes());
+        assert!(matches!(new, Err(VoteError::MalformedJson(_))));
+        assert_eq!(new, old);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -300,6 +450,24 @@ mod proptests {
                 Ok(s) => for v in &s.votes { prop_assert!(v.check().is_ok()); },
                 Err(e) => { prop_assert!(matches!(e.http_status(), 400 | 413 | 415 | 422)); }
             }
+        }
+
+        /// Objects built from the field names, their aliases, an unknown name
+        /// and values of every JSON type, names repeated: the one-pass parser
+        /// gives what the `Value` parser gave, error for error.
+        #[test]
+        fn the_one_pass_parser_agrees_with_the_value_parser(
+            fields in proptest::collection::vec((
+                prop::sample::select(vec!["name", "artist", "band", "album", "year", "rank", "ranked", "vote_id", "voter", "colour"]),
+                prop::sample::select(vec![r#""Alux Nahual""#, r#""alux  nahual ""#, r#""1983""#, "1983", "2.5", r#""x""#,
+                                          "null", "true", "[1]", r#"{"a":1}"#, r#""""#, r#""id-7""#]),
+            ), 0..9),
+            batch in any::<bool>(),
+        ) {
+            let object = format!("{{{}}}", fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(","));
+            let body = if batch { format!("[{object},{object}]") } else { object };
+            let (new, old) = both(body.as_bytes());
+            prop_assert_eq!(new, old, "{}", body);
         }
 
         /// Valid votes survive the Kafka record round trip unchanged.
