@@ -55,12 +55,12 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8], received: &Received) 
             let vote = raw.validate(received.source, received.received_at_ms, id)?;
             Ok(Submission { votes: vec![vote], batch: false })
         }
-        Document::Array(items) => {
-            if items.is_empty() {
+        Document::Array { items, len } => {
+            if len == 0 {
                 return Err(VoteError::EmptyBatch);
             }
-            if items.len() > limits::MAX_BATCH {
-                return Err(VoteError::BatchTooLarge { len: items.len(), limit: limits::MAX_BATCH });
+            if len > limits::MAX_BATCH {
+                return Err(VoteError::BatchTooLarge { len, limit: limits::MAX_BATCH });
             }
             let raws = items
                 .into_iter()
@@ -428,6 +428,30 @@ mod proptests {
         let (new, old) = both(broken.as_bytes());
         assert!(matches!(new, Err(VoteError::MalformedJson(_))));
         assert_eq!(new, old);
+    }
+
+    /// A body of many tiny items keeps at most a full batch in memory (the
+    /// rest are parsed and counted), and is refused by its length as before.
+    #[test]
+    fn a_long_batch_is_counted_not_kept() {
+        let body = format!("[{}0]", "0,".repeat(131_000));
+        assert!(body.len() < limits::MAX_BODY_BYTES);
+        let Ok(document::Document::Array { items, len }) = document::parse(body.as_bytes()) else { panic!("an array") };
+        assert_eq!((items.len(), len), (limits::MAX_BATCH, 131_001));
+        let (new, old) = both(body.as_bytes());
+        assert_eq!(new, Err(VoteError::BatchTooLarge { len: 131_001, limit: limits::MAX_BATCH }));
+        assert_eq!(new, old);
+        let exactly = format!("[{}]", vec![r#"{"colour":1}"#; limits::MAX_BATCH].join(","));
+        assert!(matches!(both(exactly.as_bytes()).0, Err(VoteError::Field { .. })), "a full batch is judged item by item");
+    }
+
+    /// serde_json's raw-value marker key (honoured by `Value` where its
+    /// `raw_value` feature is on) is an unknown field like any other.
+    #[test]
+    fn the_raw_value_marker_is_just_an_unknown_field() {
+        let body = r#"{"$serde_json::private::RawValue":"{\"name\":\"A\",\"album\":\"x\",\"year\":\"1983\",\"rank\":\"1\"}"}"#;
+        let e = parse_body(None, body.as_bytes(), &Received::new(Source::Http, 0)).unwrap_err();
+        assert!(matches!(&e, VoteError::Field { field, problem: FieldProblem::Unknown } if field == "$serde_json::private::RawValue"), "{e:?}");
     }
 
     proptest! {

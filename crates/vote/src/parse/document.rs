@@ -8,15 +8,24 @@
 //! build): the whole body is parsed before anything is judged (a syntax error
 //! anywhere wins over any field's problem), an object's fields are judged in
 //! the order their names first appear, and a repeated name takes its last
-//! value. Values of a type no field takes (objects, arrays, booleans, null)
-//! are still read as `Value`, so nesting is bounded by serde_json's recursion
-//! limit exactly as before.
+//! value. Objects and arrays no field takes are read as `Value`, so nesting
+//! is bounded by serde_json's recursion limit exactly as before. A batch keeps
+//! at most `MAX_BATCH` items (the rest are parsed, counted and dropped: a
+//! batch past the limit is refused by its length alone), so a body of a
+//! hundred thousand tiny items costs no more memory than a full batch.
+//!
+//! One difference from `Value`, on purpose: where serde_json's `raw_value`
+//! feature is on (builds that link axum), `Value` reads an object whose first
+//! key is `$serde_json::private::RawValue` as the JSON text of its value; here
+//! that is an unknown field like any other.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
+
+use crate::limits;
 
 /// Visitor methods for every JSON scalar, all giving `$value`.
 macro_rules! scalars {
@@ -51,7 +60,8 @@ pub(super) const KNOWN: [&str; 9] = ["name", "artist", "band", "rank", "ranked",
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Document<'a> {
     Object(Fields<'a>),
-    Array(Vec<Item<'a>>),
+    /// The first `MAX_BATCH` items, and how many there were.
+    Array { items: Vec<Item<'a>>, len: usize },
     /// A string, number, boolean or null.
     Scalar,
 }
@@ -138,11 +148,14 @@ impl<'de> de::Deserialize<'de> for Document<'de> {
                 read_fields(map).map(Document::Object)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-                while let Some(item) = seq.next_element()? {
-                    items.push(item);
+                let (mut items, mut len) = (Vec::new(), 0usize);
+                while let Some(item) = seq.next_element::<Item>()? {
+                    if items.len() < limits::MAX_BATCH {
+                        items.push(item);
+                    }
+                    len += 1;
                 }
-                Ok(Document::Array(items))
+                Ok(Document::Array { items, len })
             }
             scalars!(Document::Scalar);
         }
