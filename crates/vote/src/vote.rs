@@ -245,11 +245,7 @@ fn normalise_text(field: &'static str, value: Option<String>) -> Result<String, 
     if is_plain_ascii(&value) {
         // Already what `normalise_unicode` makes of it (ASCII is NFC; no
         // printable ASCII character is a control, format or blank-rendering one).
-        return if value.len() > limits::MAX_TEXT_CHARS {
-            Err(VoteError::field(field, FieldProblem::TooLong { max: limits::MAX_TEXT_CHARS }))
-        } else {
-            Ok(value)
-        };
+        return within_text_limit(field, value);
     }
     normalise_unicode(field, value)
 }
@@ -267,10 +263,15 @@ fn normalise_unicode(field: &'static str, value: String) -> Result<String, VoteE
     if normalised.is_empty() {
         return Err(VoteError::field(field, FieldProblem::Empty));
     }
-    if normalised.chars().count() > limits::MAX_TEXT_CHARS {
+    within_text_limit(field, normalised)
+}
+
+/// A normalised band or album name, if it is at most `MAX_TEXT_CHARS` characters.
+fn within_text_limit(field: &'static str, text: String) -> Result<String, VoteError> {
+    if text.chars().count() > limits::MAX_TEXT_CHARS {
         return Err(VoteError::field(field, FieldProblem::TooLong { max: limits::MAX_TEXT_CHARS }));
     }
-    Ok(normalised)
+    Ok(text)
 }
 
 /// Non-empty printable ASCII (U+0020..=U+007E) with no space at either end
