@@ -394,6 +394,10 @@ mod proptests {
             r#"{"name":"A","artist":"B","name":"B","album":"x","year":"1983","rank":"1"}"#,
             r#"{"abc":1,"name":"x"}"#,
             r#"{"name":"Aé","album":"x","year":"1983","rank":"1"}"#,
+            // names and values written with escapes (not borrowed from the body)
+            r#"{"a\u0062c":1,"name":"x"}"#,
+            r#"{"n\u0061me":"A\u00e9","album":"x","year":"1983","rank":"1"}"#,
+            r#"{"name":"A","n\u0061me":"B","album":"x","year":"1983","rank":"1"}"#,
             r#"{"year":1e400}"#,
             r#"{"year":-0.0,"rank":1e3,"name":"A","album":"x"}"#,
             r#"{"year":18446744073709551615,"rank":-9223372036854775808}"#,
@@ -416,6 +420,9 @@ mod proptests {
             let (new, old) = both(body.as_bytes());
             assert_eq!(new, old, "{body}");
         }
+        // an escaped name is the name it spells
+        let escaped = both(br#"{"n\u0061me":"A\u00e9","album":"x","year":"1983","rank":"1"}"#).0.expect("a vote");
+        assert_eq!(escaped[0].band, "Aé");
         // nesting deeper than serde_json's recursion limit, inside a field
         let deep = format!(r#"{{"year":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
         let (new, old) = both(deep.as_bytes());
